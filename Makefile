@@ -1,0 +1,40 @@
+# memstream: `make demo` runs the whole pipeline on embedded services; `make test` tests it.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo dev test lint typecheck schema bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)  ## start the embedded stack, publish a sample workload, show what memstream holds
+	$(BIN)/python -m app.demo $(DEMO_ARGS)
+
+dev: $(STAMP)  ## run the whole stack until Ctrl-C
+	$(BIN)/memstream dev
+
+test: $(STAMP)  ## all tests against real Kafka (Tansu), Redis and the Snowflake emulator, with coverage
+	$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+schema: $(STAMP)  ## regenerate schemas/memory-event.schema.json from the model
+	$(BIN)/python -m app.schema > schemas/memory-event.schema.json
+
+bench-quick: $(STAMP)
+	for b in bench/*.py; do $(BIN)/python $$b --quick || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* .memstream

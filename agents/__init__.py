@@ -1,0 +1,1 @@
+"""Faust agents: ingest (events -> hotset + records) and the warehouse sink (records -> Snowflake)."""

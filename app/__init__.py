@@ -1,0 +1,3 @@
+"""memstream: event-driven memory service for AI agents."""
+
+__version__ = "0.1.0"

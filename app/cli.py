@@ -1,0 +1,139 @@
+"""The `memstream` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from app import devstack
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from app.settings import get_settings
+
+    return get_settings()
+
+
+def cmd_worker(_: argparse.Namespace) -> int:
+    from app.worker import run_worker
+
+    run_worker(_settings())
+    return 0
+
+
+def dev_env(kafka_port: int, redis_port: int, snowflake_port: int, gateway_port: int) -> dict[str, str]:
+    lo = devstack.LOOPBACK
+    return {
+        "MEMSTREAM_ENV": "development",
+        "MEMSTREAM_KAFKA_BOOTSTRAP": f"{lo}:{kafka_port}",
+        "MEMSTREAM_REDIS_URL": f"redis://{lo}:{redis_port}/0",
+        "MEMSTREAM_SNOWFLAKE_HOST": lo,
+        "MEMSTREAM_SNOWFLAKE_PORT": str(snowflake_port),
+        "MEMSTREAM_SNOWFLAKE_PROTOCOL": "http",
+        "MEMSTREAM_GATEWAY_HOST": lo,
+        "MEMSTREAM_GATEWAY_PORT": str(gateway_port),
+        "MEMSTREAM_DEV_TENANT_HEADER_ENABLED": "true",
+    }
+
+
+class DevStack:
+    """Broker, Redis, warehouse emulator and memstream processes on loopback, stopped together."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.data_dir: Path = args.data_dir
+        self.log_dir = self.data_dir / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.env = dev_env(args.kafka_port, args.redis_port, args.snowflake_port, args.gateway_port)
+        self.services = [
+            devstack.kafka_service(args.kafka_port, self.log_dir),
+            devstack.redis_service(args.redis_port, self.log_dir),
+            devstack.warehouse_service(args.snowflake_port, self.data_dir / "warehouse", self.log_dir),
+        ]
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, with_gateway: bool = True) -> None:
+        for svc in self.services:
+            print(f"starting {svc.name} on {devstack.LOOPBACK}:{svc.port}", flush=True)
+            svc.start()
+        env = {**os.environ, **self.env}
+        self.run_memstream(["migrate"], env)
+        commands = [["worker"]] + ([["gateway"]] if with_gateway else [])
+        for argv in commands:
+            log = open(self.log_dir / f"{argv[0]}.log", "ab")  # noqa: SIM115
+            self.procs.append(
+                subprocess.Popen([sys.executable, "-m", "app.cli", *argv], env=env, stdout=log, stderr=log)
+            )
+        if with_gateway:
+            devstack.wait_for_port(int(self.env["MEMSTREAM_GATEWAY_PORT"]), 60, self.procs[-1])
+
+    def run_memstream(self, argv: list[str], env: dict[str, str]) -> None:
+        subprocess.run([sys.executable, "-m", "app.cli", *argv], env=env, check=True)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for svc in reversed(self.services):
+            svc.stop()
+
+
+def add_dev_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kafka-port", type=int, default=19092)
+    p.add_argument("--redis-port", type=int, default=16379)
+    p.add_argument("--snowflake-port", type=int, default=18085)
+    p.add_argument("--gateway-port", type=int, default=8080)
+    p.add_argument("--data-dir", type=Path, default=Path(".memstream"))
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    stack = DevStack(args)
+    try:
+        stack.start()
+        env = stack.env
+        print("memstream dev stack is up (Ctrl-C stops everything):", flush=True)
+        for k in ("MEMSTREAM_KAFKA_BOOTSTRAP", "MEMSTREAM_REDIS_URL"):
+            print(f"  {k}={env[k]}")
+        print(f"  warehouse: http://{devstack.LOOPBACK}:{env['MEMSTREAM_SNOWFLAKE_PORT']}")
+        print(f"  gateway:   http://{devstack.LOOPBACK}:{env['MEMSTREAM_GATEWAY_PORT']}/docs")
+        print(f"  logs:      {stack.log_dir}/")
+        while all(p.poll() is None for p in stack.procs):
+            time.sleep(0.5)
+        print("a memstream process exited; see the logs", file=sys.stderr)
+        return 1
+    except devstack.MissingDependency as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memstream", description="Event-driven memory for AI agents.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("dev", help="run the whole stack on loopback with embedded defaults")
+    add_dev_flags(p)
+    p.set_defaults(func=cmd_dev)
+    p = sub.add_parser("worker", help="run the Faust worker against the configured services")
+    p.set_defaults(func=cmd_worker)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

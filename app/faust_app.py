@@ -1,0 +1,42 @@
+"""The Faust application, configured from settings for at-least-once processing on any Kafka."""
+
+from __future__ import annotations
+
+import ssl
+
+import faust
+
+from app.settings import Settings
+
+
+def create_app(settings: Settings, app_id: str) -> faust.App:
+    credentials: faust.SASLCredentials | faust.SSLCredentials | None = None
+    if settings.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        ctx = ssl.create_default_context(cafile=settings.kafka_ssl_cafile) if "SSL" in (
+            settings.kafka_security_protocol) else None
+        credentials = faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None,
+            mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+            ssl_context=ctx,
+        )
+    elif settings.kafka_security_protocol == "SSL":
+        credentials = faust.SSLCredentials(ssl.create_default_context(cafile=settings.kafka_ssl_cafile))
+    return faust.App(
+        app_id,
+        broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
+        broker_credentials=credentials,
+        store="memory://",
+        web_enabled=False,
+        topic_disable_leader=True,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        broker_session_timeout=settings.kafka_session_timeout_s / 2,
+        broker_heartbeat_interval=settings.kafka_heartbeat_s / 2,
+        broker_commit_interval=0.5,
+        consumer_max_fetch_size=8 * 1024 * 1024,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
+        producer_acks=-1,
+        autodiscover=False,
+    )

@@ -1,0 +1,170 @@
+"""Kafka adapters on confluent-kafka: topic creation and an async, acks=all producer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+
+from app.settings import Settings
+from topics import declared_topics
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker did not acknowledge a write."""
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create every declared topic that is missing; returns the names created."""
+    admin = AdminClient({**settings.kafka_client_config(), "socket.timeout.ms": 5000})
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    missing = [t for t in declared_topics(settings) if t.name not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication, config=t.config)
+         for t in missing],
+        operation_timeout=timeout_s,
+    )
+    created = []
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout=timeout_s)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created
+
+
+async def ensure_topics_with_retry(settings: Settings, deadline_s: float = 120.0) -> list[str]:
+    """Start-up: wait for the broker with backoff instead of crash-looping."""
+    async for attempt in AsyncRetrying(
+        wait=wait_exponential_jitter(initial=0.2, max=5.0),
+        stop=stop_after_delay(deadline_s),
+        retry=retry_if_exception_type(KafkaException),
+        reraise=True,
+    ):
+        with attempt:
+            return await asyncio.to_thread(ensure_topics, settings, 10.0)
+    return []  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class Delivered:
+    topic: str
+    partition: int
+    offset: int
+
+
+class AsyncProducer:
+    """One confluent producer shared by a process; `send` resolves when the broker acknowledged.
+
+    A background thread polls for delivery reports. A fatal producer error (an idempotent
+    producer after a broker restart) recreates the producer: nothing acknowledged is lost, and
+    unacknowledged sends fail so the caller can retry or refuse.
+    """
+
+    def __init__(self, settings: Settings, **overrides: Any) -> None:
+        self._conf = {
+            **settings.kafka_client_config(),
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 2,
+            "compression.type": "lz4",
+            "message.timeout.ms": 15000,
+            "socket.timeout.ms": 5000,
+            "retry.backoff.ms": 100,
+            "retry.backoff.max.ms": 2000,
+            **overrides,
+        }
+        self._lock = threading.Lock()
+        self._producer = Producer({**self._conf, "error_cb": self._on_error})
+        self._fatal = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll_loop, name="kafka-producer-poll", daemon=True)
+        self._thread.start()
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            log.error("kafka producer fatal error, recreating: %s", err)
+            self._fatal = True
+        else:
+            log.debug("kafka producer error: %s", err)
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                producer = self._producer
+            producer.poll(0.05)
+            if self._fatal:
+                self._recreate()
+
+    def _recreate(self) -> None:
+        with self._lock:
+            old = self._producer
+            self._producer = Producer({**self._conf, "error_cb": self._on_error})
+            self._fatal = False
+        old.purge()
+        old.poll(0)
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> Delivered:
+        futs = await self.send_many([(topic, key, value)])
+        return futs[0]
+
+    async def send_many(self, messages: list[tuple[str, bytes | None, bytes]]) -> list[Delivered]:
+        """Produce messages in order; resolve when all are acknowledged (raises BrokerUnavailable)."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Delivered]] = []
+
+        def callback_for(fut: asyncio.Future[Delivered]) -> Any:
+            def cb(err: KafkaError | None, msg: Message) -> None:
+                if err is not None:
+                    result: Delivered | BaseException = BrokerUnavailable(str(err))
+                else:
+                    result = Delivered(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+                loop.call_soon_threadsafe(_resolve, fut, result)
+
+            return cb
+
+        with self._lock:
+            producer = self._producer
+        for topic, key, value in messages:
+            fut: asyncio.Future[Delivered] = loop.create_future()
+            futures.append(fut)
+            while True:
+                try:
+                    producer.produce(topic, value=value, key=key, on_delivery=callback_for(fut))
+                    break
+                except BufferError:
+                    await asyncio.sleep(0.01)  # local queue full: let the poll thread drain it
+                except KafkaException as exc:
+                    raise BrokerUnavailable(str(exc)) from exc
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r if isinstance(r, BrokerUnavailable) else BrokerUnavailable(str(r))
+        return [r for r in results if isinstance(r, Delivered)]
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        with self._lock:
+            self._producer.flush(timeout_s)
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
+def _resolve(fut: asyncio.Future[Delivered], result: Delivered | BaseException) -> None:
+    if fut.done():
+        return
+    if isinstance(result, BaseException):
+        fut.set_exception(result)
+    else:
+        fut.set_result(result)

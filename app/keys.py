@@ -1,0 +1,69 @@
+"""Redis key names: the one place that knows them.
+
+Every key of a tenant carries the tenant in a hash tag (`{tenant}`) so that a multi-key script
+touches one cluster slot.
+"""
+
+from __future__ import annotations
+
+PREFIX = "ms"
+
+
+def _t(tenant: str) -> str:
+    return f"{PREFIX}:{{{tenant}}}"
+
+
+def memory(tenant: str, memory_id: str) -> str:
+    """Hash: v (version), j (record JSON), sb (superseded_by), d (deleted flag)."""
+    return f"{_t(tenant)}:m:{memory_id}"
+
+
+def seen(tenant: str, event_id: str) -> str:
+    """Event-id ledger: counters move once per event, however often it is replayed."""
+    return f"{_t(tenant)}:seen:{event_id}"
+
+
+def stats(tenant: str) -> str:
+    return f"{_t(tenant)}:stats"
+
+
+def active(tenant: str) -> str:
+    """Hash: '<type>\\x1f<key>' -> '<version>|<memory_id>' of the active (newest) memory."""
+    return f"{_t(tenant)}:active"
+
+
+def active_field(memory_type: str, key: str) -> str:
+    return f"{memory_type}\x1f{key}"
+
+
+def dedupe(tenant: str, digest: str) -> str:
+    return f"{_t(tenant)}:dd:{digest}"
+
+
+# Recency indexes (sorted sets, score = occurred_at in epoch milliseconds, member = memory id).
+def recent(tenant: str) -> str:
+    return f"{_t(tenant)}:ix:all"
+
+
+def by_type(tenant: str, memory_type: str) -> str:
+    return f"{_t(tenant)}:ix:type:{memory_type}"
+
+
+def by_session(tenant: str, session_id: str) -> str:
+    return f"{_t(tenant)}:ix:session:{session_id}"
+
+
+def by_agent(tenant: str, agent_id: str) -> str:
+    return f"{_t(tenant)}:ix:agent:{agent_id}"
+
+
+def handoffs_to(tenant: str, agent_id: str) -> str:
+    return f"{_t(tenant)}:ix:handoff:{agent_id}"
+
+
+def term(tenant: str, token: str) -> str:
+    """Keyword postings: memories whose text holds `token`, by recency."""
+    return f"{_t(tenant)}:kw:{token}"
+
+
+GLOBAL_STATS = f"{PREFIX}:global:stats"

@@ -1,0 +1,207 @@
+"""The public event model (contract section 1) and the canonical record it becomes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
+
+MAX_TEXT_BYTES = 64 * 1024
+MAX_METADATA_BYTES = 16 * 1024
+# Namespace for memory ids derived from (tenant, event_id); fixed forever.
+MEMORY_ID_NAMESPACE = uuid.UUID("5b0e6d1c-7f37-4d0e-9a43-6f1f2d6c7a11")
+
+
+class MemoryType(StrEnum):
+    EVENT = "event"
+    DECISION = "decision"
+    RULE = "rule"
+    IDENTITY = "identity"
+    TASK = "task"
+    SUMMARY = "summary"
+    CHUNK = "chunk"
+    HANDOFF = "handoff"
+
+
+SUPERSEDING_TYPES = frozenset({MemoryType.DECISION, MemoryType.RULE, MemoryType.IDENTITY, MemoryType.TASK})
+
+Visibility = Literal["public", "internal", "private"]
+TaskStatus = Literal["open", "in_progress", "blocked", "done"]
+Id128 = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
+Scope = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
+TenantId = Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+Importance = Annotated[StrictInt | StrictFloat, Field(ge=0, le=1)]
+
+
+class Channel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
+    visibility: Visibility = "private"
+
+
+class Content(BaseModel):
+    """Memory content. `text` is required on upserts; other fields are type specific."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    text: Annotated[str, StringConstraints(strict=True)]
+    status: TaskStatus | None = None
+    to_agent: Scope | None = None
+    task: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=4096)] | None = None
+
+    @model_validator(mode="after")
+    def _text_size(self) -> Content:
+        if len(self.text.encode("utf-8")) > MAX_TEXT_BYTES:
+            raise ValueError(f"content.text exceeds {MAX_TEXT_BYTES} bytes")
+        return self
+
+
+class MemoryEvent(BaseModel):
+    """One memory write as published on `memory.events`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="MemoryEvent")
+
+    schema_version: Literal[1]
+    event_id: Id128
+    op: Literal["upsert", "delete"] = "upsert"
+    tenant_id: TenantId
+    memory_id: Id128 | None = None
+    type: MemoryType | None = None
+    key: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=256)] | None = None
+    content: Content | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    agent_id: Scope | None = None
+    user_id: Scope | None = None
+    session_id: Scope | None = None
+    channel: Channel | None = None
+    citations: list[Id128] | None = None
+    importance: Importance | None = None
+    ttl_seconds: Annotated[StrictInt, Field(gt=0)] | None = None
+    occurred_at: AwareDatetime
+    # memstream extension: `false` means "do not remember" — the event is dropped and counted.
+    remember: StrictBool = True
+
+    @model_validator(mode="after")
+    def _rules(self) -> MemoryEvent:
+        if len(orjson.dumps(self.metadata)) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata exceeds {MAX_METADATA_BYTES} bytes")
+        if self.op == "delete":
+            if self.memory_id is None:
+                raise ValueError("delete needs memory_id")
+            return self
+        if self.type is None:
+            raise ValueError("type is required on upsert")
+        if self.content is None:
+            raise ValueError("content is required on upsert")
+        if self.type is MemoryType.TASK and self.content.status is None:
+            raise ValueError("task content needs status (open, in_progress, blocked, done)")
+        if self.type is MemoryType.HANDOFF and (self.content.to_agent is None or self.content.task is None):
+            raise ValueError("handoff content needs to_agent and task")
+        if self.type is MemoryType.SUMMARY and not self.citations:
+            raise ValueError("summary needs a non-empty citations list")
+        return self
+
+    @property
+    def visibility(self) -> Visibility:
+        return self.channel.visibility if self.channel else "private"
+
+    def resolved_memory_id(self) -> str:
+        return self.memory_id or derive_memory_id(self.tenant_id, self.event_id)
+
+
+def derive_memory_id(tenant_id: str, event_id: str) -> str:
+    return "m-" + uuid.uuid5(MEMORY_ID_NAMESPACE, f"{tenant_id}\x1f{event_id}").hex
+
+
+VERSION_WIDTH = 32
+
+
+def make_version(occurred_at: datetime, offset: int) -> str:
+    """Total order of writes: event time (µs) first, then the Kafka offset (ties: later offset wins).
+
+    A fixed-width digit string: it compares correctly as text (Redis Lua numbers are doubles,
+    JSON consumers lose precision past 2^53) and casts to NUMBER(38,0) in the warehouse.
+    """
+    micros = int(occurred_at.timestamp() * 1_000_000)
+    return f"{micros:018d}{max(offset, 0):014d}"
+
+
+class SourcePosition(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class MemoryRecord(BaseModel):
+    """The canonical record: what the hotset holds, `memory.records` carries and the warehouse keeps."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_id: str
+    memory_id: str
+    version: Annotated[str, StringConstraints(pattern=r"^[0-9]{32}$")]
+    event_id: str
+    type: MemoryType | None = None
+    key: str | None = None
+    content: dict[str, Any] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    agent_id: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    channel_id: str | None = None
+    visibility: Visibility = "private"
+    citations: list[str] = Field(default_factory=list)
+    importance: float | None = None
+    ttl_seconds: int | None = None
+    occurred_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None = None
+    superseded_by: str | None = None
+    redactions: dict[str, int] = Field(default_factory=dict)
+    source: SourcePosition | None = None
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> MemoryRecord:
+        return cls.model_validate_json(data)
+
+
+class DeadLetter(BaseModel):
+    """What `memory.deadletter` carries: the original bytes (base64), why, and where it came from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str
+    stage: str
+    original_b64: str
+    source: SourcePosition | None = None
+    failed_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    tenant_id: str | None = None
+
+
+def event_json_schema() -> dict[str, Any]:
+    return MemoryEvent.model_json_schema()

@@ -1,0 +1,310 @@
+"""The ingest policies as pure functions: bytes in, write intents out. No I/O here.
+
+Stages, in order: validate -> redact -> privacy -> dedupe -> supersede -> materialize.
+`prepare` does the stateless stages per message; `plan` does the stateful ones for a batch,
+given a snapshot of hotset state, and returns intents for the Redis and Kafka adapters.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+import orjson
+from pydantic import ValidationError
+
+from app import keys
+from app.models import (
+    SUPERSEDING_TYPES,
+    Content,
+    DeadLetter,
+    MemoryEvent,
+    MemoryRecord,
+    SourcePosition,
+    make_version,
+)
+from app.redact import redact_text, redact_value
+from app.text import digest, index_terms, normalize
+
+ORIGINAL_B64_LIMIT = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One Kafka message as the worker received it."""
+
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def position(self) -> SourcePosition:
+        return SourcePosition(topic=self.topic, partition=self.partition, offset=self.offset)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An event that passed the stateless stages."""
+
+    event: MemoryEvent
+    record: MemoryRecord
+    redactions: Counter[str]
+    dedupe_digest: str | None
+    active_field: str | None
+    terms: tuple[str, ...]
+    dropped: bool  # privacy: marked not to be remembered
+
+
+def _reason(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def dead_letter(msg: Incoming, reason: str, stage: str, tenant_id: str | None = None) -> DeadLetter:
+    import base64
+
+    raw = msg.value or b""
+    return DeadLetter(
+        reason=reason[:2000],
+        stage=stage,
+        original_b64=base64.b64encode(raw[:ORIGINAL_B64_LIMIT]).decode("ascii"),
+        source=msg.position,
+        tenant_id=tenant_id,
+    )
+
+
+def validate(msg: Incoming) -> MemoryEvent | DeadLetter:
+    if not msg.value:
+        return dead_letter(msg, "empty message", "validate")
+    try:
+        return MemoryEvent.model_validate_json(msg.value)
+    except ValidationError as exc:
+        tenant = None
+        try:
+            raw = orjson.loads(msg.value)
+            if isinstance(raw, dict) and isinstance(raw.get("tenant_id"), str):
+                tenant = raw["tenant_id"][:64]
+        except orjson.JSONDecodeError:
+            pass
+        return dead_letter(msg, _reason(exc), "validate", tenant)
+
+
+def redact(event: MemoryEvent) -> tuple[MemoryEvent, Counter[str]]:
+    """Replace secrets in content and metadata; the counts go to the record, never the values."""
+    counts: Counter[str] = Counter()
+    if event.content is None and not event.metadata:
+        return event, counts
+    update: dict[str, object] = {}
+    if event.content is not None:
+        raw_content = event.content.model_dump(exclude_none=True)
+        text, found = redact_text(raw_content.pop("text"))
+        counts.update(found)
+        rest = redact_value(raw_content, counts)
+        assert isinstance(rest, dict)
+        update["content"] = Content.model_validate({"text": text, **rest})
+    if event.metadata:
+        update["metadata"] = redact_value(event.metadata, counts)
+    if not counts:
+        return event, counts
+    return event.model_copy(update=update), counts
+
+
+def to_record(event: MemoryEvent, pos: SourcePosition, redactions: Counter[str]) -> MemoryRecord:
+    version = make_version(event.occurred_at, pos.offset)
+    deleted = event.op == "delete"
+    metadata = dict(event.metadata)
+    if redactions:
+        metadata["redactions"] = dict(sorted(redactions.items()))
+    return MemoryRecord(
+        tenant_id=event.tenant_id,
+        memory_id=event.resolved_memory_id(),
+        version=version,
+        event_id=event.event_id,
+        type=event.type,
+        key=event.key,
+        content=None if deleted or event.content is None else event.content.model_dump(exclude_none=True),
+        metadata=metadata,
+        agent_id=event.agent_id,
+        user_id=event.user_id,
+        session_id=event.session_id,
+        channel_id=event.channel.id if event.channel else None,
+        visibility=event.visibility,
+        citations=list(event.citations or []),
+        importance=float(event.importance) if event.importance is not None else None,
+        ttl_seconds=event.ttl_seconds,
+        occurred_at=event.occurred_at,
+        created_at=event.occurred_at,
+        updated_at=event.occurred_at,
+        deleted_at=event.occurred_at if deleted else None,
+        redactions=dict(redactions),
+        source=pos,
+    )
+
+
+def dedupe_digest(event: MemoryEvent) -> str | None:
+    """Same normalized text in the same tenant and scope -> same digest."""
+    if event.op != "upsert" or event.content is None:
+        return None
+    scope = (
+        event.type or "",
+        event.key or "",
+        event.session_id or "",
+        event.agent_id or "",
+        event.user_id or "",
+        event.channel.id if event.channel else "",
+        event.visibility,
+    )
+    return digest(event.tenant_id, *scope, normalize(event.content.text))
+
+
+def prepare(event: MemoryEvent, pos: SourcePosition) -> Prepared:
+    event, counts = redact(event)
+    record = to_record(event, pos, counts)
+    dropped = not event.remember
+    active = None
+    if event.op == "upsert" and event.type in SUPERSEDING_TYPES and event.key:
+        active = keys.active_field(event.type.value, event.key)
+    terms: tuple[str, ...] = ()
+    if event.content is not None and not dropped:
+        terms = tuple(index_terms(f"{event.key or ''} {event.content.text}"))
+    return Prepared(
+        event=event,
+        record=record,
+        redactions=counts,
+        dedupe_digest=None if dropped else dedupe_digest(event),
+        active_field=active,
+        terms=terms,
+        dropped=dropped,
+    )
+
+
+# ---- stateful stages ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DedupeEntry:
+    memory_id: str
+    occurred_us: int
+
+    def encode(self) -> str:
+        return f"{self.occurred_us}|{self.memory_id}"
+
+    @classmethod
+    def decode(cls, raw: str) -> DedupeEntry:
+        occ, _, mid = raw.partition("|")
+        return cls(memory_id=mid, occurred_us=int(occ))
+
+
+@dataclass(frozen=True)
+class ActiveEntry:
+    version: str
+    memory_id: str
+
+    def encode(self) -> str:
+        return f"{self.version}|{self.memory_id}"
+
+    @classmethod
+    def decode(cls, raw: str) -> ActiveEntry:
+        v, _, mid = raw.partition("|")
+        return cls(version=v, memory_id=mid)
+
+
+@dataclass
+class HotsetState:
+    """What `plan` needs to know of the hotset, keyed by (tenant, digest) and (tenant, field)."""
+
+    dedupe: dict[tuple[str, str], DedupeEntry] = field(default_factory=dict)
+    active: dict[tuple[str, str], ActiveEntry] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Intent:
+    """One write for the hotset (and, for `write`/`delete`, one record for `memory.records`)."""
+
+    kind: Literal["write", "delete", "duplicate", "dropped"]
+    record: MemoryRecord
+    counters: dict[str, int]
+    terms: tuple[str, ...] = ()
+    dedupe_digest: str | None = None
+    dedupe_value: str | None = None
+    active_field: str | None = None
+    active_value: str | None = None
+    supersedes: str | None = None  # memory id this write makes superseded
+
+    @property
+    def publishes(self) -> bool:
+        return self.kind in ("write", "delete")
+
+
+def _occurred_us(dt: datetime) -> int:
+    return int(dt.timestamp() * 1_000_000)
+
+
+def plan(batch: list[Prepared], state: HotsetState, dedupe_window_s: int) -> list[Intent]:
+    """Decide, in order, what each prepared event does to the hotset. `state` is updated in place."""
+    out: list[Intent] = []
+    window_us = dedupe_window_s * 1_000_000
+    for p in batch:
+        rec = p.record
+        tenant = rec.tenant_id
+        redaction_counters = {f"redacted:{k}": v for k, v in p.redactions.items()}
+        if p.dropped:
+            out.append(Intent("dropped", rec, {"privacy_dropped": 1, **redaction_counters}))
+            continue
+        if p.event.op == "delete":
+            out.append(Intent("delete", rec, {"deletes": 1}))
+            continue
+
+        counters = {"writes": 1, **redaction_counters}
+        dd_value = None
+        if p.dedupe_digest is not None:
+            occ = _occurred_us(rec.occurred_at)
+            prior = state.dedupe.get((tenant, p.dedupe_digest))
+            if (
+                prior is not None
+                and prior.memory_id != rec.memory_id
+                and abs(occ - prior.occurred_us) <= window_us
+            ):
+                out.append(Intent("duplicate", rec, {"dedupes": 1, **redaction_counters}))
+                continue
+            entry = DedupeEntry(rec.memory_id, occ)
+            if prior is None or prior.memory_id != rec.memory_id:
+                state.dedupe[(tenant, p.dedupe_digest)] = entry
+            dd_value = entry.encode()
+
+        supersedes = None
+        active_value = None
+        if p.active_field is not None:
+            current = state.active.get((tenant, p.active_field))
+            mine = ActiveEntry(rec.version, rec.memory_id)
+            if current is None or rec.version > current.version:
+                state.active[(tenant, p.active_field)] = mine
+                active_value = mine.encode()
+                if current is not None and current.memory_id != rec.memory_id:
+                    supersedes = current.memory_id
+                    counters["superseded"] = 1
+            elif current.memory_id != rec.memory_id:
+                # An older event arriving late never wins: it is born superseded.
+                rec = rec.model_copy(update={"superseded_by": current.memory_id})
+                counters["superseded"] = 1
+
+        out.append(
+            Intent(
+                "write",
+                rec,
+                counters,
+                terms=p.terms,
+                dedupe_digest=p.dedupe_digest,
+                dedupe_value=dd_value,
+                active_field=p.active_field,
+                active_value=active_value,
+                supersedes=supersedes,
+            )
+        )
+    return out

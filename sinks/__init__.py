@@ -1,0 +1,1 @@
+"""Thin adapters that write intents to Redis and Snowflake."""
