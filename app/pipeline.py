@@ -221,13 +221,14 @@ class HotsetState:
 
     dedupe: dict[tuple[str, str], DedupeEntry] = field(default_factory=dict)
     active: dict[tuple[str, str], ActiveEntry] = field(default_factory=dict)
+    seen: set[tuple[str, str]] = field(default_factory=set)  # (tenant, event_id) already applied
 
 
 @dataclass(frozen=True)
 class Intent:
     """One write for the hotset (and, for `write`/`delete`, one record for `memory.records`)."""
 
-    kind: Literal["write", "delete", "duplicate", "dropped"]
+    kind: Literal["write", "delete", "duplicate", "dropped", "replay"]
     record: MemoryRecord
     counters: dict[str, int]
     terms: tuple[str, ...] = ()
@@ -253,6 +254,11 @@ def plan(batch: list[Prepared], state: HotsetState, dedupe_window_s: int) -> lis
     for p in batch:
         rec = p.record
         tenant = rec.tenant_id
+        if (tenant, rec.event_id) in state.seen:
+            # The idempotency key: a re-published or redelivered event changes nothing.
+            out.append(Intent("replay", rec, {}))
+            continue
+        state.seen.add((tenant, rec.event_id))
         redaction_counters = {f"redacted:{k}": v for k, v in p.redactions.items()}
         if p.dropped:
             out.append(Intent("dropped", rec, {"privacy_dropped": 1, **redaction_counters}))

@@ -11,7 +11,7 @@ from app import keys
 from app.models import MemoryType
 from app.pipeline import ActiveEntry, DedupeEntry, HotsetState, Intent, Prepared
 
-_KIND = {"write": "w", "delete": "x", "duplicate": "d", "dropped": "p"}
+_KIND = {"write": "w", "delete": "x", "duplicate": "d", "dropped": "p"}  # "replay" writes nothing
 
 
 class Hotset:
@@ -28,19 +28,24 @@ class Hotset:
         """One round trip for every dedupe digest and active pointer the batch touches."""
         dd = sorted({(p.record.tenant_id, p.dedupe_digest) for p in batch if p.dedupe_digest})
         act = sorted({(p.record.tenant_id, p.active_field) for p in batch if p.active_field})
+        evs = sorted({(p.record.tenant_id, p.record.event_id) for p in batch})
         state = HotsetState()
-        if not dd and not act:
+        if not evs:
             return state
         pipe = self.redis.pipeline(transaction=False)
         for tenant, digest in dd:
             pipe.get(keys.dedupe(tenant, digest))
         for tenant, fld in act:
             pipe.hget(keys.active(tenant), fld)
+        for tenant, event_id in evs:
+            pipe.exists(keys.seen(tenant, event_id))
         values = await pipe.execute()
+        n_dd, n_act = len(dd), len(act)
+        state.seen = {ev for ev, hit in zip(evs, values[n_dd + n_act :], strict=True) if hit}
         for (tenant, digest), raw in zip(dd, values[: len(dd)], strict=True):
             if raw:
                 state.dedupe[(tenant, digest)] = DedupeEntry.decode(raw)
-        for (tenant, fld), raw in zip(act, values[len(dd) :], strict=True):
+        for (tenant, fld), raw in zip(act, values[n_dd : n_dd + n_act], strict=True):
             if raw:
                 state.active[(tenant, fld)] = ActiveEntry.decode(raw)
         return state
@@ -99,6 +104,7 @@ class Hotset:
 
     async def apply(self, intents: list[Intent]) -> int:
         """Apply intents in order in one pipeline; returns how many changed a memory."""
+        intents = [i for i in intents if i.kind != "replay"]
         if not intents:
             return 0
         pipe = self.redis.pipeline(transaction=False)

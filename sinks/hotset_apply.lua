@@ -6,9 +6,11 @@
 --       8 active value, 9 dedupe value, 10 dedupe ttl, 11 memory id, 12 superseded_by, 13 type,
 --       14 number of counter pairs, 15.. counter name, increment
 local kind = ARGV[1]
-local fresh = redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[5])
+-- The event id is the idempotency key: an event already applied changes nothing.
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[5]) then
+  return 0
+end
 local function count(extra)
-  if not fresh then return end
   local n = tonumber(ARGV[14])
   for i = 15, 14 + 2 * n, 2 do
     redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1])

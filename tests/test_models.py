@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from app.models import MAX_TEXT_BYTES, MemoryEvent, derive_memory_id, make_version
+from app.schema import render
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ev(**over: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "schema_version": 1,
+        "event_id": "e1",
+        "tenant_id": "acme",
+        "type": "event",
+        "content": {"text": "hello"},
+        "occurred_at": "2026-01-01T00:00:00Z",
+    }
+    base.update(over)
+    return base
+
+
+def parse(d: dict[str, object]) -> MemoryEvent:
+    return MemoryEvent.model_validate_json(orjson.dumps(d))
+
+
+def test_schema_file_matches_model() -> None:
+    # Regenerate with `make schema` when the model changes.
+    assert (ROOT / "schemas" / "memory-event.schema.json").read_text() == render()
+    assert json.loads(render())["additionalProperties"] is False
+
+
+def test_minimal_event_defaults() -> None:
+    e = parse(ev())
+    assert e.op == "upsert" and e.visibility == "private" and e.remember is True
+    assert e.resolved_memory_id() == derive_memory_id("acme", "e1")
+    assert derive_memory_id("acme", "e1") != derive_memory_id("other", "e1")
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ({"unknown": 1}, "unknown"),
+        ({"schema_version": 2}, "schema_version"),
+        ({"tenant_id": "bad tenant!"}, "tenant_id"),
+        ({"type": "nope"}, "type"),
+        ({"importance": True}, "importance"),
+        ({"importance": "0.5"}, "importance"),
+        ({"importance": 1.5}, "importance"),
+        ({"ttl_seconds": 0}, "ttl_seconds"),
+        ({"occurred_at": "2026-01-01T00:00:00"}, "occurred_at"),
+        ({"content": {"status": "open"}}, "text"),
+        ({"content": None}, "content is required"),
+        ({"type": None}, "type is required"),
+        ({"type": "task", "content": {"text": "x"}}, "status"),
+        ({"type": "task", "content": {"text": "x", "status": "later"}}, "status"),
+        ({"type": "handoff", "content": {"text": "x", "to_agent": "b"}}, "to_agent and task"),
+        ({"type": "summary", "citations": []}, "citations"),
+        ({"op": "delete", "memory_id": None}, "memory_id"),
+        ({"channel": {"id": "c", "visibility": "secret"}}, "visibility"),
+        ({"event_id": ""}, "event_id"),
+        ({"content": {"text": "x" * (MAX_TEXT_BYTES + 1)}}, "exceeds"),
+        ({"metadata": {"blob": "y" * 17000}}, "metadata"),
+        ({"remember": 0}, "remember"),
+    ],
+)
+def test_invalid_events_rejected(override: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        parse(ev(**override))
+    assert fragment in str(info.value)
+
+
+def test_valid_special_types() -> None:
+    assert parse(ev(type="task", key="t", content={"text": "x", "status": "blocked"})).key == "t"
+    h = parse(ev(type="handoff", content={"text": "x", "to_agent": "b", "task": "do it"}))
+    assert h.content is not None and h.content.to_agent == "b"
+    s = parse(ev(type="summary", citations=["m1", "m2"]))
+    assert s.citations == ["m1", "m2"]
+    d = parse(ev(op="delete", memory_id="m1", type=None, content=None))
+    assert d.op == "delete"
+
+
+def test_versions_order_by_time_then_offset() -> None:
+    from datetime import UTC, datetime
+
+    t1 = datetime(2026, 1, 1, tzinfo=UTC)
+    t2 = datetime(2026, 1, 2, tzinfo=UTC)
+    assert make_version(t1, 999) < make_version(t2, 0)
+    assert make_version(t1, 5) < make_version(t1, 6)
+    assert len(make_version(t2, 10**12)) == 32

@@ -1,0 +1,142 @@
+"""The ingest policies as pure functions: no services needed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from app.models import DeadLetter, MemoryEvent
+from app.pipeline import HotsetState, Incoming, Prepared, plan, prepare, validate
+
+N = 0
+
+
+def msg(offset: int | None = None, **over: Any) -> Incoming:
+    global N
+    N += 1
+    body: dict[str, Any] = {
+        "schema_version": 1,
+        "event_id": f"e{N}",
+        "tenant_id": "acme",
+        "type": "event",
+        "session_id": "s1",
+        "content": {"text": f"message {N}"},
+        "occurred_at": "2026-01-01T00:00:00Z",
+    }
+    body.update(over)
+    return Incoming(orjson.dumps(body), "memory.events", 0, N if offset is None else offset)
+
+
+def prep(m: Incoming) -> Prepared:
+    event = validate(m)
+    assert isinstance(event, MemoryEvent), event
+    return prepare(event, m.position)
+
+
+def test_invalid_json_becomes_dead_letter_with_source() -> None:
+    m = Incoming(b"{not json", "memory.events", 2, 41)
+    dl = validate(m)
+    assert isinstance(dl, DeadLetter)
+    assert dl.stage == "validate" and dl.source is not None and dl.source.offset == 41
+    import base64
+
+    assert base64.b64decode(dl.original_b64) == b"{not json"
+
+
+def test_dead_letter_keeps_tenant_when_known() -> None:
+    dl = validate(msg(type="bogus"))
+    assert isinstance(dl, DeadLetter) and dl.tenant_id == "acme" and "type" in dl.reason
+
+
+def test_redaction_counts_not_values() -> None:
+    p = prep(msg(content={"text": "my key AKIAIOSFODNN7EXAMPLE"}, metadata={"note": "password=hunter22"}))
+    assert p.record.content == {"text": "my key [REDACTED:aws_access_key]"}
+    assert p.record.metadata["note"] == "password=[REDACTED:credential_assignment]"
+    assert p.record.metadata["redactions"] == {"aws_access_key": 1, "credential_assignment": 1}
+    assert "AKIA" not in p.record.to_json().decode() and "hunter22" not in p.record.to_json().decode()
+    [intent] = plan([p], HotsetState(), 3600)
+    assert intent.counters["redacted:aws_access_key"] == 1
+
+
+def test_privacy_do_not_remember_is_dropped_and_counted() -> None:
+    p = prep(msg(remember=False))
+    [intent] = plan([p], HotsetState(), 3600)
+    assert intent.kind == "dropped" and intent.counters["privacy_dropped"] == 1 and not intent.publishes
+
+
+def test_visibility_comes_from_channel() -> None:
+    assert prep(msg()).record.visibility == "private"
+    assert prep(msg(channel={"id": "general", "visibility": "public"})).record.visibility == "public"
+
+
+def test_dedupe_within_window_same_scope() -> None:
+    a = prep(msg(content={"text": "Deploy  at NOON"}))
+    b = prep(msg(content={"text": "deploy at noon"}, occurred_at="2026-01-01T00:30:00Z"))
+    c = prep(msg(content={"text": "deploy at noon"}, occurred_at="2026-01-01T03:00:00Z"))
+    other_session = prep(msg(content={"text": "deploy at noon"}, session_id="s2"))
+    kinds = [i.kind for i in plan([a, b, c, other_session], HotsetState(), 3600)]
+    assert kinds == ["write", "duplicate", "write", "write"]
+
+
+def test_replayed_event_is_not_a_duplicate_of_itself() -> None:
+    m = msg(content={"text": "same"})
+    state = HotsetState()
+    first = plan([prep(m)], state, 3600)
+    state.seen.clear()  # the event ledger expired; the dedupe entry still points at this memory
+    again = plan([prep(m)], state, 3600)
+    assert [i.kind for i in first + again] == ["write", "write"]
+    assert first[0].record == again[0].record
+
+
+def test_supersession_newest_occurred_at_wins_even_out_of_order() -> None:
+    newer = prep(msg(type="decision", key="db", content={"text": "use snowflake"},
+                     occurred_at="2026-01-03T00:00:00Z"))
+    older = prep(msg(type="decision", key="db", content={"text": "use postgres"},
+                     occurred_at="2026-01-02T00:00:00Z"))
+    state = HotsetState()
+    i_new, i_old = plan([newer, older], state, 3600)
+    assert i_new.active_value is not None and i_new.supersedes is None
+    assert i_old.record.superseded_by == newer.record.memory_id
+    assert i_old.active_value is None
+    assert state.active[("acme", "decision\x1fdb")].memory_id == newer.record.memory_id
+
+
+def test_supersession_in_order_marks_previous() -> None:
+    first = prep(msg(type="rule", key="tone", content={"text": "be formal"}))
+    second = prep(msg(type="rule", key="tone", content={"text": "be casual"}, occurred_at="2026-01-05T00:00:00Z"))
+    i1, i2 = plan([first, second], HotsetState(), 3600)
+    assert i2.supersedes == first.record.memory_id and i2.counters["superseded"] == 1
+
+
+def test_same_timestamp_later_offset_wins() -> None:
+    a = prep(msg(offset=10, type="identity", key="name", content={"text": "Ada"}))
+    b = prep(msg(offset=11, type="identity", key="name", content={"text": "Grace"}))
+    _, ib = plan([a, b], HotsetState(), 3600)
+    assert ib.supersedes == a.record.memory_id
+
+
+def test_events_are_not_superseded() -> None:
+    p = prep(msg(key="k"))
+    assert p.active_field is None
+
+
+def test_delete_intent() -> None:
+    p = prep(msg(op="delete", memory_id="m1", type=None, content=None))
+    [intent] = plan([p], HotsetState(), 3600)
+    assert intent.kind == "delete" and intent.record.deleted and intent.record.content is None
+
+
+def test_search_terms_indexed() -> None:
+    p = prep(msg(content={"text": "Kafka partitions and Redis pipelines"}))
+    assert {"kafka", "partitions", "redis", "pipelines"} <= set(p.terms)
+    assert "and" not in p.terms
+
+
+def test_republished_event_id_is_a_replay() -> None:
+    first = msg(offset=1, content={"text": "once"})
+    again = Incoming(first.value, first.topic, first.partition, 99)  # same event, later offset
+    state = HotsetState()
+    a, b = plan([prep(first), prep(again)], state, 3600)
+    assert a.kind == "write" and b.kind == "replay" and not b.publishes
+    assert plan([prep(again)], state, 3600)[0].kind == "replay"
