@@ -12,25 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
+from app.kafka import caught_up, publish_sync
 from app.settings import Settings
+from tests.conftest import wait_until
 
 
-def publish(settings: Settings, events: Iterable[dict[str, Any] | bytes], topic: str | None = None) -> int:
-    producer = Producer({**settings.kafka_client_config(), "acks": "all", "linger.ms": 5})
-    n = 0
+def publish(settings: Settings, events: Iterable[dict[str, Any] | bytes], topic: str | None = None) -> dict[int, int]:
+    """Publish (acks=all); returns the end offset per partition, from the delivery reports."""
+    msgs: list[tuple[bytes | None, bytes]] = []
     for e in events:
         if isinstance(e, bytes):
-            value, key = e, b"raw"
+            msgs.append((b"raw", e))
         else:
-            value, key = orjson.dumps(e), str(e.get("tenant_id", "")).encode()
-        producer.produce(topic or settings.topic_events, value=value, key=key)
-        n += 1
-        if n % 10000 == 0:
-            producer.flush()
-    assert producer.flush(30) == 0, "broker did not acknowledge every message"
-    return n
+            msgs.append((str(e.get("tenant_id", "")).encode(), orjson.dumps(e)))
+    return publish_sync(settings, msgs, topic or settings.topic_events)
 
 
 def read_topic(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[tuple[bytes | None, bytes]]:
@@ -88,21 +85,6 @@ def kcat_publish(settings: Settings, lines: list[bytes], key: str) -> None:
     )
 
 
-def wait_committed(settings: Settings, group: str, topic: str, timeout_s: float = 60.0) -> None:
-    """Poll until `group` has committed every partition of `topic` up to its current end."""
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": group, "enable.auto.commit": False})
-    try:
-        md = consumer.list_topics(topic, timeout=10)
-        parts = [TopicPartition(topic, p) for p in md.topics[topic].partitions]
-        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
-        deadline = time.monotonic() + timeout_s
-        last: dict[int, int] = {}
-        while time.monotonic() < deadline:
-            committed = consumer.committed(parts, timeout=10)
-            last = {tp.partition: tp.offset for tp in committed}
-            if all(last[p] >= end for p, end in ends.items() if end > 0):
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"group {group} committed {last}, topic ends at {ends}")
-    finally:
-        consumer.close()
+def wait_committed(settings: Settings, group: str, ends: dict[int, int], timeout_s: float = 60.0) -> None:
+    """Poll until `group` has committed past `ends` (as returned by `publish`) on the events topic."""
+    wait_until(lambda: caught_up(settings, group, settings.topic_events, ends), timeout_s, interval_s=0.1)

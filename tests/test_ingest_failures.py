@@ -77,14 +77,14 @@ def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
     n = 6000
     w = Proc(["worker"], env, stack.tmp / "worker-kill.log").start()
     try:
-        publish(settings, events(tenants, n, "kill"))
+        ends = publish(settings, events(tenants, n, "kill"))
         wait_until(lambda: total_writes(rds, tenants) >= 500, timeout_s=90)
         w.kill()  # SIGKILL: no shutdown hooks, no final commit
         done_before_restart = total_writes(rds, tenants)
         assert done_before_restart < n, "worker finished before it could be killed; raise n"
         w = Proc(["worker"], env, stack.tmp / "worker-kill.log").start()
         wait_until(lambda: total_writes(rds, tenants) >= n, timeout_s=120)
-        wait_committed(settings, settings.worker_group, settings.topic_events, timeout_s=60)
+        wait_committed(settings, settings.worker_group, ends, timeout_s=60)
     finally:
         w.stop()
     assert total_writes(rds, tenants) == n  # each event applied exactly once

@@ -119,12 +119,10 @@ def test_replay_changes_nothing(worker: Proc, settings: Settings, rds: redis.Red
               for i in range(40)]
     events += [event(tenant, f"dec{i}", type="decision", key="k", content={"text": f"decide {i}"},
                      occurred_at=f"2026-03-02T00:00:{59 - i:02d}Z") for i in range(5)]
-    publish(settings, events)
-    wait_writes(rds, tenant, 12)
-    wait_committed(settings, settings.worker_group, settings.topic_events)
+    wait_committed(settings, settings.worker_group, publish(settings, events))
     before = tenant_state(rds, tenant)
 
-    publish(settings, events)  # the same events again: a replay
-    wait_committed(settings, settings.worker_group, settings.topic_events)
+    ends = publish(settings, events)  # the same events again: a replay
+    wait_committed(settings, settings.worker_group, ends)
     after = tenant_state(rds, tenant)
     assert after == before
