@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from app import devstack
+from app.auth.cli import add_keys_parser
 
 
 def _settings():  # type: ignore[no-untyped-def]
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_dev)
     p = sub.add_parser("worker", help="run the Faust worker against the configured services")
     p.set_defaults(func=cmd_worker)
+    add_keys_parser(sub)
     return parser
 
 

@@ -67,3 +67,34 @@ def term(tenant: str, token: str) -> str:
 
 
 GLOBAL_STATS = f"{PREFIX}:global:stats"
+
+
+# Security (app/auth). API keys are looked up globally by their public prefix (the credential
+# carries no tenant until it is verified); the per-tenant index only serves `keys list`.
+def api_key(prefix: str) -> str:
+    """Hash: tenant, roles, agent_id, name, hash, alg, created_at, expires_at, revoked, revoked_at."""
+    return f"{PREFIX}:apikey:{prefix}"
+
+
+def api_keys_of(tenant: str) -> str:
+    """Set of the key prefixes issued to a tenant."""
+    return f"{_t(tenant)}:apikeys"
+
+
+def rate_bucket_principal(tenant: str, principal_id: str) -> str:
+    """Token bucket of one credential; tenant-tagged so both buckets share a cluster slot."""
+    return f"{_t(tenant)}:rl:p:{principal_id}"
+
+
+def rate_bucket_tenant(tenant: str) -> str:
+    return f"{_t(tenant)}:rl:t"
+
+
+def signature_seen(digest: str) -> str:
+    """Replay guard of signed requests: one key per signature, expiring with the window."""
+    return f"{PREFIX}:sig:{digest}"
+
+
+def handoff_ack(tenant: str, memory_id: str) -> str:
+    """String (SET NX): the handoff was acknowledged; makes the ack exactly-once (gateway)."""
+    return f"{_t(tenant)}:ack:{memory_id}"

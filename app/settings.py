@@ -116,6 +116,37 @@ class Settings(BaseSettings):
     dev_tenant_header: str = "X-Memstream-Dev-Tenant"
     dev_tenant_header_enabled: bool = False
 
+    # Security (docs/security.md). JWT: HS256 with a shared secret and/or RS256/ES256 with keys
+    # from a JWKS file or URL; each algorithm is only ever checked against its own kind of key.
+    jwt_hs256_secret: SecretStr | None = None
+    jwt_jwks_file: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_jwks_timeout_s: float = Field(default=3.0, gt=0)
+    jwt_jwks_cache_s: float = Field(default=300.0, ge=0)
+    jwt_algorithms: list[str] = Field(default_factory=lambda: ["HS256", "RS256", "ES256"])
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_s: float = Field(default=30.0, ge=0, le=600)
+    jwt_tenant_claim: str = "tenant_id"
+    jwt_roles_claim: str = "roles"
+    jwt_agent_claim: str = "agent_id"
+    # API keys are stored as HMAC-SHA256(pepper, key) when a pepper is set, else SHA-256(key).
+    api_key_pepper: SecretStr | None = None
+    # Token buckets shared by all gateway instances through Redis; 0 disables a bucket.
+    rate_limit_per_key_per_minute: int = Field(default=600, ge=0)
+    rate_limit_per_tenant_per_minute: int = Field(default=3000, ge=0)
+    rate_limit_burst_factor: float = Field(default=1.0, ge=1.0, le=60.0)
+    # Optional HMAC request signing for machine producers.
+    request_signing_secret: SecretStr | None = None
+    request_signing_required: bool = False
+    request_signing_window_s: int = Field(default=300, ge=1, le=3600)
+    # Gateway HTTPS (TLS >= 1.2).
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_key_password: SecretStr | None = None
+    tls_min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    tls_ciphers: str = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!DSS:!RC4:!3DES"
+
     # Worker observability
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
@@ -129,6 +160,16 @@ class Settings(BaseSettings):
         if any(v <= 0 for v in value.values()):
             raise ValueError("hotset TTLs must be positive")
         return {**DEFAULT_TTLS, **value}
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _check_jwt_algorithms(cls, value: list[str]) -> list[str]:
+        # An explicit allow-list; "none" and anything we cannot bind to a key type is refused.
+        allowed = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "ES256", "ES384"}
+        bad = [a for a in value if a not in allowed]
+        if bad:
+            raise ValueError(f"unsupported JWT algorithms {bad}; choose from {sorted(allowed)}")
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,241 @@
+"""Tenant API keys: `msk_<prefix>_<secret>`, shown once, stored only as a hash.
+
+The prefix is public (it is the lookup id and the `KEY_ID` of `memstream keys`); the secret
+never leaves the creating process. The stored hash is HMAC-SHA256 under a server pepper when one
+is configured (a stolen Redis dump then cannot be brute-forced offline), else SHA-256 (the
+secret has 256 bits of entropy, so a plain hash is still not reversible).
+Pure functions here; `ApiKeyStore` is the thin Redis adapter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, replace
+from typing import TypeVar, cast
+
+import redis.asyncio as aioredis
+
+from app import keys
+from app.auth.errors import Unauthenticated
+from app.auth.principal import Principal, Role, parse_roles, valid_agent, valid_tenant
+
+SCHEME = "msk"
+_KEY_RE = re.compile(r"^msk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+ALG_HMAC = "hmac-sha256"
+ALG_SHA = "sha256"
+T = TypeVar("T")
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def generate_api_key() -> tuple[str, str]:
+    """(prefix, full key). 64-bit public prefix, 256-bit secret."""
+    prefix = secrets.token_hex(8)
+    return prefix, f"{SCHEME}_{prefix}_{secrets.token_urlsafe(32)}"
+
+
+def key_prefix(key: str) -> str | None:
+    """The prefix of a well-formed key, else None (malformed input never reaches Redis)."""
+    m = _KEY_RE.fullmatch(key)
+    return m.group(1) if m else None
+
+
+def hash_api_key(key: str, pepper: bytes | None) -> tuple[str, str]:
+    """(algorithm, hex digest) of the whole key string (the prefix is bound into the hash)."""
+    if pepper:
+        return ALG_HMAC, hmac.new(pepper, key.encode(), hashlib.sha256).hexdigest()
+    return ALG_SHA, hashlib.sha256(key.encode()).hexdigest()
+
+
+def parse_duration(text: str) -> int:
+    """'30d', '12h', '90m', '45s', '2w' or plain seconds -> seconds (> 0)."""
+    m = _DURATION_RE.fullmatch(text)
+    if not m or int(m.group(1)) <= 0:
+        raise ValueError(f"invalid duration {text!r} (examples: 30d, 12h, 90m, 3600)")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    prefix: str
+    tenant_id: str
+    roles: frozenset[Role]
+    key_hash: str
+    hash_alg: str
+    created_at: float
+    agent_id: str | None = None
+    name: str | None = None
+    expires_at: float | None = None
+    revoked: bool = False
+    revoked_at: float | None = None
+
+    def to_redis(self) -> dict[str, str]:
+        return {
+            "tenant": self.tenant_id,
+            "roles": ",".join(sorted(r.value for r in self.roles)),
+            "hash": self.key_hash,
+            "alg": self.hash_alg,
+            "created_at": repr(self.created_at),
+            "agent_id": self.agent_id or "",
+            "name": self.name or "",
+            "expires_at": repr(self.expires_at) if self.expires_at is not None else "",
+            "revoked": "1" if self.revoked else "0",
+            "revoked_at": repr(self.revoked_at) if self.revoked_at is not None else "",
+        }
+
+    @classmethod
+    def from_redis(cls, prefix: str, h: dict[str, str]) -> ApiKeyRecord | None:
+        if not h or "hash" not in h or "tenant" not in h:
+            return None
+        return cls(
+            prefix=prefix,
+            tenant_id=h["tenant"],
+            roles=parse_roles(h.get("roles", "")),
+            key_hash=h["hash"],
+            hash_alg=h.get("alg", ALG_SHA),
+            created_at=float(h.get("created_at") or 0),
+            agent_id=h.get("agent_id") or None,
+            name=h.get("name") or None,
+            expires_at=float(h["expires_at"]) if h.get("expires_at") else None,
+            # Anything but an explicit "0" counts as revoked: fail closed on a damaged record.
+            revoked=h.get("revoked", "1") != "0",
+            revoked_at=float(h["revoked_at"]) if h.get("revoked_at") else None,
+        )
+
+    def public(self) -> dict[str, object]:
+        """What `keys list` shows: everything but the hash."""
+        return {
+            "key_id": self.prefix,
+            "tenant_id": self.tenant_id,
+            "roles": sorted(r.value for r in self.roles),
+            "agent_id": self.agent_id,
+            "name": self.name,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "revoked": self.revoked,
+            "revoked_at": self.revoked_at,
+        }
+
+
+def new_api_key(
+    tenant_id: str,
+    roles: frozenset[Role],
+    pepper: bytes | None,
+    now: float,
+    agent_id: str | None = None,
+    name: str | None = None,
+    expires_in_s: int | None = None,
+) -> tuple[str, ApiKeyRecord]:
+    if not valid_tenant(tenant_id):
+        raise ValueError("tenant id must match [A-Za-z0-9_.-]{1,64}")
+    if not roles:
+        raise ValueError("an API key needs at least one role")
+    if agent_id is not None and not valid_agent(agent_id):
+        raise ValueError("agent id must be 1-128 characters")
+    prefix, key = generate_api_key()
+    alg, digest = hash_api_key(key, pepper)
+    record = ApiKeyRecord(
+        prefix=prefix,
+        tenant_id=tenant_id,
+        roles=roles,
+        key_hash=digest,
+        hash_alg=alg,
+        created_at=now,
+        agent_id=agent_id,
+        name=name,
+        expires_at=now + expires_in_s if expires_in_s else None,
+    )
+    return key, record
+
+
+# Compared against when the prefix is unknown so both paths do the same work.
+_DUMMY = ApiKeyRecord("0" * 16, "-", frozenset(), "0" * 64, ALG_SHA, 0.0, revoked=True)
+
+
+def verify_api_key(
+    presented: str, record: ApiKeyRecord | None, pepper: bytes | None, now: float
+) -> Principal:
+    """The principal of a presented key, or Unauthenticated (one message for every failure)."""
+    rec = record or _DUMMY
+    if rec.hash_alg == ALG_HMAC and not pepper:
+        # Stored under a pepper this server does not have: never fall back to a weaker check.
+        raise Unauthenticated("invalid API key", reason="pepper_missing")
+    _, digest = hash_api_key(presented, pepper if rec.hash_alg == ALG_HMAC else None)
+    matches = hmac.compare_digest(digest, rec.key_hash)
+    if record is None or not matches:
+        raise Unauthenticated("invalid API key", reason="unknown_or_mismatch")
+    if record.revoked:
+        raise Unauthenticated("invalid API key", reason="revoked")
+    if record.expires_at is not None and now >= record.expires_at:
+        raise Unauthenticated("invalid API key", reason="expired")
+    return Principal(
+        tenant_id=record.tenant_id,
+        principal_id=f"key:{record.prefix}",
+        kind="api_key",
+        roles=record.roles,
+        agent_id=record.agent_id,
+        key_id=record.prefix,
+    )
+
+
+def _aw(value: Awaitable[T] | T) -> Awaitable[T]:
+    """redis-py types its commands as sync-or-async; the asyncio client always returns awaitables."""
+    return cast(Awaitable[T], value)
+
+
+class ApiKeyStore:
+    """Redis adapter. Every authentication reads the record, so a revocation applies at once."""
+
+    def __init__(self, redis: aioredis.Redis, pepper: bytes | None = None) -> None:
+        self.redis = redis
+        self.pepper = pepper
+
+    async def create(
+        self,
+        tenant_id: str,
+        roles: frozenset[Role],
+        agent_id: str | None = None,
+        name: str | None = None,
+        expires_in_s: int | None = None,
+    ) -> tuple[str, ApiKeyRecord]:
+        while True:
+            key, record = new_api_key(
+                tenant_id, roles, self.pepper, time.time(), agent_id, name, expires_in_s
+            )
+            # HSETNX on the hash field claims the prefix; a (2^-64) collision simply retries.
+            if await _aw(self.redis.hsetnx(keys.api_key(record.prefix), "hash", record.key_hash)):
+                break
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(keys.api_key(record.prefix), mapping=record.to_redis())
+        pipe.sadd(keys.api_keys_of(tenant_id), record.prefix)
+        await pipe.execute()
+        return key, record
+
+    async def get(self, prefix: str) -> ApiKeyRecord | None:
+        return ApiKeyRecord.from_redis(prefix, await _aw(self.redis.hgetall(keys.api_key(prefix))))
+
+    async def list(self, tenant_id: str) -> list[ApiKeyRecord]:
+        prefixes = sorted(await _aw(self.redis.smembers(keys.api_keys_of(tenant_id))))
+        records = [await self.get(p) for p in prefixes]
+        return sorted((r for r in records if r is not None), key=lambda r: r.created_at)
+
+    async def revoke(self, prefix: str) -> ApiKeyRecord | None:
+        record = await self.get(prefix)
+        if record is None:
+            return None
+        if not record.revoked:
+            record = replace(record, revoked=True, revoked_at=time.time())
+            fields = {"revoked": "1", "revoked_at": repr(record.revoked_at)}
+            await _aw(self.redis.hset(keys.api_key(prefix), mapping=fields))
+        return record
+
+    async def authenticate(self, presented: str) -> Principal:
+        prefix = key_prefix(presented)
+        if prefix is None:
+            raise Unauthenticated("invalid API key", reason="malformed")
+        return verify_api_key(presented, await self.get(prefix), self.pepper, time.time())
