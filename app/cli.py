@@ -27,6 +27,13 @@ def cmd_worker(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gateway(_: argparse.Namespace) -> int:
+    from app.gateway.server import run_gateway
+
+    run_gateway(_settings())
+    return 0
+
+
 def dev_env(kafka_port: int, redis_port: int, snowflake_port: int, gateway_port: int) -> dict[str, str]:
     lo = devstack.LOOPBACK
     return {
@@ -128,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_dev)
     p = sub.add_parser("worker", help="run the Faust worker against the configured services")
     p.set_defaults(func=cmd_worker)
+    p = sub.add_parser("gateway", help="serve the HTTP API v2 (uvicorn) on the configured host and port")
+    p.set_defaults(func=cmd_gateway)
     add_keys_parser(sub)
     return parser
 

@@ -1,0 +1,125 @@
+"""The ASGI app: `create_app(settings)`. Producer, Redis pool and warehouse pool are created once
+per process in the lifespan and shared by every request."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from redis.exceptions import RedisError
+
+from app.gateway import errors, routes_context, routes_handoffs, routes_memory, routes_ops
+from app.gateway.deps import Authenticator, DevTenantHeader, Services
+from app.gateway.middleware import BodyLimit, RequestMetrics
+from app.gateway.reads import HotsetReader
+from app.gateway.warehouse import Warehouse
+from app.gateway.writes import Publisher
+from app.kafka import AsyncProducer
+from app.redis_client import create_redis
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+COUNTER_FLUSH_S = 1.0
+# A write request must not hang on a dead broker: fail (503) after this long without an ack.
+PRODUCE_TIMEOUT_S = 5.0
+
+
+def authenticators(settings: Settings) -> list[Authenticator]:
+    """The credential chain. JWT and API keys (contract section 2) will be added here."""
+    return [DevTenantHeader(settings.dev_tenant_header, settings.dev_tenant_header_enabled)]
+
+
+def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT_S) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = create_redis(settings)
+        reader = HotsetReader(redis)
+        warehouse = Warehouse(settings)
+        timeout_ms = int(produce_timeout_s * 1000)
+        producer = AsyncProducer(
+            settings,
+            **{
+                "message.timeout.ms": timeout_ms,
+                "socket.timeout.ms": min(timeout_ms, 5000),
+                # The Faust worker (aiokafka) ships without the lz4 codec: an lz4 batch on
+                # memory.events crashes it. Single events are small; send them uncompressed.
+                "compression.type": "none",
+            },
+        )
+        app.state.services = Services(
+            settings=settings,
+            redis=redis,
+            reader=reader,
+            warehouse=warehouse,
+            producer=producer,
+            publisher=Publisher(settings, producer, reader),
+        )
+        flusher = asyncio.create_task(_flush_loop(reader))
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            with contextlib.suppress(RedisError, OSError):
+                await reader.flush_counts()
+            await reader.drain()
+            await asyncio.to_thread(producer.close, 2.0)
+            warehouse.close()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="memstream gateway",
+        version="2.0.0",
+        description="Memory for AI agents: writes are events on Kafka, reads come from the Redis "
+        "hotset with the Snowflake warehouse behind it. Errors: "
+        '`{"error": {"code", "message", "details"}}`.',
+        lifespan=lifespan,
+    )
+    app.state.authenticators = authenticators(settings)
+    errors.install(app)
+    for module in (routes_memory, routes_context, routes_handoffs, routes_ops):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
+    app.add_middleware(RequestMetrics)
+    _document_security(app, settings)
+    return app
+
+
+async def _flush_loop(reader: HotsetReader) -> None:
+    while True:
+        await asyncio.sleep(COUNTER_FLUSH_S)
+        try:
+            await reader.flush_counts()
+        except (RedisError, OSError) as exc:
+            log.warning("could not flush read counters: %s", exc)
+
+
+def _document_security(app: FastAPI, settings: Settings) -> None:
+    """Describe the credential header in the OpenAPI document (routes check it themselves)."""
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = base_openapi()
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes["devTenant"] = {
+            "type": "apiKey",
+            "in": "header",
+            "name": settings.dev_tenant_header,
+            "description": "Development only (MEMSTREAM_DEV_TENANT_HEADER_ENABLED): the tenant id.",
+        }
+        for path, item in schema.get("paths", {}).items():
+            if path.startswith("/api/"):
+                for op in item.values():
+                    op["security"] = [{"devTenant": []}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

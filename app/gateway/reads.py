@@ -1,0 +1,255 @@
+"""Redis hotset reads for the gateway (the hotset's layout is defined by sinks/hotset_apply.lua).
+
+Index members can be stale: the memory's hash expired (per-type TTL) or was deleted. Reads skip
+them and remove them from the index they came from in the background, so indexes shrink back to
+what the hotset holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from app import keys
+from app.gateway.context import FETCH, SECTION_TYPE, Section
+from app.gateway.docs import Doc, from_hotset
+from app.gateway.search import SearchParams, prescore
+from app.models import MemoryRecord
+
+log = logging.getLogger(__name__)
+
+HIT, MISS = "gateway:hotset_hits", "gateway:hotset_misses"
+_FIELDS = ["v", "j", "sb", "d"]
+
+
+@dataclass(frozen=True)
+class Slot:
+    """What the hotset holds for one memory id."""
+
+    version: str | None
+    doc: Doc | None
+    deleted: bool
+
+    @property
+    def present(self) -> bool:
+        return self.version is not None
+
+
+@dataclass
+class Candidates:
+    ranked: list[str]  # memory ids, best prescore first
+    df: dict[str, int]
+    n_docs: int
+    examined: int
+    sources: dict[str, list[str]]  # memory id -> index keys it was read from (for pruning)
+
+
+class HotsetReader:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        src = resources.files("app.gateway").joinpath("rewarm.lua").read_text(encoding="utf-8")
+        self._rewarm = redis.register_script(src)
+        # Hit/miss counters are kept in process and flushed to the tenant's stats hash in batches,
+        # so the retrieve fast path stays a single Redis round trip.
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ---- single records ----------------------------------------------------------------------
+    async def get(self, tenant: str, memory_id: str) -> Slot:
+        v, j, sb, d = await self.redis.hmget(keys.memory(tenant, memory_id), _FIELDS)  # type: ignore[misc]
+        return _slot(memory_id, v, j, sb, d)
+
+    async def get_many(self, tenant: str, ids: Sequence[str]) -> list[Slot]:
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for mid in ids:
+            pipe.hmget(keys.memory(tenant, mid), _FIELDS)
+        rows = await pipe.execute()
+        return [_slot(mid, *row) for mid, row in zip(ids, rows, strict=True)]
+
+    async def progress(self, tenant: str, memory_id: str, event_id: str) -> tuple[str | None, bool]:
+        """(stored version, event processed?) for read-your-writes polling."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(keys.memory(tenant, memory_id), "v")
+        pipe.exists(keys.seen(tenant, event_id))
+        v, seen = await pipe.execute()
+        return v, bool(seen)
+
+    async def rewarm(self, record: MemoryRecord, ttl_s: int) -> bool:
+        """Write a warehouse record back into the hotset unless the hotset holds a newer version."""
+        changed = await self._rewarm(
+            keys=[keys.memory(record.tenant_id, record.memory_id)],
+            args=[record.version, record.to_json(), record.superseded_by or "", ttl_s],
+        )
+        return bool(changed)
+
+    def count(self, tenant: str, hit: bool) -> None:
+        self._counts[(tenant, HIT if hit else MISS)] += 1
+
+    def pending_counts(self, tenant: str) -> dict[str, int]:
+        return {f: n for (t, f), n in self._counts.items() if t == tenant}
+
+    async def flush_counts(self) -> None:
+        if not self._counts:
+            return
+        counts, self._counts = self._counts, Counter()
+        pipe = self.redis.pipeline(transaction=False)
+        for (tenant, field), n in counts.items():
+            pipe.hincrby(keys.stats(tenant), field, n)
+        try:
+            await pipe.execute()
+        except RedisError:
+            self._counts.update(counts)  # keep them for the next flush
+            raise
+
+    # ---- search ------------------------------------------------------------------------------
+    async def search_candidates(self, tenant: str, p: SearchParams, pool: int, now_ms: float) -> Candidates:
+        term_keys = [keys.term(tenant, t) for t in p.terms]
+        filter_keys = _filter_keys(tenant, p)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(keys.recent(tenant))
+        for k in (*term_keys, *filter_keys):
+            pipe.zcard(k)
+        cards = await pipe.execute()
+        n_docs = int(cards[0])
+        df = {t: int(c) for t, c in zip(p.terms, cards[1 : 1 + len(term_keys)], strict=True)}
+        filter_cards = dict(zip(filter_keys, cards[1 + len(term_keys) :], strict=True))
+        if not any(df.values()) or any(c == 0 for c in filter_cards.values()):
+            return Candidates([], df, n_docs, 0, {})
+
+        # Drive from the smallest set: a narrow filter (one session) beats broad postings.
+        postings_total = sum(df.values())
+        driver = min(filter_cards, key=lambda k: filter_cards[k]) if filter_cards else None
+        pipe = self.redis.pipeline(transaction=False)
+        if driver is not None and filter_cards[driver] <= postings_total:
+            pipe.zrevrange(driver, 0, pool - 1, withscores=True)
+            driving = [driver]
+        else:
+            live = [k for k, t in zip(term_keys, p.terms, strict=True) if df[t]]
+            per_term = max(1, pool // len(live))
+            for k in live:
+                pipe.zrevrange(k, 0, per_term - 1, withscores=True)
+            driving = live
+        ranges = await pipe.execute()
+        when: dict[str, float] = {}
+        for rows in ranges:
+            for mid, score in rows:
+                when.setdefault(mid, score)
+                if len(when) >= pool:
+                    break
+        members = list(when)
+        if not members:
+            return Candidates([], df, n_docs, 0, {})
+
+        # Which query terms each candidate holds, and whether it passes the indexed filters.
+        pipe = self.redis.pipeline(transaction=False)
+        for k in term_keys:
+            pipe.zmscore(k, members)
+        checks = [k for k in filter_keys if k not in driving]
+        for k in checks:
+            pipe.zmscore(k, members)
+        scores = await pipe.execute()
+        term_hits = scores[: len(term_keys)]
+        filter_hits = scores[len(term_keys) :]
+        scored: list[tuple[float, str]] = []
+        for i, mid in enumerate(members):
+            if any(hits[i] is None for hits in filter_hits):
+                continue
+            matched = [t for t, hits in zip(p.terms, term_hits, strict=True) if hits[i] is not None]
+            if matched:
+                scored.append((prescore(matched, when[mid], df, n_docs, now_ms), mid))
+        scored.sort(reverse=True)
+        sources = {mid: [*driving, *term_keys] for _, mid in scored}
+        return Candidates([mid for _, mid in scored], df, n_docs, len(members), sources)
+
+    # ---- context -----------------------------------------------------------------------------
+    async def context_candidates(
+        self, tenant: str, session_id: str | None, agent_id: str | None
+    ) -> dict[Section, list[Doc | None]]:
+        """Two round trips: bounded ZREVRANGEs of every section's index, then one pipelined HMGET."""
+        index: dict[Section, str] = {}
+        for section, memory_type in SECTION_TYPE.items():
+            if memory_type is not None:
+                index[section] = keys.by_type(tenant, memory_type)
+        if session_id is not None:
+            index["recent"] = keys.by_session(tenant, session_id)
+        elif agent_id is not None:
+            index["recent"] = keys.by_agent(tenant, agent_id)
+        else:
+            index["recent"] = keys.recent(tenant)
+        pipe = self.redis.pipeline(transaction=False)
+        for section, key in index.items():
+            pipe.zrevrange(key, 0, FETCH[section] - 1)
+        ranges = await pipe.execute()
+        ids_by_section = dict(zip(index, ranges, strict=True))
+        unique = list(dict.fromkeys(mid for ids in ranges for mid in ids))
+        slots = dict(zip(unique, await self.get_many(tenant, unique), strict=True))
+        stale: dict[str, list[str]] = defaultdict(list)
+        out: dict[Section, list[Doc | None]] = {}
+        for section, ids in ids_by_section.items():
+            out[section] = [slots[mid].doc for mid in ids]
+            for mid in ids:
+                if not slots[mid].present or slots[mid].deleted:
+                    stale[index[section]].append(mid)
+        self.prune(stale)
+        return out
+
+    # ---- handoffs ----------------------------------------------------------------------------
+    async def handoff_ids(self, tenant: str, agent_id: str, n: int) -> list[str]:
+        return list(await self.redis.zrevrange(keys.handoffs_to(tenant, agent_id), 0, n - 1))
+
+    async def acked(self, tenant: str, ids: Sequence[str]) -> list[bool]:
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for mid in ids:
+            pipe.exists(keys.handoff_ack(tenant, mid))
+        return [bool(x) for x in await pipe.execute()]
+
+    # ---- maintenance -------------------------------------------------------------------------
+    def prune(self, stale: dict[str, list[str]]) -> None:
+        """Remove stale members from indexes, off the request path. Best effort: a later read
+        prunes again if this fails."""
+        stale = {k: v for k, v in stale.items() if v}
+        if not stale:
+            return
+
+        async def run() -> None:
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                for key, ids in stale.items():
+                    pipe.zrem(key, *ids)
+                await pipe.execute()
+            except RedisError as exc:
+                log.debug("index prune failed: %s", exc)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _slot(memory_id: str, v: str | None, j: str | None, sb: str | None, d: str | None) -> Slot:
+    return Slot(v, from_hotset(memory_id, j, sb, d), bool(d))
+
+
+def _filter_keys(tenant: str, p: SearchParams) -> list[str]:
+    out = []
+    if p.type is not None:
+        out.append(keys.by_type(tenant, p.type))
+    if p.session_id is not None:
+        out.append(keys.by_session(tenant, p.session_id))
+    if p.agent_id is not None:
+        out.append(keys.by_agent(tenant, p.agent_id))
+    return out

@@ -1,0 +1,185 @@
+"""/api/v2/memory: store, batch, retrieve, search, delete, stats."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from app.gateway import service
+from app.gateway.deps import Principal, Services, principal, services
+from app.gateway.errors import ApiError, responses, validation_error
+from app.gateway.schemas import (
+    BatchRequest,
+    BatchResult,
+    Limit100,
+    QueryBool,
+    QueryId,
+    RetrieveResult,
+    SearchResult,
+    StatsResult,
+    StoreRequest,
+    StoreResult,
+)
+from app.gateway.search import SearchParams, query_terms
+from app.gateway.stats import tenant_stats
+from app.gateway.writes import Written, build_event, validated
+from app.models import MemoryEvent, MemoryType, Visibility
+
+router = APIRouter(prefix="/api/v2/memory", tags=["memory"])
+
+Svc = Annotated[Services, Depends(services)]
+Caller = Annotated[Principal, Depends(principal)]
+Wait = Annotated[
+    Literal["visible"] | None,
+    Query(description="`visible`: answer only once the write is readable (bounded by a timeout, then 504)"),
+]
+WRITE_ERRORS = responses(401, 403, 413, 422, 503, 504)
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+async def _finish(svc: Services, written: list[Written], wait: str | None) -> list[dict[str, Any]]:
+    if wait == "visible":
+        statuses = await svc.publisher.wait_visible(written)
+        return [w.result(s) for w, s in zip(written, statuses, strict=True)]
+    return [w.result("accepted") for w in written]
+
+
+@router.post("/store", status_code=202, response_model=StoreResult, responses=WRITE_ERRORS)
+async def store(body: StoreRequest, caller: Caller, svc: Svc, wait: Wait = None) -> Response:
+    """Publish one memory event (tenant from the credentials). 202 once the broker acknowledged it."""
+    event = build_event(body, caller.tenant_id)
+    written = await svc.publisher.publish([event])
+    return json_response((await _finish(svc, written, wait))[0], 202)
+
+
+@router.post("/batch", status_code=202, response_model=BatchResult, responses=WRITE_ERRORS)
+async def batch(body: BatchRequest, caller: Caller, svc: Svc, wait: Wait = None) -> Response:
+    """Up to MEMSTREAM_GATEWAY_BATCH_MAX_ITEMS events; invalid items are reported per item and the
+    valid ones published (in order, acks=all). Retry with the same event ids: replays change nothing."""
+    limit = svc.settings.gateway_batch_max_items
+    if len(body.items) > limit:
+        raise ApiError(
+            422,
+            f"a batch holds at most {limit} items",
+            details=[{"loc": "body.items", "msg": "too many items", "type": "too_long"}],
+        )
+    events: list[tuple[int, MemoryEvent]] = []
+    results: list[dict[str, Any]] = []
+    for i, item in enumerate(body.items):
+        loc = ("body", "items", i)
+        try:
+            try:
+                fields = StoreRequest.model_validate(item)
+            except ValidationError as exc:
+                raise validation_error(exc, loc) from exc
+            events.append((i, build_event(fields, caller.tenant_id, loc)))
+        except ApiError as exc:
+            results.append(
+                {
+                    "index": i,
+                    "status": exc.status,
+                    "error": {"code": exc.code, "message": exc.message, "details": exc.details},
+                }
+            )
+    if not events:
+        raise ApiError(422, "no valid item in the batch", details=results)
+    written = await svc.publisher.publish([e for _, e in events])
+    for (i, _), res in zip(events, await _finish(svc, written, wait), strict=True):
+        results.append({"index": i, **res})
+    results.sort(key=lambda r: int(r["index"]))
+    return json_response(
+        {"accepted": len(events), "rejected": len(results) - len(events), "items": results}, 202
+    )
+
+
+@router.get("/retrieve", response_model=RetrieveResult, responses=responses(401, 404, 422, 503))
+async def retrieve(
+    caller: Caller,
+    svc: Svc,
+    memory_id: Annotated[QueryId, Query()],
+    memory_type: Annotated[
+        MemoryType | None, Query(description="404 unless the memory has this type")
+    ] = None,
+) -> Response:
+    """One record: the hotset first, then the warehouse (which re-warms the hotset)."""
+    doc = await service.retrieve(svc, caller.tenant_id, memory_id)
+    if memory_type is not None and doc.type != memory_type.value:
+        raise ApiError(404, f"memory is not of type {memory_type.value}")
+    return json_response({"source": doc.source, "record": doc.record})
+
+
+@router.get("/search", response_model=SearchResult, responses=responses(401, 422))
+async def search(
+    caller: Caller,
+    svc: Svc,
+    q: Annotated[
+        str, Query(min_length=1, max_length=512, description="keywords (same tokenizer as indexing)")
+    ],
+    type: Annotated[MemoryType | None, Query()] = None,
+    session_id: Annotated[QueryId | None, Query()] = None,
+    agent_id: Annotated[QueryId | None, Query()] = None,
+    channel_visibility: Annotated[
+        Visibility | None,
+        Query(description="visibility of the channel the read is for; public sees public only"),
+    ] = None,
+    limit: Limit100 = 10,
+    include_superseded: Annotated[QueryBool, Query()] = False,
+    fallback: Annotated[QueryBool, Query(description="false: answer from the hotset only")] = True,
+) -> Response:
+    """Ranked keyword search: BM25 relevance with recency and importance, over a bounded pool."""
+    params = SearchParams(
+        terms=query_terms(q),
+        type=type.value if type else None,
+        session_id=session_id,
+        agent_id=agent_id,
+        channel_visibility=channel_visibility,
+        include_superseded=include_superseded,
+        limit=limit,
+    )
+    out = await service.search(svc, caller.tenant_id, params, fallback)
+    return json_response(
+        {
+            "query": q,
+            "terms": list(params.terms),
+            "results": [service.hit_json(h) for h in out.hits],
+            "candidates_examined": out.examined,
+            "candidate_pool": svc.settings.search_candidate_pool,
+            "sources": out.sources,
+            "warehouse": out.warehouse,
+        }
+    )
+
+
+@router.get("/stats", response_model=StatsResult, responses=responses(401))
+async def stats(caller: Caller, svc: Svc) -> Response:
+    """Counts by type, hotset size, cache hit ratio, consumer lag, dead letters, sink lag."""
+    return json_response(await tenant_stats(svc, caller.tenant_id))
+
+
+@router.delete("/{memory_id}", status_code=202, response_model=StoreResult, responses=WRITE_ERRORS)
+async def forget(
+    caller: Caller, svc: Svc, memory_id: Annotated[str, Path(min_length=1, max_length=128)], wait: Wait = None
+) -> Response:
+    """Forget a memory: publishes a delete event (the hotset and the warehouse drop it)."""
+    event = validated(
+        {
+            "schema_version": 1,
+            "event_id": f"del-{uuid.uuid4()}",
+            "op": "delete",
+            "tenant_id": caller.tenant_id,
+            "memory_id": memory_id,
+            "occurred_at": datetime.now(UTC),
+        },
+        ("path",),
+    )
+    written = await svc.publisher.publish([event])
+    return json_response((await _finish(svc, written, wait))[0], 202)

@@ -1,0 +1,276 @@
+"""Request and response models of the HTTP API. Strict everywhere: pydantic's lax mode would turn
+JSON `true` into 1 and query `0` into False, which the contract forbids. FastAPI validates bodies
+from Python objects (not JSON), where model-wide strict mode would reject enums and timestamps
+given as strings, so strictness is per field."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+)
+
+from app.models import (
+    Channel,
+    Content,
+    Id128,
+    Importance,
+    MemoryRecord,
+    MemoryType,
+    Scope,
+    TenantId,
+    Visibility,
+)
+
+
+def _exact_int(value: Any) -> Any:
+    # Literal[1] alone accepts `true` and `1.0`, even in strict mode.
+    if type(value) is not int:
+        raise ValueError("must be the integer 1")
+    return value
+
+
+def _timestamp(value: Any) -> Any:
+    # Lax datetimes take numbers as epoch seconds; the contract says RFC 3339 strings.
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an RFC 3339 timestamp string")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp)]
+
+_INT_RE = re.compile(r"^-?[0-9]{1,18}$")
+
+
+def query_int(value: Any) -> Any:
+    if isinstance(value, str) and not _INT_RE.match(value):
+        raise ValueError("must be an integer")
+    return value
+
+
+def _query_bool(value: Any) -> Any:
+    if isinstance(value, str):
+        if value not in ("true", "false"):
+            raise ValueError("must be true or false")
+        return value == "true"
+    return value
+
+
+# Query parameter types: digits only for ints, exactly "true"/"false" for booleans.
+QueryInt = Annotated[int, BeforeValidator(query_int)]
+Limit100 = Annotated[int, Field(ge=1, le=100), BeforeValidator(query_int)]
+Budget = Annotated[int, Field(ge=1, le=200_000), BeforeValidator(query_int)]  # constraints first: JSON schema
+QueryBool = Annotated[bool, BeforeValidator(_query_bool)]
+QueryId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class EventFields(BaseModel):
+    """The contract event (section 1) minus `tenant_id`, which comes from the credentials."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Annotated[Literal[1], BeforeValidator(_exact_int)] = 1
+    event_id: Id128 | None = Field(None, description="idempotency key; generated (uuid4) when omitted")
+    op: Literal["upsert", "delete"] = "upsert"
+    tenant_id: TenantId | None = Field(None, description="optional; must equal the caller's tenant")
+    memory_id: Id128 | None = None
+    type: MemoryType | None = None
+    key: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=256)] | None = None
+    content: Content | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    agent_id: Scope | None = None
+    user_id: Scope | None = None
+    session_id: Scope | None = None
+    channel: Channel | None = None
+    citations: list[Id128] | None = None
+    importance: Importance | None = None
+    ttl_seconds: Annotated[StrictBool, StrictInt, Field(gt=0)] | None = None
+    occurred_at: Timestamp | None = Field(None, description="RFC 3339; the gateway's clock when omitted")
+    remember: StrictBool = True
+
+
+class StoreRequest(EventFields):
+    pass
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Items are validated one by one by the route (per-item results), so a bad item does not
+    # reject the batch; the OpenAPI document still describes each item as a StoreRequest.
+    items: list[dict[str, Any]] = Field(
+        min_length=1,
+        description="events as for /store; at most MEMSTREAM_GATEWAY_BATCH_MAX_ITEMS",
+        json_schema_extra={"items": {"$ref": "#/components/schemas/StoreRequest"}},
+    )
+
+
+WriteStatus = Literal["accepted", "visible", "skipped"]
+
+
+class StoreResult(BaseModel):
+    event_id: str
+    memory_id: str
+    topic: str
+    partition: int
+    offset: int
+    version: str = Field(description="the version this write gets in the hotset and the warehouse")
+    status: WriteStatus = Field(
+        description="accepted: acknowledged by the broker; visible: readable (wait=visible); "
+        "skipped: processed but not stored (duplicate, not remembered, or older than what is stored)"
+    )
+
+
+class BatchItemError(BaseModel):
+    index: int
+    status: int
+    error: dict[str, Any]
+
+
+class BatchItemOk(StoreResult):
+    index: int
+
+
+class BatchResult(BaseModel):
+    accepted: int
+    rejected: int
+    items: list[BatchItemOk | BatchItemError]
+
+
+class RetrieveResult(BaseModel):
+    source: Literal["hotset", "warehouse"]
+    record: MemoryRecord
+
+
+class SearchHit(BaseModel):
+    memory_id: str
+    score: float
+    relevance: float
+    recency: float
+    importance: float
+    source: Literal["hotset", "warehouse"]
+    record: MemoryRecord
+
+
+class SearchResult(BaseModel):
+    query: str
+    terms: list[str]
+    results: list[SearchHit]
+    candidates_examined: int
+    candidate_pool: int
+    sources: list[Literal["hotset", "warehouse"]]
+    warehouse: Literal["used", "not_needed", "unavailable"]
+
+
+class ContextItemOut(BaseModel):
+    memory_id: str
+    section: Literal["identity", "rules", "decisions", "tasks", "summary", "recent"]
+    type: str | None
+    key: str | None
+    text: str
+    status: str | None = None
+    agent_id: str | None = None
+    occurred_at: datetime
+    tokens: int
+
+
+class ContextResult(BaseModel):
+    session_id: str | None
+    agent_id: str | None
+    budget_tokens: int
+    used_tokens: int
+    token_counting: str
+    items: list[ContextItemOut]
+    omitted: int = Field(description="eligible items left out to stay within the budget")
+
+
+class HandoffRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to_agent: Scope
+    task: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=4096)]
+    text: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=16384)] | None = Field(
+        None, description="the packet: what the receiving agent needs to know (defaults to the task)"
+    )
+    from_agent: Scope | None = None
+    session_id: Scope | None = None
+    user_id: Scope | None = None
+    channel: Channel | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    citations: list[Id128] | None = None
+    importance: Importance | None = None
+    event_id: Id128 | None = None
+    occurred_at: Timestamp | None = None
+
+
+class HandoffAckRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agent_id: Scope | None = Field(None, description="the acknowledging agent; must be the recipient")
+    note: Annotated[str, StringConstraints(strict=True, max_length=4096)] | None = None
+
+
+class HandoffOut(BaseModel):
+    handoff_id: str
+    to_agent: str
+    from_agent: str | None
+    task: str
+    text: str
+    session_id: str | None
+    occurred_at: datetime
+    acked: bool
+    record: MemoryRecord
+
+
+class HandoffList(BaseModel):
+    to_agent: str
+    handoffs: list[HandoffOut]
+
+
+class HandoffAckResult(BaseModel):
+    handoff_id: str
+    acked: bool
+    event_id: str
+    partition: int
+    offset: int
+
+
+class Visibilities(BaseModel):
+    channel_visibility: Visibility | None = None
+
+
+class DependencyState(BaseModel):
+    status: Literal["up", "down"]
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+class ReadyResult(BaseModel):
+    status: Literal["ok", "degraded"]
+    checks: dict[str, DependencyState]
+
+
+class HealthResult(BaseModel):
+    status: Literal["ok"]
+
+
+class StatsResult(BaseModel):
+    tenant_id: str
+    counts_by_type: dict[str, int]
+    counters: dict[str, int]
+    hotset_size: int = Field(description="memories in the tenant's recency index (may include expiring ones)")
+    hotset_by_type: dict[str, int]
+    cache: dict[str, float | int]
+    consumer_lag: dict[str, Any]
+    dead_letters: int
+    sink_lag: dict[str, Any]

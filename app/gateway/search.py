@@ -1,0 +1,129 @@
+"""Search ranking as pure functions: BM25 term relevance combined with recency and importance.
+
+Two stages keep a search over a large hotset bounded:
+1. `prescore` ranks the candidate pool from the postings alone (which query terms a memory
+   holds, weighted by IDF, plus recency from the posting score), with no record fetched.
+2. `rank` scores the few fetched records fully: BM25 with real term frequencies and document
+   length, then `score = 0.7 * relevance + 0.2 * recency + 0.1 * importance`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from app.gateway.docs import Doc
+from app.gateway.visibility import allowed
+from app.models import Visibility
+from app.text import term_counts, tokens
+
+MAX_QUERY_TERMS = 16
+K1 = 1.2
+B = 0.75
+AVG_DOC_TERMS = 24.0  # typical indexed terms per memory; the hotset keeps no corpus statistics
+RECENCY_HALF_LIFE_S = 7 * 86400
+DEFAULT_IMPORTANCE = 0.5
+W_RELEVANCE, W_RECENCY, W_IMPORTANCE = 0.7, 0.2, 0.1
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    terms: tuple[str, ...]
+    type: str | None = None
+    session_id: str | None = None
+    agent_id: str | None = None
+    channel_visibility: Visibility | None = None
+    include_superseded: bool = False
+    limit: int = 10
+
+
+@dataclass(frozen=True)
+class Scored:
+    doc: Doc
+    score: float
+    relevance: float
+    recency: float
+    importance: float
+
+
+def query_terms(q: str) -> tuple[str, ...]:
+    """The query through the indexing tokenizer (app.text), distinct, in order, capped."""
+    seen: dict[str, None] = {}
+    for t in tokens(q):
+        seen.setdefault(t, None)
+    return tuple(seen)[:MAX_QUERY_TERMS]
+
+
+def idf(df: int, n_docs: int) -> float:
+    """BM25's IDF, floored at a small positive value so common terms still count a little."""
+    n = max(n_docs, df, 1)
+    return max(0.01, math.log(1 + (n - df + 0.5) / (df + 0.5)))
+
+
+def recency(occurred_ms: float, now_ms: float) -> float:
+    age_s = max(0.0, (now_ms - occurred_ms) / 1000)
+    return float(0.5 ** (age_s / RECENCY_HALF_LIFE_S))
+
+
+def prescore(
+    matched: Iterable[str], occurred_ms: float, df: Mapping[str, int], n_docs: int, now_ms: float
+) -> float:
+    """Stage 1: BM25 with tf=1 and average length (sum of IDFs), nudged by recency."""
+    rel = sum(idf(df.get(t, 0), n_docs) for t in matched)
+    return rel * (1.0 + 0.25 * recency(occurred_ms, now_ms))
+
+
+def bm25(terms: Sequence[str], doc: Doc, df: Mapping[str, int], n_docs: int) -> float:
+    counts = term_counts(f"{doc.key or ''} {doc.text}")
+    length = sum(counts.values())
+    norm = K1 * (1 - B + B * length / AVG_DOC_TERMS)
+    total = 0.0
+    for t in terms:
+        tf = counts.get(t, 0)
+        if tf:
+            total += idf(df.get(t, 0), n_docs) * tf * (K1 + 1) / (tf + norm)
+    return total
+
+
+def passes(doc: Doc, p: SearchParams) -> bool:
+    """Filters: type, session, agent, visibility, superseded. Deleted records never pass."""
+    if doc.deleted:
+        return False
+    if p.type is not None and doc.type != p.type:
+        return False
+    if p.session_id is not None and doc.session_id != p.session_id:
+        return False
+    if p.agent_id is not None and doc.agent_id != p.agent_id:
+        return False
+    if doc.visibility not in allowed(p.channel_visibility):
+        return False
+    return p.include_superseded or doc.superseded_by is None
+
+
+def score(doc: Doc, p: SearchParams, df: Mapping[str, int], n_docs: int, now_ms: float) -> Scored | None:
+    raw = bm25(p.terms, doc, df, n_docs)
+    if raw <= 0:
+        return None  # no query term in the memory (e.g. a warehouse ILIKE substring hit)
+    rel = raw / (raw + 2.0)  # saturating: comparable across hotset and warehouse candidates
+    rec = recency(doc.occurred_ms, now_ms)
+    imp = doc.importance if doc.importance is not None else DEFAULT_IMPORTANCE
+    total = W_RELEVANCE * rel + W_RECENCY * rec + W_IMPORTANCE * imp
+    return Scored(doc, round(total, 6), round(rel, 6), round(rec, 6), round(imp, 6))
+
+
+def rank(
+    docs: Iterable[Doc], p: SearchParams, df: Mapping[str, int], n_docs: int, now_ms: float
+) -> list[Scored]:
+    """Filter, score and order; the first occurrence of a memory id wins (hotset before warehouse)."""
+    out: list[Scored] = []
+    seen: set[str] = set()
+    for doc in docs:
+        if doc.memory_id in seen or not passes(doc, p):
+            continue
+        seen.add(doc.memory_id)
+        s = score(doc, p, df, n_docs, now_ms)
+        if s is not None:
+            out.append(s)
+    out.sort(key=lambda s: (-s.score, s.doc.memory_id))
+    return out[: p.limit]

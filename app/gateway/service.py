@@ -1,0 +1,124 @@
+"""Read orchestration: hotset first, warehouse when the hotset cannot answer. Thin glue between
+the adapters (reads.py, warehouse.py) and the pure functions (search.py, context.py)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from app.gateway import gmetrics
+from app.gateway.context import Context, assemble
+from app.gateway.deps import Services
+from app.gateway.docs import Doc, from_record
+from app.gateway.errors import ApiError
+from app.gateway.search import Scored, SearchParams, passes, rank
+from app.gateway.warehouse import WarehouseUnavailable
+from app.models import Visibility
+
+MAX_FETCH_ROUNDS = 4
+
+
+async def retrieve(svc: Services, tenant: str, memory_id: str) -> Doc:
+    """Hotset, then warehouse (re-warming the hotset). 404 for deleted or unknown memories."""
+    slot = await svc.reader.get(tenant, memory_id)
+    if slot.deleted:
+        svc.reader.count(tenant, hit=True)
+        raise ApiError(404, "memory was deleted", "deleted")
+    if slot.doc is not None:
+        svc.reader.count(tenant, hit=True)
+        gmetrics.READS.labels("hotset").inc()
+        return slot.doc
+    svc.reader.count(tenant, hit=False)
+    try:
+        record = await svc.warehouse.get(tenant, memory_id)
+    except WarehouseUnavailable as exc:
+        raise ApiError(
+            503,
+            "not in the hotset and the warehouse is unavailable",
+            "warehouse_unavailable",
+            details={"reason": str(exc)},
+        ) from exc
+    if record is None:
+        raise ApiError(404, "memory not found")
+    if record.deleted:
+        raise ApiError(404, "memory was deleted", "deleted")
+    gmetrics.READS.labels("warehouse").inc()
+    ttl = svc.settings.hotset_ttl_seconds.get(record.type.value if record.type else "event", 86400)
+    await svc.reader.rewarm(record, record.ttl_seconds or ttl)
+    return from_record(record, "warehouse")
+
+
+@dataclass
+class SearchOutcome:
+    hits: list[Scored]
+    examined: int
+    sources: list[Literal["hotset", "warehouse"]]
+    warehouse: Literal["used", "not_needed", "unavailable"]
+
+
+async def search(svc: Services, tenant: str, p: SearchParams, fallback: bool) -> SearchOutcome:
+    if not p.terms:
+        return SearchOutcome([], 0, [], "not_needed")
+    pool = svc.settings.search_candidate_pool
+    now_ms = time.time() * 1000
+    cands = await svc.reader.search_candidates(tenant, p, pool, now_ms)
+    docs: list[Doc] = []
+    passing = 0
+    batch = max(3 * p.limit, 30)
+    stale: dict[str, list[str]] = defaultdict(list)
+    for round_ in range(MAX_FETCH_ROUNDS):
+        ids = cands.ranked[round_ * batch : (round_ + 1) * batch]
+        if not ids:
+            break
+        for mid, slot in zip(ids, await svc.reader.get_many(tenant, ids), strict=True):
+            if slot.doc is None:
+                for key in cands.sources.get(mid, ()):
+                    stale[key].append(mid)
+                continue
+            docs.append(slot.doc)
+        passing = sum(1 for d in docs if passes(d, p))
+        if passing >= 2 * p.limit:
+            break
+    svc.reader.prune(stale)
+    examined = cands.examined
+    sources: list[Literal["hotset", "warehouse"]] = ["hotset"] if docs else []
+    warehouse: Literal["used", "not_needed", "unavailable"] = "not_needed"
+    if fallback and (p.include_superseded or passing < p.limit):
+        # The hotset holds only recent, live memories: older or superseded ones are in the warehouse.
+        try:
+            records = await svc.warehouse.search(tenant, p, pool)
+        except WarehouseUnavailable:
+            warehouse = "unavailable"
+        else:
+            warehouse = "used"
+            examined += len(records)
+            if records:
+                sources.append("warehouse")
+            docs.extend(from_record(r) for r in records)
+    return SearchOutcome(rank(docs, p, cands.df, cands.n_docs, now_ms), examined, sources, warehouse)
+
+
+async def context(
+    svc: Services,
+    tenant: str,
+    session_id: str | None,
+    agent_id: str | None,
+    channel_visibility: Visibility | None,
+    budget_tokens: int,
+) -> Context:
+    candidates = await svc.reader.context_candidates(tenant, session_id, agent_id)
+    return assemble(candidates, budget_tokens, session_id, agent_id, channel_visibility)
+
+
+def hit_json(s: Scored) -> dict[str, Any]:
+    return {
+        "memory_id": s.doc.memory_id,
+        "score": s.score,
+        "relevance": s.relevance,
+        "recency": s.recency,
+        "importance": s.importance,
+        "source": s.doc.source,
+        "record": s.doc.record,
+    }

@@ -1,0 +1,123 @@
+"""Writes: request bodies become contract events on `memory.events` (key = tenant, acks=all)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from app.gateway import gmetrics
+from app.gateway.errors import ApiError, validation_error
+from app.gateway.reads import HotsetReader
+from app.gateway.schemas import EventFields, WriteStatus
+from app.kafka import AsyncProducer, BrokerUnavailable, Delivered
+from app.models import MemoryEvent, make_version
+from app.settings import Settings
+
+
+@dataclass(frozen=True)
+class Written:
+    event: MemoryEvent
+    delivered: Delivered
+
+    @property
+    def memory_id(self) -> str:
+        return self.event.resolved_memory_id()
+
+    @property
+    def version(self) -> str:
+        return make_version(self.event.occurred_at, self.delivered.offset)
+
+    def result(self, status: WriteStatus) -> dict[str, Any]:
+        return {
+            "event_id": self.event.event_id,
+            "memory_id": self.memory_id,
+            "topic": self.delivered.topic,
+            "partition": self.delivered.partition,
+            "offset": self.delivered.offset,
+            "version": self.version,
+            "status": status,
+        }
+
+
+def build_event(fields: EventFields, tenant: str, loc: tuple[str | int, ...] = ("body",)) -> MemoryEvent:
+    """The contract event for a request: tenant from the credentials, defaults filled in."""
+    if fields.tenant_id is not None and fields.tenant_id != tenant:
+        raise ApiError(
+            403, "tenant_id does not match the caller's tenant", details={"loc": ".".join(map(str, loc))}
+        )
+    data = fields.model_dump(exclude_none=True)
+    data["tenant_id"] = tenant
+    data.setdefault("event_id", str(uuid.uuid4()))
+    data.setdefault("occurred_at", datetime.now(UTC))
+    return validated(data, loc)
+
+
+def validated(data: dict[str, Any], loc: tuple[str | int, ...] = ("body",)) -> MemoryEvent:
+    try:
+        return MemoryEvent.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, loc) from exc
+
+
+def encode(event: MemoryEvent) -> bytes:
+    return orjson.dumps(event.model_dump(mode="json", exclude_none=True))
+
+
+class Publisher:
+    def __init__(self, settings: Settings, producer: AsyncProducer, reader: HotsetReader) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.reader = reader
+
+    async def publish(self, events: list[MemoryEvent]) -> list[Written]:
+        """Resolve once the broker acknowledged every event (acks=all); 503 otherwise."""
+        topic = self.settings.topic_events
+        try:
+            delivered = await self.producer.send_many(
+                [(topic, e.tenant_id.encode(), encode(e)) for e in events]
+            )
+        except BrokerUnavailable as exc:
+            gmetrics.PUBLISHED.labels("unavailable").inc(len(events))
+            raise ApiError(
+                503,
+                "the broker did not acknowledge the write; nothing was accepted",
+                "broker_unavailable",
+                details={"reason": str(exc)[:300]},
+            ) from exc
+        gmetrics.PUBLISHED.labels("acked").inc(len(events))
+        return [Written(e, d) for e, d in zip(events, delivered, strict=True)]
+
+    async def wait_visible(self, written: list[Written]) -> list[WriteStatus]:
+        """Poll the hotset until each write is readable (version stored >= ours) or was processed
+        without being stored (the event-id ledger has it); 504 at the deadline."""
+        deadline = time.monotonic() + self.settings.wait_visible_timeout_s
+        status: list[WriteStatus | None] = [None] * len(written)
+        delay = 0.005
+        while True:
+            for i, w in enumerate(written):
+                if status[i] is not None:
+                    continue
+                v, seen = await self.reader.progress(w.event.tenant_id, w.memory_id, w.event.event_id)
+                if v is not None and v >= w.version:
+                    status[i] = "visible"
+                elif seen:
+                    status[i] = "skipped"
+            if all(s is not None for s in status):
+                return [s for s in status if s is not None]
+            if time.monotonic() >= deadline:
+                pending = [w.result("accepted") for w, s in zip(written, status, strict=True) if s is None]
+                raise ApiError(
+                    504,
+                    "accepted by the broker but not visible within the wait timeout",
+                    "visibility_timeout",
+                    details={"timeout_s": self.settings.wait_visible_timeout_s, "pending": pending},
+                )
+            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.05)
