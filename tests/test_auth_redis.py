@@ -75,7 +75,7 @@ async def test_api_key_lifecycle(
     assert revoked is not None and revoked.revoked and revoked.revoked_at
     with pytest.raises(Unauthenticated) as info:
         await other_gateway.authenticate(key)
-    assert info.value.reason == "revoked"
+    assert info.value.reason == "key_revoked"
     assert (await store.list(tenant))[0].revoked
     assert await store.revoke("0000000000000000") is None
 
@@ -87,7 +87,7 @@ async def test_expired_api_key_refused_at_once(ardis: aioredis.Redis, tenant: st
     await asyncio.sleep(1.05)
     with pytest.raises(Unauthenticated) as info:
         await store.authenticate(key)
-    assert info.value.reason == "expired"
+    assert info.value.reason == "key_expired"
 
 
 async def test_api_key_wrong_secret_unknown_prefix_and_pepper(ardis: aioredis.Redis, tenant: str) -> None:
@@ -101,7 +101,7 @@ async def test_api_key_wrong_secret_unknown_prefix_and_pepper(ardis: aioredis.Re
         assert info.value.message == "invalid API key"
     with pytest.raises(Unauthenticated) as info:
         await store.authenticate("not-a-key")
-    assert info.value.reason == "malformed"
+    assert info.value.reason == "key_malformed"
 
 
 def run_cli(stack: Stack, *argv: str) -> subprocess.CompletedProcess[str]:

@@ -192,12 +192,12 @@ def test_api_key_refusals() -> None:
     key, rec = new_api_key("acme", frozenset({Role.READER}), b"pepper", 1000.0, expires_in_s=60)
     assert verify_api_key(key, rec, b"pepper", 1059.0).tenant_id == "acme"
     cases = [
-        (key, rec, b"pepper", 1060.0, "expired"),
-        (key, rec.__class__(**{**rec.__dict__, "revoked": True}), b"pepper", 1001.0, "revoked"),
-        (key, rec, b"other-pepper", 1001.0, "unknown_or_mismatch"),
-        (key, rec, None, 1001.0, "pepper_missing"),
-        (key[:-1] + ("A" if key[-1] != "A" else "B"), rec, b"pepper", 1001.0, "unknown_or_mismatch"),
-        (key, None, b"pepper", 1001.0, "unknown_or_mismatch"),
+        (key, rec, b"pepper", 1060.0, "key_expired"),
+        (key, rec.__class__(**{**rec.__dict__, "revoked": True}), b"pepper", 1001.0, "key_revoked"),
+        (key, rec, b"other-pepper", 1001.0, "key_unknown"),
+        (key, rec, None, 1001.0, "key_unknown"),
+        (key[:-1] + ("A" if key[-1] != "A" else "B"), rec, b"pepper", 1001.0, "key_unknown"),
+        (key, None, b"pepper", 1001.0, "key_unknown"),
     ]
     for presented, record, pepper, now, reason in cases:
         with pytest.raises(Unauthenticated) as info:

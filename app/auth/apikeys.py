@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -23,6 +24,8 @@ import redis.asyncio as aioredis
 from app import keys
 from app.auth.errors import Unauthenticated
 from app.auth.principal import Principal, Role, parse_roles, valid_agent, valid_tenant
+
+log = logging.getLogger(__name__)
 
 SCHEME = "msk"
 _KEY_RE = re.compile(r"^msk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
@@ -164,15 +167,18 @@ def verify_api_key(
     rec = record or _DUMMY
     if rec.hash_alg == ALG_HMAC and not pepper:
         # Stored under a pepper this server does not have: never fall back to a weaker check.
-        raise Unauthenticated("invalid API key", reason="pepper_missing")
+        # The caller sees the same answer as for an unknown key; operators see the log line.
+        log.error("API key %s was issued under a pepper but MEMSTREAM_API_KEY_PEPPER is unset", rec.prefix)
+        raise Unauthenticated("invalid API key", reason="key_unknown")
     _, digest = hash_api_key(presented, pepper if rec.hash_alg == ALG_HMAC else None)
     matches = hmac.compare_digest(digest, rec.key_hash)
     if record is None or not matches:
-        raise Unauthenticated("invalid API key", reason="unknown_or_mismatch")
+        raise Unauthenticated("invalid API key", reason="key_unknown")
+    # Only the holder of the right secret gets this far, so telling them why is harmless.
     if record.revoked:
-        raise Unauthenticated("invalid API key", reason="revoked")
+        raise Unauthenticated("invalid API key", reason="key_revoked")
     if record.expires_at is not None and now >= record.expires_at:
-        raise Unauthenticated("invalid API key", reason="expired")
+        raise Unauthenticated("invalid API key", reason="key_expired")
     return Principal(
         tenant_id=record.tenant_id,
         principal_id=f"key:{record.prefix}",
@@ -237,5 +243,5 @@ class ApiKeyStore:
     async def authenticate(self, presented: str) -> Principal:
         prefix = key_prefix(presented)
         if prefix is None:
-            raise Unauthenticated("invalid API key", reason="malformed")
+            raise Unauthenticated("invalid API key", reason="key_malformed")
         return verify_api_key(presented, await self.get(prefix), self.pepper, time.time())
