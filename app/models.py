@@ -203,5 +203,31 @@ class DeadLetter(BaseModel):
     tenant_id: str | None = None
 
 
+class AuditEntry(BaseModel):
+    """One audited action as `memory.audit` carries it; the fields are the AUDIT_LOGS columns.
+
+    Unknown fields are ignored rather than rejected: a producer that adds a field must not send
+    every audit entry to the dead-letter topic of an older sink.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    log_id: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
+    ts: datetime
+    tenant_id: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
+    principal: Annotated[str, StringConstraints(max_length=256)] | None = None
+    action: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
+    resource_type: Annotated[str, StringConstraints(max_length=64)] | None = None
+    resource_ids: list[str] = Field(default_factory=list)
+    success: bool
+    status_code: Annotated[int, Field(ge=100, le=599)] | None = None
+    latency_ms: Annotated[float, Field(ge=0)] | None = None
+    request_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+
 def event_json_schema() -> dict[str, Any]:
     return MemoryEvent.model_json_schema()
