@@ -386,3 +386,46 @@ def test_secret_from_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     s = Settings(_env_file=None)  # type: ignore[call-arg]
     assert s.api_key_pepper is not None and s.api_key_pepper.get_secret_value() == "from-a-file"
 
+
+def test_audit_entry_holds_ids_not_content() -> None:
+    from app.auth.audit import MAX_RESOURCE_IDS, audit_entry
+
+    p = Principal(
+        tenant_id="acme",
+        principal_id="key:0123",
+        kind="api_key",
+        roles=frozenset({Role.READER}),
+        agent_id="a1",
+    )
+    e = audit_entry(
+        p,
+        Action.MEMORY_SEARCH,
+        status_code=200,
+        latency_ms=3.21234,
+        request_id="r" * 100,
+        resource_type="memory",
+        resource_ids=["m1", "m2", "m1", ""],
+        details={
+            "count": 2,
+            "q": "my secret text",
+            "text": "content",
+            "token": "eyJ",
+            "source": "hotset",
+            "x": [1],
+        },
+    )
+    assert (e.tenant_id, e.principal, e.action, e.success, e.status_code) == (
+        "acme",
+        "key:0123",
+        "memory.search",
+        True,
+        200,
+    )
+    assert e.resource_ids == ["m1", "m2"] and e.latency_ms == 3.212 and e.request_id == "r" * 64
+    assert e.details == {"count": 2, "source": "hotset", "as_agent": "a1", "kind": "api_key"}
+    assert "secret" not in e.to_json().decode() and "content" not in e.to_json().decode()
+    many = audit_entry(
+        p, "memory.read", status_code=404, latency_ms=-1, resource_ids=[f"m{i}" for i in range(250)]
+    )
+    assert len(many.resource_ids) == MAX_RESOURCE_IDS and many.details["resource_ids_total"] == 250
+    assert not many.success and many.latency_ms == 0.0
