@@ -110,7 +110,8 @@ async def test_dependency_errors_and_audit(stack: Stack, ardis: aioredis.Redis, 
         assert r.status_code == 403 and r.json()["error"]["details"] is None
         r = await client.get("/items/m2", headers=h)
         assert r.status_code == 200
-        r = await client.get("/items/m3", headers=h)  # the 5th counted request (unmapped routes refuse before counting)
+        # The 5th counted request (an unmapped route is refused before counting).
+        r = await client.get("/items/m3", headers=h)
         assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 15
         assert r.json()["error"]["code"] == "rate_limited"
 

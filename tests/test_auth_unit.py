@@ -250,7 +250,7 @@ def test_extract_credential() -> None:
     assert extract_credential({"X-Dev": "acme", "X-API-Key": key}, "X-Dev").kind == "api_key"
     for headers, reason in [
         ({}, "missing"),
-        ({"X-Dev": "acme"}, "missing"),  # dev header disabled (None): ignored
+        ({"X-Dev": "acme"}, "missing"),  # no dev header configured
         ({"Authorization": "Basic dXNlcjpwdw=="}, "scheme"),
         ({"Authorization": "Bearer "}, "scheme"),
         ({"Authorization": "Bearer a.b.c", "X-API-Key": key}, "ambiguous"),
@@ -258,6 +258,9 @@ def test_extract_credential() -> None:
         with pytest.raises(Unauthenticated) as info:
             extract_credential(headers, None)
         assert info.value.reason == reason
+    with pytest.raises(Unauthenticated) as info:
+        extract_credential({"x-dev": "acme"}, "X-Dev", dev_enabled=False)
+    assert info.value.reason == "dev_header_disabled"
     with pytest.raises(Unauthenticated):
         dev_principal("bad tenant!")
 

@@ -31,7 +31,9 @@ class Credential:
     value: str
 
 
-def extract_credential(headers: Mapping[str, str], dev_header: str | None) -> Credential:
+def extract_credential(
+    headers: Mapping[str, str], dev_header: str | None, dev_enabled: bool = True
+) -> Credential:
     """Pick the one credential of a request (header names case-insensitive). Two different
     credentials are refused rather than guessed between."""
     lower = {k.lower(): v for k, v in headers.items()}
@@ -51,6 +53,10 @@ def extract_credential(headers: Mapping[str, str], dev_header: str | None) -> Cr
     if found:
         return found[0]
     if dev_header is not None and (tenant := lower.get(dev_header.lower())) is not None:
+        if not dev_enabled:
+            raise Unauthenticated(
+                f"the development header {dev_header} is disabled", reason="dev_header_disabled"
+            )
         return Credential("dev", tenant.strip())
     raise Unauthenticated("credentials required (Authorization: Bearer or X-API-Key)", reason="missing")
 
@@ -89,8 +95,9 @@ class Authenticator:
         )
 
     async def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        dev = self.settings.dev_tenant_header if self.settings.dev_tenant_header_enabled else None
-        cred = extract_credential(headers, dev)
+        cred = extract_credential(
+            headers, self.settings.dev_tenant_header, self.settings.dev_tenant_header_enabled
+        )
         if cred.kind == "api_key":
             return await self.api_keys.authenticate(cred.value)
         if cred.kind == "jwt":
