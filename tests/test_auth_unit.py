@@ -432,3 +432,12 @@ def test_audit_entry_holds_ids_not_content() -> None:
     )
     assert len(many.resource_ids) == MAX_RESOURCE_IDS and many.details["resource_ids_total"] == 250
     assert not many.success and many.latency_ms == 0.0
+
+
+def test_docs_hold_the_endpoint_table() -> None:
+    from app.auth.endpoints import ROUTE_ACTIONS, endpoints_markdown
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text()
+    between = doc.split("<!-- endpoints:start -->\n", 1)[1].split("\n<!-- endpoints:end -->", 1)[0]
+    assert between == endpoints_markdown()
+    assert set(ROUTE_ACTIONS.values()) == set(Action) - {Action.ADMIN_KEYS}
