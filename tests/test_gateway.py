@@ -65,7 +65,10 @@ async def test_health_ready_metrics_openapi_docs(gateway: Gateway) -> None:
         "warehouse": "up",
     }
     spec = (await c.get("/openapi.json")).json()
-    assert "/api/v2/memory/search" in spec["paths"] and "devTenant" in spec["components"]["securitySchemes"]
+    search = spec["paths"]["/api/v2/memory/search"]["get"]
+    assert {"name": gateway.settings.dev_tenant_header, "in": "header", "required": True}.items() <= next(
+        p for p in search["parameters"] if p["in"] == "header"
+    ).items()
     assert "swagger" in (await c.get("/docs")).text.lower()
     metrics = await c.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
@@ -138,6 +141,9 @@ async def test_store_tenant_must_match(gateway: Gateway, tenant: str) -> None:
         (ev(content={"text": 5}), "body.content.text"),
         (ev(type="task", content={"text": "t"}), "body"),  # task needs a status (model rule)
         (ev(type="memo"), "body.type"),
+        (ev(occurred_at=1700000000), "body.occurred_at"),  # RFC 3339 strings only
+        (ev(metadata={"n": 2**70}), "body"),  # would poison the worker's orjson size check
+        (ev(occurred_at="1969-12-31T23:59:59Z"), "body.occurred_at"),  # versions start at the epoch
         (ev(channel={"id": "c", "visibility": "secret"}), "body.channel.visibility"),
     ],
 )
@@ -172,7 +178,7 @@ async def test_body_limits(gateway: Gateway, tenant: str) -> None:
 async def test_batch_per_item_results(gateway: Gateway, tenant: str) -> None:
     items = [
         ev(event_id="b1", content={"text": "one"}),
-        ev(importance=2),
+        ev(type="task", content={"text": "no status"}),  # well formed, breaks an event rule
         ev(event_id="b3", content={"text": "three"}),
     ]
     r = await gateway.post(tenant, "/api/v2/memory/batch", json={"items": items}, params={"wait": "visible"})
@@ -180,13 +186,16 @@ async def test_batch_per_item_results(gateway: Gateway, tenant: str) -> None:
     body = r.json()
     assert body["accepted"] == 2 and body["rejected"] == 1
     assert [i["index"] for i in body["items"]] == [0, 1, 2]
-    assert body["items"][0]["status"] == "visible" and body["items"][2]["memory_id"] == derive_memory_id(
-        tenant, "b3"
-    )
+    assert body["items"][0]["status"] == "visible"
+    assert body["items"][2]["memory_id"] == derive_memory_id(tenant, "b3")
     assert (
-        body["items"][1]["status"] == 422
-        and body["items"][1]["error"]["details"][0]["loc"] == "body.items.1.importance"
+        body["items"][1]["status"] == 422 and body["items"][1]["error"]["details"][0]["loc"] == "body.items.1"
     )
+    # A malformed item rejects the whole batch, with its path.
+    err = assert_error(
+        await gateway.post(tenant, "/api/v2/memory/batch", json={"items": [ev(), ev(importance=2)]}), 422
+    )
+    assert err["details"][0]["loc"].startswith("body.items.1.importance")
     too_many = [ev()] * (gateway.settings.gateway_batch_max_items + 1)
     assert_error(await gateway.post(tenant, "/api/v2/memory/batch", json={"items": too_many}), 422)
     assert_error(await gateway.post(tenant, "/api/v2/memory/batch", json={"items": [ev(op="delete")]}), 422)

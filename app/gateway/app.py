@@ -101,24 +101,27 @@ async def _flush_loop(reader: HotsetReader) -> None:
 
 
 def _document_security(app: FastAPI, settings: Settings) -> None:
-    """Describe the credential header in the OpenAPI document (routes check it themselves)."""
+    """Describe the development tenant header in the OpenAPI document (the auth dependency checks
+    it). It is declared as a required header parameter, not a security scheme: it asserts a tenant
+    rather than proving one. The contract's credentials (JWT, API keys) come as security schemes
+    with the security issue."""
     base_openapi = app.openapi
+    header = {
+        "name": settings.dev_tenant_header,
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
+        "description": "Development only (MEMSTREAM_DEV_TENANT_HEADER_ENABLED): the caller's tenant id.",
+    }
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = base_openapi()
-        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
-        schemes["devTenant"] = {
-            "type": "apiKey",
-            "in": "header",
-            "name": settings.dev_tenant_header,
-            "description": "Development only (MEMSTREAM_DEV_TENANT_HEADER_ENABLED): the tenant id.",
-        }
         for path, item in schema.get("paths", {}).items():
             if path.startswith("/api/"):
                 for op in item.values():
-                    op["security"] = [{"devTenant": []}]
+                    op.setdefault("parameters", []).append(dict(header))
         app.openapi_schema = schema
         return schema
 

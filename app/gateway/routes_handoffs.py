@@ -48,7 +48,7 @@ async def create_handoff(body: HandoffRequest, caller: Caller, svc: Svc, wait: W
             "status": "open",
         },
         "metadata": body.metadata,
-        "occurred_at": body.occurred_at or datetime.now(UTC),
+        "occurred_at": datetime.now(UTC),
     }
     data["event_id"] = body.event_id or f"handoff-{uuid.uuid4()}"
     optional = {
@@ -117,7 +117,7 @@ async def list_handoffs(
 @router.post(
     "/{handoff_id}/ack",
     response_model=HandoffAckResult,
-    responses=responses(401, 403, 404, 409, 413, 422, 503),
+    responses=responses(400, 401, 403, 404, 409, 413, 422, 503),
 )
 async def ack_handoff(
     caller: Caller,

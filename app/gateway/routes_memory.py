@@ -9,11 +9,10 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
-from pydantic import ValidationError
 
 from app.gateway import service
 from app.gateway.deps import Principal, Services, principal, services
-from app.gateway.errors import ApiError, responses, validation_error
+from app.gateway.errors import ApiError, responses
 from app.gateway.schemas import (
     BatchRequest,
     BatchResult,
@@ -39,7 +38,7 @@ Wait = Annotated[
     Literal["visible"] | None,
     Query(description="`visible`: answer only once the write is readable (bounded by a timeout, then 504)"),
 ]
-WRITE_ERRORS = responses(401, 403, 413, 422, 503, 504)
+WRITE_ERRORS = responses(400, 401, 403, 413, 422, 503, 504)
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -75,13 +74,8 @@ async def batch(body: BatchRequest, caller: Caller, svc: Svc, wait: Wait = None)
     events: list[tuple[int, MemoryEvent]] = []
     results: list[dict[str, Any]] = []
     for i, item in enumerate(body.items):
-        loc = ("body", "items", i)
         try:
-            try:
-                fields = StoreRequest.model_validate(item)
-            except ValidationError as exc:
-                raise validation_error(exc, loc) from exc
-            events.append((i, build_event(fields, caller.tenant_id, loc)))
+            events.append((i, build_event(item, caller.tenant_id, ("body", "items", i))))
         except ApiError as exc:
             results.append(
                 {

@@ -9,27 +9,29 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
+    StrictFloat,
     StrictInt,
     StringConstraints,
+    model_validator,
 )
 
 from app.models import (
     Channel,
     Content,
     Id128,
-    Importance,
     MemoryRecord,
     MemoryType,
     Scope,
     TenantId,
-    Visibility,
 )
 
 
@@ -47,7 +49,16 @@ def _timestamp(value: Any) -> Any:
     return value
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp)]
+def _not_before_epoch(value: datetime) -> datetime:
+    # Versions are built from epoch microseconds as fixed-width digits: earlier times can't order.
+    if value.timestamp() < 0:
+        raise ValueError("must not be before 1970-01-01T00:00:00Z")
+    return value
+
+
+# app.models.Importance puts its bounds outside the union, where the JSON Schema loses them.
+Importance = Annotated[StrictInt, Field(ge=0, le=1)] | Annotated[StrictFloat, Field(ge=0, le=1)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp), AfterValidator(_not_before_epoch)]
 
 _INT_RE = re.compile(r"^-?[0-9]{1,18}$")
 
@@ -74,10 +85,24 @@ QueryBool = Annotated[bool, BeforeValidator(_query_bool)]
 QueryId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
+def _encodable(model: BaseModel) -> None:
+    # Free-form JSON (metadata, content extras) may hold integers beyond 64 bits, which orjson
+    # (the event encoder, and the worker's size check) cannot write: refuse them here.
+    try:
+        orjson.dumps(model.model_dump(mode="json"))
+    except orjson.JSONEncodeError as exc:
+        raise ValueError(f"not encodable as event JSON: {exc}") from exc
+
+
 class EventFields(BaseModel):
     """The contract event (section 1) minus `tenant_id`, which comes from the credentials."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _json_safe(self) -> EventFields:
+        _encodable(self)
+        return self
 
     schema_version: Annotated[Literal[1], BeforeValidator(_exact_int)] = 1
     event_id: Id128 | None = Field(None, description="idempotency key; generated (uuid4) when omitted")
@@ -106,13 +131,9 @@ class StoreRequest(EventFields):
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # Items are validated one by one by the route (per-item results), so a bad item does not
-    # reject the batch; the OpenAPI document still describes each item as a StoreRequest.
-    items: list[dict[str, Any]] = Field(
-        min_length=1,
-        description="events as for /store; at most MEMSTREAM_GATEWAY_BATCH_MAX_ITEMS",
-        json_schema_extra={"items": {"$ref": "#/components/schemas/StoreRequest"}},
-    )
+    # A malformed item rejects the batch (422); an item that is well formed but breaks an event
+    # rule (e.g. a task without status) is reported in the per-item results.
+    items: list[StoreRequest] = Field(min_length=1, description="at most MEMSTREAM_GATEWAY_BATCH_MAX_ITEMS")
 
 
 WriteStatus = Literal["accepted", "visible", "skipped"]
@@ -197,6 +218,11 @@ class ContextResult(BaseModel):
 class HandoffRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="after")
+    def _json_safe(self) -> HandoffRequest:
+        _encodable(self)
+        return self
+
     to_agent: Scope
     task: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=4096)]
     text: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=16384)] | None = Field(
@@ -210,7 +236,6 @@ class HandoffRequest(BaseModel):
     citations: list[Id128] | None = None
     importance: Importance | None = None
     event_id: Id128 | None = None
-    occurred_at: Timestamp | None = None
 
 
 class HandoffAckRequest(BaseModel):
@@ -243,10 +268,6 @@ class HandoffAckResult(BaseModel):
     event_id: str
     partition: int
     offset: int
-
-
-class Visibilities(BaseModel):
-    channel_visibility: Visibility | None = None
 
 
 class DependencyState(BaseModel):

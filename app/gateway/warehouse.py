@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import snowflake.connector
 from snowflake.connector import SnowflakeConnection
 from snowflake.connector.errors import Error as SnowflakeError
 
@@ -25,7 +26,7 @@ from app.gateway.search import SearchParams
 from app.gateway.visibility import allowed
 from app.models import VERSION_WIDTH, MemoryRecord, SourcePosition
 from app.settings import Settings
-from app.snowflake_conn import connect
+from app.snowflake_conn import connect_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -129,20 +130,20 @@ def row_to_record(row: dict[str, Any], events_topic: str) -> MemoryRecord:
 
 def search_sql(table: str, terms: Sequence[str], p: SearchParams, limit: int) -> tuple[str, list[Any]]:
     """ILIKE per term on the text (and key), tenant scoped, with the search filters."""
-    where = ["tenant_id = %s"]
+    where = ["tenant_id = ?"]
     params: list[Any] = []
     likes = []
     for t in terms:
-        likes.append("content:text::string ILIKE %s OR key ILIKE %s")
+        likes.append("content:text::string ILIKE ? OR key ILIKE ?")
         params.extend((f"%{t}%", f"%{t}%"))
     where.append("deleted_at IS NULL")
     where.append("(" + " OR ".join(likes) + ")")
     for column, value in (("type", p.type), ("session_id", p.session_id), ("agent_id", p.agent_id)):
         if value is not None:
-            where.append(f"{column} = %s")
+            where.append(f"{column} = ?")
             params.append(value)
     vis = sorted(allowed(p.channel_visibility))
-    where.append("visibility IN (" + ", ".join(["%s"] * len(vis)) + ")")
+    where.append("visibility IN (" + ", ".join(["?"] * len(vis)) + ")")
     params.extend(vis)
     if not p.include_superseded:
         where.append("superseded_by IS NULL")
@@ -172,7 +173,8 @@ class Warehouse:
     def _connection(self) -> SnowflakeConnection:
         conn: SnowflakeConnection | None = getattr(self._local, "conn", None)
         if conn is None or conn.is_closed():
-            conn = connect(self.settings)
+            # qmark: values are bound by the server, never spliced into the SQL text.
+            conn = snowflake.connector.connect(**connect_kwargs(self.settings), paramstyle="qmark")
             self._local.conn = conn
             with self._lock:
                 self._conns.append(conn)
@@ -216,7 +218,7 @@ class Warehouse:
     async def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:
         """The record, a deleted record (deleted_at set), or None when the warehouse never saw it."""
         rows = await self.query(
-            f"SELECT {SELECT} FROM {self.table} WHERE tenant_id = %s AND id = %s", (tenant, memory_id)
+            f"SELECT {SELECT} FROM {self.table} WHERE tenant_id = ? AND id = ?", (tenant, memory_id)
         )
         if not rows:
             return None
