@@ -54,7 +54,7 @@ class IngestProcessor:
     async def _publish(self, intents: list[Intent], dead: list[DeadLetter]) -> None:
         s = self.settings
         messages: list[tuple[str, bytes | None, bytes]] = [
-            (s.topic_records, f"{i.record.tenant_id}/{i.record.memory_id}".encode(), i.record.to_json())
+            (s.topic_records, f"{i.record.tenant_id}/{i.record.memory_id}".encode(), i.record_json)
             for i in intents
             if i.publishes
         ]

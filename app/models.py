@@ -183,7 +183,7 @@ class MemoryRecord(BaseModel):
         return self.deleted_at is not None
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
+        return self.model_dump_json().encode()
 
     @classmethod
     def from_json(cls, data: bytes | str) -> MemoryRecord:
@@ -226,7 +226,7 @@ class AuditEntry(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
+        return self.model_dump_json().encode()
 
 
 def event_json_schema() -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from typing import Literal
 
@@ -25,7 +26,7 @@ from app.models import (
     SourcePosition,
     make_version,
 )
-from app.redact import redact_text, redact_value
+from app.redact import may_contain_secret, redact_text, redact_value
 from app.text import digest, index_terms, normalize
 
 ORIGINAL_B64_LIMIT = 256 * 1024
@@ -42,7 +43,7 @@ class Incoming:
 
     @property
     def position(self) -> SourcePosition:
-        return SourcePosition(topic=self.topic, partition=self.partition, offset=self.offset)
+        return SourcePosition.model_construct(topic=self.topic, partition=self.partition, offset=self.offset)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ def redact(event: MemoryEvent) -> tuple[MemoryEvent, Counter[str]]:
     counts: Counter[str] = Counter()
     if event.content is None and not event.metadata:
         return event, counts
+    if not _has_secret_candidate(event):
+        return event, counts
     update: dict[str, object] = {}
     if event.content is not None:
         raw_content = event.content.model_dump(exclude_none=True)
@@ -115,13 +118,33 @@ def redact(event: MemoryEvent) -> tuple[MemoryEvent, Counter[str]]:
     return event.model_copy(update=update), counts
 
 
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _has_secret_candidate(event: MemoryEvent) -> bool:
+    texts = _strings(event.metadata) if event.metadata else []
+    if event.content is not None:
+        texts.append(event.content.text)
+        texts.extend(_strings(event.content.model_extra or {}))
+        texts.extend(v for v in (event.content.task, event.content.to_agent) if v)
+    return any(may_contain_secret(t) for t in texts)
+
+
 def to_record(event: MemoryEvent, pos: SourcePosition, redactions: Counter[str]) -> MemoryRecord:
     version = make_version(event.occurred_at, pos.offset)
     deleted = event.op == "delete"
     metadata = dict(event.metadata)
     if redactions:
         metadata["redactions"] = dict(sorted(redactions.items()))
-    return MemoryRecord(
+    # Built from an already validated event: skip re-validation (a hot path).
+    return MemoryRecord.model_construct(
         tenant_id=event.tenant_id,
         memory_id=event.resolved_memory_id(),
         version=version,
@@ -241,6 +264,11 @@ class Intent:
     @property
     def publishes(self) -> bool:
         return self.kind in ("write", "delete")
+
+    @cached_property
+    def record_json(self) -> bytes:
+        """Serialized once: the same bytes go to memory.records and to the hotset."""
+        return self.record.to_json()
 
 
 def _occurred_us(dt: datetime) -> int:

@@ -1,10 +1,13 @@
-"""Redis hotset adapter: reads the state `plan` needs and applies intents in one pipeline."""
+"""Redis hotset adapter: reads the state `plan` needs and applies intents, one script call per
+tenant per batch (argument packing, not Redis, is the cost per command: ops travel as one JSON)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from importlib import resources
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 
 from app import keys
@@ -14,6 +17,10 @@ from app.pipeline import ActiveEntry, DedupeEntry, HotsetState, Intent, Prepared
 _KIND = {"write": "w", "delete": "x", "duplicate": "d", "dropped": "p"}  # "replay" writes nothing
 
 
+def _script(redis: aioredis.Redis, name: str) -> Any:
+    return redis.register_script(resources.files("sinks").joinpath(name).read_text(encoding="utf-8"))
+
+
 class Hotset:
     def __init__(self, redis: aioredis.Redis, ttls: dict[str, int], state_ttl_s: int):
         self.redis = redis
@@ -21,33 +28,40 @@ class Hotset:
         # Ledger, dedupe and tombstone keys outlive the dedupe window (which is event time) so
         # that a replay within this horizon decides exactly as the first pass did.
         self.state_ttl_s = state_ttl_s
-        source = resources.files("sinks").joinpath("hotset_apply.lua").read_text(encoding="utf-8")
-        self._apply = redis.register_script(source)
+        self._apply = _script(redis, "hotset_apply.lua")
+        self._state = _script(redis, "hotset_state.lua")
 
     async def read_state(self, batch: list[Prepared]) -> HotsetState:
-        """One round trip for every dedupe digest and active pointer the batch touches."""
-        dd = sorted({(p.record.tenant_id, p.dedupe_digest) for p in batch if p.dedupe_digest})
-        act = sorted({(p.record.tenant_id, p.active_field) for p in batch if p.active_field})
-        evs = sorted({(p.record.tenant_id, p.record.event_id) for p in batch})
+        """One script call per tenant for every dedupe digest, active pointer and event id."""
+        by_tenant: dict[str, list[Prepared]] = defaultdict(list)
+        for p in batch:
+            by_tenant[p.record.tenant_id].append(p)
         state = HotsetState()
-        if not evs:
+        if not by_tenant:
             return state
         pipe = self.redis.pipeline(transaction=False)
-        for tenant, digest in dd:
-            pipe.get(keys.dedupe(tenant, digest))
-        for tenant, fld in act:
-            pipe.hget(keys.active(tenant), fld)
-        for tenant, event_id in evs:
-            pipe.exists(keys.seen(tenant, event_id))
-        values = await pipe.execute()
-        n_dd, n_act = len(dd), len(act)
-        state.seen = {ev for ev, hit in zip(evs, values[n_dd + n_act :], strict=True) if hit}
-        for (tenant, digest), raw in zip(dd, values[: len(dd)], strict=True):
-            if raw:
-                state.dedupe[(tenant, digest)] = DedupeEntry.decode(raw)
-        for (tenant, fld), raw in zip(act, values[n_dd : n_dd + n_act], strict=True):
-            if raw:
-                state.active[(tenant, fld)] = ActiveEntry.decode(raw)
+        queries = []
+        for tenant, items in by_tenant.items():
+            digests = sorted({p.dedupe_digest for p in items if p.dedupe_digest})
+            fields = sorted({p.active_field for p in items if p.active_field})
+            events = sorted({p.record.event_id for p in items})
+            queries.append((tenant, digests, fields, events))
+            query = {
+                "dd": [keys.dedupe(tenant, d) for d in digests],
+                "act": keys.active(tenant),
+                "af": fields,
+                "seen": [keys.seen(tenant, e) for e in events],
+            }
+            await self._state(keys=[keys.stats(tenant)], args=[orjson.dumps(query)], client=pipe)
+        for (tenant, digests, fields, events), raw in zip(queries, await pipe.execute(), strict=True):
+            res = orjson.loads(raw)
+            for d, v in zip(digests, res["dd"] or [], strict=False):
+                if v:
+                    state.dedupe[(tenant, d)] = DedupeEntry.decode(v)
+            for f, v in zip(fields, res["af"] or [], strict=False):
+                if v:
+                    state.active[(tenant, f)] = ActiveEntry.decode(v)
+            state.seen.update((tenant, e) for e, hit in zip(events, res["seen"] or [], strict=False) if hit)
         return state
 
     def ttl_for(self, memory_type: MemoryType | None, override: int | None) -> int:
@@ -55,10 +69,9 @@ class Hotset:
             return override
         return self.ttls.get(memory_type.value if memory_type else "event", self.state_ttl_s)
 
-    def _call(self, intent: Intent) -> tuple[list[str], list[Any]]:
+    def _op(self, intent: Intent) -> dict[str, Any]:
         rec = intent.record
         t = rec.tenant_id
-        mem = keys.memory(t, rec.memory_id)
         index_keys: list[str] = []
         if intent.kind == "write":
             index_keys.append(keys.recent(t))
@@ -71,48 +84,40 @@ class Hotset:
             if rec.type is MemoryType.HANDOFF and rec.content and rec.content.get("to_agent"):
                 index_keys.append(keys.handoffs_to(t, str(rec.content["to_agent"])))
             index_keys.extend(keys.term(t, term) for term in intent.terms)
-        call_keys = [
-            mem,
-            keys.seen(t, rec.event_id),
-            keys.stats(t),
-            keys.active(t),
-            keys.dedupe(t, intent.dedupe_digest) if intent.dedupe_digest else mem,
-            keys.memory(t, intent.supersedes) if intent.supersedes else mem,
-            *index_keys,
-        ]
-        counters: list[Any] = []
-        for name, inc in intent.counters.items():
-            counters.extend((name, inc))
-        args: list[Any] = [
-            _KIND[intent.kind],
-            rec.version,
-            rec.to_json() if intent.publishes else "",
-            self.ttl_for(rec.type, rec.ttl_seconds),
-            self.state_ttl_s,
-            int(rec.occurred_at.timestamp() * 1000),
-            intent.active_field or "",
-            intent.active_value or "",
-            intent.dedupe_value or "",
-            self.state_ttl_s,
-            rec.memory_id,
-            rec.superseded_by or "",
-            rec.type.value if rec.type else "",
-            len(intent.counters),
-            *counters,
-        ]
-        return call_keys, args
+        return {
+            "k": _KIND[intent.kind],
+            "m": keys.memory(t, rec.memory_id),
+            "v": rec.version,
+            "j": intent.record_json.decode() if intent.publishes else "",
+            "ttl": self.ttl_for(rec.type, rec.ttl_seconds),
+            "st": self.state_ttl_s,
+            "s": int(rec.occurred_at.timestamp() * 1000),
+            "l": keys.seen(t, rec.event_id),
+            "a": keys.active(t),
+            "af": intent.active_field or "",
+            "av": intent.active_value or "",
+            "sk": keys.memory(t, intent.supersedes) if intent.supersedes else "",
+            "dk": keys.dedupe(t, intent.dedupe_digest) if intent.dedupe_value and intent.dedupe_digest else "",
+            "dv": intent.dedupe_value or "",
+            "id": rec.memory_id,
+            "sb": rec.superseded_by or "",
+            "t": rec.type.value if rec.type else "",
+            "ix": index_keys,
+            "c": intent.counters,
+        }
 
     async def apply(self, intents: list[Intent]) -> int:
-        """Apply intents in order in one pipeline; returns how many changed a memory."""
-        intents = [i for i in intents if i.kind != "replay"]
-        if not intents:
+        """Apply intents in order (per tenant); returns how many changed state."""
+        by_tenant: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for intent in intents:
+            if intent.kind != "replay":
+                by_tenant[intent.record.tenant_id].append(self._op(intent))
+        if not by_tenant:
             return 0
         pipe = self.redis.pipeline(transaction=False)
-        for intent in intents:
-            call_keys, args = self._call(intent)
-            await self._apply(keys=call_keys, args=args, client=pipe)
-        results = await pipe.execute()
-        return sum(int(r) for r in results)
+        for tenant, ops in by_tenant.items():
+            await self._apply(keys=[keys.stats(tenant)], args=[orjson.dumps(ops)], client=pipe)
+        return sum(int(r) for r in await pipe.execute())
 
     async def count_dead_letters(self, n: int) -> None:
         if n:
