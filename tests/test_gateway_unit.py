@@ -1,0 +1,213 @@
+"""Pure gateway functions without services: visibility, ranking, context assembly, row mapping."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from app.gateway import context, search, visibility
+from app.gateway.docs import Doc, from_hotset
+from app.gateway.schemas import Limit100, QueryBool
+from app.gateway.warehouse import row_to_record, search_sql
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def doc(mid: str, text: str, **rec: Any) -> Doc:
+    record: dict[str, Any] = {
+        "memory_id": mid,
+        "type": "event",
+        "content": {"text": text},
+        "visibility": "private",
+        "occurred_at": NOW.isoformat(),
+        "deleted_at": None,
+        "superseded_by": None,
+    }
+    if "status" in rec:
+        record["content"]["status"] = rec.pop("status")
+    record.update(rec)
+    return Doc(mid, record)
+
+
+def test_visibility_rules() -> None:
+    assert visibility.allowed("public") == {"public"}
+    assert visibility.allowed("internal") == {"public", "internal"}
+    assert visibility.allowed(None) == visibility.allowed("private") == {"public", "internal", "private"}
+    assert not visibility.visible("private", "public") and not visibility.visible("internal", "public")
+
+
+def test_query_terms_use_the_index_tokenizer() -> None:
+    assert search.query_terms("The Kafka, kafka and REDIS!") == ("kafka", "redis")
+    assert search.query_terms("the and of") == ()
+
+
+def test_idf_prefers_rare_terms() -> None:
+    assert search.idf(1, 1000) > search.idf(500, 1000) > 0
+
+
+def test_rank_combines_relevance_recency_importance_and_filters() -> None:
+    p = search.SearchParams(terms=("kafka",), limit=10)
+    df, n = {"kafka": 3}, 100
+    now_ms = NOW.timestamp() * 1000
+    docs = [
+        doc("dense", "kafka kafka kafka"),
+        doc("once", "one mention of kafka among many other words in a long text"),
+        doc("old", "kafka kafka kafka", occurred_at=(NOW - timedelta(days=60)).isoformat()),
+        doc("none", "nothing here"),
+        doc("gone", "kafka", deleted_at=NOW.isoformat()),
+        doc("super", "kafka", superseded_by="x"),
+        doc("dense", "duplicate id from the warehouse"),
+    ]
+    ranked = search.rank(docs, p, df, n, now_ms)
+    assert [s.doc.memory_id for s in ranked] == ["dense", "once", "old"]
+    assert ranked[0].relevance > ranked[1].relevance and ranked[0].recency > ranked[2].recency
+    with_super = search.rank(
+        docs, search.SearchParams(terms=("kafka",), include_superseded=True), df, n, now_ms
+    )
+    assert "super" in {s.doc.memory_id for s in with_super}
+    important = search.rank(
+        [doc("a", "kafka", importance=1.0), doc("b", "kafka", importance=0.0)], p, df, n, now_ms
+    )
+    assert [s.doc.memory_id for s in important] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"channel_visibility": "public"}, {"pub"}),
+        ({"channel_visibility": "internal"}, {"pub", "int"}),
+        ({"type": "decision"}, {"int"}),
+        ({"session_id": "s2"}, {"priv"}),
+        ({"agent_id": "a1"}, {"pub"}),
+    ],
+)
+def test_search_filters(params: dict[str, Any], expected: set[str]) -> None:
+    docs = [
+        doc("pub", "kafka", visibility="public", agent_id="a1", session_id="s1"),
+        doc("int", "kafka", visibility="internal", type="decision", session_id="s1"),
+        doc("priv", "kafka", session_id="s2"),
+    ]
+    p = search.SearchParams(terms=("kafka",), **params)
+    assert {
+        s.doc.memory_id for s in search.rank(docs, p, {"kafka": 3}, 3, NOW.timestamp() * 1000)
+    } == expected
+
+
+def test_from_hotset_applies_superseded_by_and_hides_tombstones() -> None:
+    j = '{"memory_id": "m", "occurred_at": "2026-01-01T00:00:00Z", "superseded_by": null}'
+    d = from_hotset("m", j, "newer", None)
+    assert d is not None and d.superseded_by == "newer"
+    assert from_hotset("m", j, None, "1") is None and from_hotset("m", None, None, None) is None
+
+
+def sections(**docs: list[Doc]) -> dict[context.Section, list[Doc | None]]:
+    return {k: list(v) for k, v in docs.items()}  # type: ignore[misc]
+
+
+def test_context_order_budget_and_dedupe() -> None:
+    t = NOW.isoformat()
+    later = (NOW + timedelta(minutes=1)).isoformat()
+    cands = sections(
+        identity=[doc("i", "I am bot", type="identity")],
+        rules=[doc("r", "be kind", type="rule")],
+        decisions=[
+            doc("d1", "use pg", type="decision"),
+            doc("d0", "use mysql", type="decision", superseded_by="d1"),
+        ],
+        tasks=[
+            doc("t1", "open task", type="task", status="open"),
+            doc("t2", "busy task", type="task", status="in_progress"),
+            doc("t3", "done task", type="task", status="done"),
+        ],
+        summary=[doc("s", "summary", type="summary", session_id="s1")],
+        recent=[
+            doc("e2", "second", session_id="s1", occurred_at=later),
+            doc("e1", "first", session_id="s1", occurred_at=t),
+            doc("e0", "be kind", session_id="s1"),  # same words as the rule: deduplicated
+            doc("x", "other session", session_id="s2"),
+            doc("r", "be kind", type="rule"),  # standing knowledge is not transcript
+            None,  # expired
+        ],
+    )
+    ctx = context.assemble(cands, 1000, session_id="s1")
+    assert [(i.section, i.memory_id) for i in ctx.items] == [
+        ("identity", "i"),
+        ("rules", "r"),
+        ("decisions", "d1"),
+        ("tasks", "t2"),
+        ("tasks", "t1"),
+        ("summary", "s"),
+        ("recent", "e1"),
+        ("recent", "e2"),
+    ]
+    assert ctx.used_tokens == sum(i.tokens for i in ctx.items)
+    small = context.assemble(cands, 6, session_id="s1")
+    assert small.used_tokens <= 6 and small.omitted > 0
+    assert small.items[0].section == "identity"
+
+
+def test_context_visibility_and_agent_scope() -> None:
+    cands = sections(
+        rules=[
+            doc("pub", "public rule", type="rule", visibility="public"),
+            doc("priv", "private rule", type="rule"),
+        ],
+        identity=[
+            doc("mine", "me", type="identity", agent_id="a1"),
+            doc("theirs", "them", type="identity", agent_id="a2"),
+        ],
+    )
+    ctx = context.assemble(cands, 1000, agent_id="a1", channel_visibility="public")
+    assert {i.memory_id for i in ctx.items} == {"pub"}  # the identities are private
+    ctx = context.assemble(cands, 1000, agent_id="a1")
+    assert {i.memory_id for i in ctx.items} == {"pub", "priv", "mine"}
+
+
+def test_row_to_record_maps_warehouse_types() -> None:
+    row = {
+        "tenant_id": "t",
+        "id": "m",
+        "version": Decimal(42),
+        "event_id": None,
+        "type": "task",
+        "content": '{"text": "x", "status": "open"}',
+        "metadata": None,
+        "citations": "[]",
+        "importance": 0.5,
+        "occurred_at": datetime(2026, 1, 1),
+        "deleted_at": datetime(1970, 1, 1),  # the emulator's NULL
+        "is_deleted": False,
+        "source_partition": 1,
+        "source_offset": 9,
+    }
+    rec = row_to_record(row, "memory.events")
+    assert rec.version == f"{42:032d}" and rec.event_id == "" and rec.metadata == {}
+    assert rec.deleted_at is None and rec.occurred_at.tzinfo is not None
+    assert rec.source is not None and rec.source.offset == 9
+    assert row_to_record({**row, "is_deleted": True}, "e").deleted
+
+
+def test_search_sql_is_tenant_scoped_and_parameterized() -> None:
+    p = search.SearchParams(terms=("kafka", "o'neil"), type="event", channel_visibility="public")
+    sql, params = search_sql("AI_MEMORY.MEMORY_RECORDS", p.terms, p, 50)
+    assert sql.count("?") == len(params) + 1  # + the tenant, bound by the caller
+    assert "o'neil" not in sql and "%o'neil%" in params
+    assert "superseded_by IS NULL" in sql and "LIMIT 50" in sql and params[-1] == "public"
+
+
+@pytest.mark.parametrize("raw", ["1", "0", "yes", "True", ""])
+def test_query_bool_is_strict(raw: str) -> None:
+    with pytest.raises(ValidationError):
+        TypeAdapter(QueryBool).validate_python(raw)
+    assert TypeAdapter(QueryBool).validate_python("true") is True
+
+
+@pytest.mark.parametrize("raw", ["1.0", "false", "0x10", " 5", "101", "0"])
+def test_query_int_is_strict(raw: str) -> None:
+    with pytest.raises(ValidationError):
+        TypeAdapter(Limit100).validate_python(raw)
+    assert TypeAdapter(Limit100).validate_python("100") == 100
