@@ -9,12 +9,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app import devstack
 from app.auth.cli import add_keys_parser
 
+if TYPE_CHECKING:
+    from app.settings import Settings
 
-def _settings():  # type: ignore[no-untyped-def]
+
+def _settings() -> Settings:
     from app.settings import get_settings
 
     return get_settings()
@@ -31,6 +35,22 @@ def cmd_gateway(_: argparse.Namespace) -> int:
     from app.gateway.server import run_gateway
 
     run_gateway(_settings())
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    import logging
+
+    from app.migrate import MigrationError, run
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    logging.getLogger("snowflake.connector").setLevel(logging.ERROR)
+    try:
+        report = run(_settings(), directory=args.dir, dry_run=args.dry_run, wait_s=args.wait)
+    except MigrationError as exc:
+        print(f"migrate: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(report.lines()))
     return 0
 
 
@@ -135,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_dev)
     p = sub.add_parser("worker", help="run the Faust worker against the configured services")
     p.set_defaults(func=cmd_worker)
+    p = sub.add_parser("migrate", help="apply pending warehouse migrations (deploy/snowflake/V*.sql)")
+    p.add_argument("--dir", type=Path, default=None, help="migrations directory (default: deploy/snowflake)")
+    p.add_argument("--dry-run", action="store_true", help="list pending migrations, apply nothing")
+    p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the warehouse to answer")
+    p.set_defaults(func=cmd_migrate)
     p = sub.add_parser("gateway", help="serve the HTTP API v2 (uvicorn) on the configured host and port")
     p.set_defaults(func=cmd_gateway)
     add_keys_parser(sub)

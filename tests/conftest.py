@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis
 
-from app import devstack
+from app import devstack, migrate
 from app.kafka import ensure_topics
 from app.settings import Settings
 
@@ -59,6 +59,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     wh = devstack.warehouse_service(devstack.free_port(), tmp / "warehouse", tmp).start(deadline_s=60)
     s = Stack(kafka, red, wh, tmp)
     ensure_topics(s.settings())
+    migrate.run(s.settings())  # the warehouse schema, as `memstream dev` does before the worker starts
     yield s
     for svc in (wh, red, kafka):
         svc.stop()

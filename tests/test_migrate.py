@@ -1,0 +1,152 @@
+"""Warehouse migrations: valid Snowflake, applied once, re-runnable, tamper-evident."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from app import migrate
+from app.migrate import ChecksumMismatch, MigrationError, split_statements
+from app.snowflake_conn import connect
+from tests.conftest import ROOT, Stack
+
+MIGRATIONS = sorted((ROOT / "deploy" / "snowflake").glob("V*.sql"))
+SQLFLUFF = Path(sys.executable).with_name("sqlfluff")
+
+
+def sqlfluff_parse(path: Path) -> str:
+    proc = subprocess.run(
+        [str(SQLFLUFF), "parse", "--dialect", "snowflake", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"sqlfluff failed on {path.name}:\n{out[-3000:]}"
+    assert "unparsable" not in out.lower(), f"{path.name} is not valid Snowflake SQL:\n{out[-3000:]}"
+    return out
+
+
+def test_there_are_migrations_and_they_are_numbered_in_order() -> None:
+    assert MIGRATIONS, "no deploy/snowflake/V*.sql"
+    found = migrate.discover(ROOT / "deploy" / "snowflake")
+    assert [m.version for m in found] == sorted({m.version for m in found})
+    assert found[0].version == 1
+
+
+@pytest.mark.parametrize("path", MIGRATIONS, ids=lambda p: p.name)
+def test_every_migration_parses_as_snowflake(path: Path) -> None:
+    out = sqlfluff_parse(path)
+    assert "create_table_statement" in out or "statement" in out
+
+
+def test_sqlfluff_check_itself_can_fail(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.sql"
+    bad.write_text("CREATE TABLE t (id INT) ENGINE = InnoDB;\nCREATE INDEX idx ON t (id);\n")  # not Snowflake
+    with pytest.raises(AssertionError):
+        sqlfluff_parse(bad)
+
+
+def test_split_statements_respects_quotes_comments_and_bodies() -> None:
+    sql = """-- header; not a statement
+    CREATE TABLE a (x VARCHAR DEFAULT 'semi;colon');
+    /* block; comment */ INSERT INTO a SELECT 'it''s; fine';
+    CREATE FUNCTION f() RETURNS INT AS $$ 1; $$;
+    -- trailing comment only;
+    """
+    parts = split_statements(sql)
+    assert len(parts) == 3
+    assert parts[0].startswith("CREATE TABLE a") and "'semi;colon'" in parts[0]
+    assert "'it''s; fine'" in parts[1]
+    assert parts[2].endswith("$$ 1; $$")
+
+
+def test_plan_refuses_an_edited_or_missing_migration(tmp_path: Path) -> None:
+    (tmp_path / "V001__one.sql").write_text("CREATE SCHEMA IF NOT EXISTS AI_MEMORY;\n")
+    (tmp_path / "V002__two.sql").write_text("CREATE SCHEMA IF NOT EXISTS AI_MEMORY;\n")
+    found = migrate.discover(tmp_path)
+    applied = {1: ("one", found[0].checksum)}
+    assert [m.version for m in migrate.plan(found, applied)] == [2]
+    with pytest.raises(ChecksumMismatch, match=r"V001__one\.sql changed"):
+        migrate.plan(found, {1: ("one", "0" * 64)})
+    with pytest.raises(MigrationError, match="file is missing"):
+        migrate.plan(found, {**applied, 7: ("gone", "x")})
+    (tmp_path / "V2__dup.sql").write_text("SELECT 1;\n")
+    with pytest.raises(MigrationError, match="two migrations with version 2"):
+        migrate.discover(tmp_path)
+
+
+def test_migrate_applies_pending_once_and_reports(stack: Stack, tmp_path: Path) -> None:
+    database = f"MIG_{uuid.uuid4().hex[:8].upper()}"
+    settings = stack.settings(snowflake_database=database)
+    mig_dir = tmp_path / "migrations"
+    mig_dir.mkdir()
+    for path in MIGRATIONS:
+        shutil.copy(path, mig_dir / path.name)
+
+    first = migrate.run(settings, directory=mig_dir)
+    assert first.applied == [m.stem for m in MIGRATIONS]
+    again = migrate.run(settings, directory=mig_dir)
+    assert again.applied == [] and again.already == first.applied
+    assert "up to date" in "\n".join(again.lines())
+
+    # A new migration is applied on the next run, and only it.
+    (mig_dir / "V900__extra.sql").write_text(
+        "-- adds a column\n"
+        "ALTER TABLE AI_MEMORY.AUDIT_LOGS ADD COLUMN IF NOT EXISTS extra_note VARCHAR(64);\n"
+    )
+    assert migrate.run(settings, directory=mig_dir, dry_run=True).pending == ["V900__extra"]
+    assert migrate.run(settings, directory=mig_dir).applied == ["V900__extra"]
+
+    conn = connect(settings)
+    try:
+        cur = conn.cursor()
+        rows = cur.execute(
+            "SELECT version, name, checksum FROM SCHEMA_MIGRATIONS ORDER BY version"
+        ).fetchall()
+        assert [(int(v), n) for v, n, _ in rows] == [
+            *((m.version, m.name) for m in migrate.discover(ROOT / "deploy" / "snowflake")),
+            (900, "extra"),
+        ]
+        tables = {r[1] for r in cur.execute("SHOW TABLES").fetchall()}
+        assert {"MEMORY_RECORDS", "AUDIT_LOGS", "SCHEMA_MIGRATIONS"} <= tables
+        # Versions are 32-digit numbers: the column must keep every digit.
+        cur.execute(
+            "INSERT INTO MEMORY_RECORDS (tenant_id, id, version) SELECT 't', 'm', "
+            "CAST('00176739840000000000000000000002' AS NUMBER(38))"
+        )
+        assert cur.execute("SELECT version::STRING FROM MEMORY_RECORDS").fetchone() == (
+            "176739840000000000000000000002",
+        )
+    finally:
+        conn.close()
+
+    # Editing an applied migration is refused, clearly, and nothing is applied.
+    (mig_dir / "V900__extra.sql").write_text("ALTER TABLE AI_MEMORY.AUDIT_LOGS ADD COLUMN other VARCHAR;\n")
+    with pytest.raises(ChecksumMismatch, match="never edit an applied migration"):
+        migrate.run(settings, directory=mig_dir)
+
+
+def test_cli_migrate_reports_and_fails_clearly(stack: Stack, tmp_path: Path) -> None:
+    env = {**stack.env, "MEMSTREAM_SNOWFLAKE_DATABASE": f"MIGCLI_{uuid.uuid4().hex[:8].upper()}"}
+    run = [sys.executable, "-m", "app.cli", "migrate"]
+    full_env = {**__import__("os").environ, **env}
+    ok = subprocess.run(run, env=full_env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "applied   V001__memory_records" in ok.stdout
+    again = subprocess.run(run, env=full_env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert again.returncode == 0 and "up to date" in again.stdout
+    missing = subprocess.run(
+        [*run, "--dir", str(tmp_path / "nope")],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
