@@ -13,6 +13,7 @@ import pytest
 from app import migrate
 from app.migrate import ChecksumMismatch, MigrationError, split_statements
 from app.snowflake_conn import connect
+from sinks.warehouse import AuditLogsTable, MemoryRecordsTable
 from tests.conftest import ROOT, Stack
 
 MIGRATIONS = sorted((ROOT / "deploy" / "snowflake").glob("V*.sql"))
@@ -43,6 +44,23 @@ def test_there_are_migrations_and_they_are_numbered_in_order() -> None:
 def test_every_migration_parses_as_snowflake(path: Path) -> None:
     out = sqlfluff_parse(path)
     assert "create_table_statement" in out or "statement" in out
+
+
+def test_the_sql_memstream_generates_parses_as_snowflake(tmp_path: Path) -> None:
+    """The bootstrap DDL and the sink's MERGE/UPDATE run on the emulator; check them against the
+    real dialect too, since the emulator accepts things Snowflake does not (and the reverse)."""
+    records, audit = MemoryRecordsTable(), AuditLogsTable()
+    sql = [
+        *migrate.BOOTSTRAP_SQL,
+        records.merge_sql("AI_MEMORY.MEMORY_RECORDS", "MEMORY_RECORDS_STAGE"),
+        records.post_sql("AI_MEMORY.MEMORY_RECORDS", "MEMORY_RECORDS_STAGE"),
+        audit.merge_sql("AI_MEMORY.AUDIT_LOGS", "AUDIT_LOGS_STAGE"),
+    ]
+    path = tmp_path / "generated.sql"
+    path.write_text(";\n\n".join(sql) + ";\n")
+    out = sqlfluff_parse(path)
+    assert out.count("merge_statement:") == 2
+    assert "update_statement:" in out
 
 
 def test_sqlfluff_check_itself_can_fail(tmp_path: Path) -> None:
