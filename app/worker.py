@@ -1,4 +1,4 @@
-"""`memstream worker`: the Faust worker running the ingest agent (and, when enabled, the sink)."""
+"""`memstream worker`: one Faust app running the ingest agent and the warehouse sink agents."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import faust
 from prometheus_client import start_http_server
 
-from agents import ingest
+from agents import ingest, warehouse
 from app.kafka import AsyncProducer, ensure_topics_with_retry
 from app.redis_client import create_redis
 from app.settings import Settings
@@ -31,10 +31,13 @@ def create_app_with_agents(settings: Settings) -> faust.App:
     producer = AsyncProducer(settings)
     processor = ingest.IngestProcessor(settings, hotset, producer)
     ingest.register(app, processor, settings)
+    sinks = warehouse.register_all(app, settings, producer)
 
     @app.service
     class _Resources(faust.Service):  # type: ignore[misc]
         async def on_stop(self) -> None:
+            for sink in sinks:
+                sink.close()
             await asyncio.to_thread(producer.close)
             await redis.aclose()
 
