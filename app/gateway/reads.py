@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from app import keys
 from app.gateway.context import FETCH, SECTION_TYPE, Section
 from app.gateway.docs import Doc, from_hotset
-from app.gateway.search import SearchParams, prescore
+from app.gateway.search import SearchParams, idf, recency
 from app.models import MemoryRecord
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,9 @@ class Candidates:
 class HotsetReader:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
-        src = resources.files("app.gateway").joinpath("rewarm.lua").read_text(encoding="utf-8")
-        self._rewarm = redis.register_script(src)
+        lua = resources.files("app.gateway")
+        self._rewarm = redis.register_script(lua.joinpath("rewarm.lua").read_text(encoding="utf-8"))
+        self._hmget_many = redis.register_script(lua.joinpath("hmget_many.lua").read_text(encoding="utf-8"))
         # Hit/miss counters are kept in process and flushed to the tenant's stats hash in batches,
         # so the retrieve fast path stays a single Redis round trip.
         self._counts: Counter[tuple[str, str]] = Counter()
@@ -69,10 +70,7 @@ class HotsetReader:
     async def get_many(self, tenant: str, ids: Sequence[str]) -> list[Slot]:
         if not ids:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        for mid in ids:
-            pipe.hmget(keys.memory(tenant, mid), _FIELDS)
-        rows = await pipe.execute()
+        rows = await self._hmget_many(keys=[keys.memory(tenant, mid) for mid in ids])
         return [_slot(mid, *row) for mid, row in zip(ids, rows, strict=True)]
 
     async def progress(self, tenant: str, memory_id: str, event_id: str) -> tuple[str | None, bool]:
@@ -159,13 +157,18 @@ class HotsetReader:
         scores = await pipe.execute()
         term_hits = scores[: len(term_keys)]
         filter_hits = scores[len(term_keys) :]
+        # Stage 1 (see search.prescore), inlined: this loop runs over the whole pool.
+        idfs = [idf(df[t], n_docs) for t in p.terms]
         scored: list[tuple[float, str]] = []
         for i, mid in enumerate(members):
             if any(hits[i] is None for hits in filter_hits):
                 continue
-            matched = [t for t, hits in zip(p.terms, term_hits, strict=True) if hits[i] is not None]
-            if matched:
-                scored.append((prescore(matched, when[mid], df, n_docs, now_ms), mid))
+            rel = 0.0
+            for w, hits in zip(idfs, term_hits, strict=True):
+                if hits[i] is not None:
+                    rel += w
+            if rel:
+                scored.append((rel * (1.0 + 0.25 * recency(when[mid], now_ms)), mid))
         scored.sort(reverse=True)
         sources = {mid: [*driving, *term_keys] for _, mid in scored}
         return Candidates([mid for _, mid in scored], df, n_docs, len(members), sources)
