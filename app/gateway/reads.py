@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -20,12 +21,13 @@ from redis.exceptions import RedisError
 from app import keys
 from app.gateway.context import FETCH, SECTION_TYPE, Section
 from app.gateway.docs import Doc, from_hotset
-from app.gateway.search import SearchParams, idf, recency
+from app.gateway.search import RECENCY_HALF_LIFE_S, SearchParams
 from app.models import MemoryRecord
 
 log = logging.getLogger(__name__)
 
 HIT, MISS = "gateway:hotset_hits", "gateway:hotset_misses"
+SEARCH_FETCH_MAX = 200  # ids stage 1 hands to stage 2 (fetched in rounds, best first)
 _FIELDS = ["v", "j", "sb", "d"]
 
 
@@ -57,6 +59,9 @@ class HotsetReader:
         lua = resources.files("app.gateway")
         self._rewarm = redis.register_script(lua.joinpath("rewarm.lua").read_text(encoding="utf-8"))
         self._hmget_many = redis.register_script(lua.joinpath("hmget_many.lua").read_text(encoding="utf-8"))
+        self._search = redis.register_script(
+            lua.joinpath("search_candidates.lua").read_text(encoding="utf-8")
+        )
         # Hit/miss counters are kept in process and flushed to the tenant's stats hash in batches,
         # so the retrieve fast path stays a single Redis round trip.
         self._counts: Counter[tuple[str, str]] = Counter()
@@ -110,68 +115,19 @@ class HotsetReader:
 
     # ---- search ------------------------------------------------------------------------------
     async def search_candidates(self, tenant: str, p: SearchParams, pool: int, now_ms: float) -> Candidates:
+        """Stage 1 in one Lua call (search_candidates.lua): document frequencies, the candidate pool
+        from the smallest of postings and filter indexes, and the best ids by prescore."""
         term_keys = [keys.term(tenant, t) for t in p.terms]
         filter_keys = _filter_keys(tenant, p)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zcard(keys.recent(tenant))
-        for k in (*term_keys, *filter_keys):
-            pipe.zcard(k)
-        cards = await pipe.execute()
-        n_docs = int(cards[0])
-        df = {t: int(c) for t, c in zip(p.terms, cards[1 : 1 + len(term_keys)], strict=True)}
-        filter_cards = dict(zip(filter_keys, cards[1 + len(term_keys) :], strict=True))
-        if not any(df.values()) or any(c == 0 for c in filter_cards.values()):
-            return Candidates([], df, n_docs, 0, {})
-
-        # Drive from the smallest set: a narrow filter (one session) beats broad postings.
-        postings_total = sum(df.values())
-        driver = min(filter_cards, key=lambda k: filter_cards[k]) if filter_cards else None
-        pipe = self.redis.pipeline(transaction=False)
-        if driver is not None and filter_cards[driver] <= postings_total:
-            pipe.zrevrange(driver, 0, pool - 1, withscores=True)
-            driving = [driver]
-        else:
-            live = [k for k, t in zip(term_keys, p.terms, strict=True) if df[t]]
-            per_term = max(1, pool // len(live))
-            for k in live:
-                pipe.zrevrange(k, 0, per_term - 1, withscores=True)
-            driving = live
-        ranges = await pipe.execute()
-        when: dict[str, float] = {}
-        for rows in ranges:
-            for mid, score in rows:
-                when.setdefault(mid, score)
-                if len(when) >= pool:
-                    break
-        members = list(when)
-        if not members:
-            return Candidates([], df, n_docs, 0, {})
-
-        # Which query terms each candidate holds, and whether it passes the indexed filters.
-        pipe = self.redis.pipeline(transaction=False)
-        for k in term_keys:
-            pipe.zmscore(k, members)
-        checks = [k for k in filter_keys if k not in driving]
-        for k in checks:
-            pipe.zmscore(k, members)
-        scores = await pipe.execute()
-        term_hits = scores[: len(term_keys)]
-        filter_hits = scores[len(term_keys) :]
-        # Stage 1 (see search.prescore), inlined: this loop runs over the whole pool.
-        idfs = [idf(df[t], n_docs) for t in p.terms]
-        scored: list[tuple[float, str]] = []
-        for i, mid in enumerate(members):
-            if any(hits[i] is None for hits in filter_hits):
-                continue
-            rel = 0.0
-            for w, hits in zip(idfs, term_hits, strict=True):
-                if hits[i] is not None:
-                    rel += w
-            if rel:
-                scored.append((rel * (1.0 + 0.25 * recency(when[mid], now_ms)), mid))
-        scored.sort(reverse=True)
-        sources = {mid: [*driving, *term_keys] for _, mid in scored}
-        return Candidates([mid for _, mid in scored], df, n_docs, len(members), sources)
+        raw = await self._search(
+            keys=[keys.recent(tenant), *term_keys, *filter_keys],
+            args=[len(term_keys), pool, int(now_ms), RECENCY_HALF_LIFE_S * 1000, SEARCH_FETCH_MAX],
+        )
+        n_docs, examined = int(raw[0]), int(raw[1])
+        df = {t: int(c) for t, c in zip(p.terms, raw[2 : 2 + len(term_keys)], strict=True)}
+        ranked = [str(m) for m in raw[2 + len(term_keys) :: 2]]
+        sources = {mid: [*term_keys, *filter_keys] for mid in ranked}
+        return Candidates(ranked, df, n_docs, examined, sources)
 
     # ---- context -----------------------------------------------------------------------------
     async def context_candidates(

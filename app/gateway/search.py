@@ -2,7 +2,9 @@
 
 Two stages keep a search over a large hotset bounded:
 1. `prescore` ranks the candidate pool from the postings alone (which query terms a memory
-   holds, weighted by IDF, plus recency from the posting score), with no record fetched.
+   holds, weighted by IDF, plus recency from the posting score), with no record fetched. It runs
+   inside Redis (search_candidates.lua mirrors `idf` and `prescore`): moving thousands of
+   postings into Python costs more than scoring them.
 2. `rank` scores the few fetched records fully: BM25 with real term frequencies and document
    length, then `score = 0.7 * relevance + 0.2 * recency + 0.1 * importance`.
 """

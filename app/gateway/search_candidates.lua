@@ -1,0 +1,83 @@
+-- Stage 1 of search (see app/gateway/search.py), inside Redis: reading thousands of postings
+-- into Python costs far more than scoring them here. Read-only; all keys share the tenant slot.
+-- KEYS: 1 recency index of all memories, 2..1+T term postings, then F filter indexes
+-- ARGV: 1 T, 2 pool, 3 now (ms), 4 recency half-life (ms), 5 how many ids to return
+-- Returns: {n_docs, examined, df_1..df_T, id, score, id, score, ...} best first.
+local T = tonumber(ARGV[1])
+local pool = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local half = tonumber(ARGV[4])
+local top = tonumber(ARGV[5])
+local n_docs = redis.call('ZCARD', KEYS[1])
+local df, idf, total = {}, {}, 0
+for t = 1, T do
+  df[t] = redis.call('ZCARD', KEYS[1 + t])
+  total = total + df[t]
+  local n = math.max(n_docs, df[t], 1)
+  idf[t] = math.max(0.01, math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)))
+end
+local filters = {}
+local driver, driver_card = nil, nil
+for k = 2 + T, #KEYS do
+  local c = redis.call('ZCARD', KEYS[k])
+  if c == 0 then
+    local out = {n_docs, 0}
+    for t = 1, T do out[#out + 1] = df[t] end
+    return out
+  end
+  filters[#filters + 1] = KEYS[k]
+  if driver_card == nil or c < driver_card then driver, driver_card = KEYS[k], c end
+end
+-- Candidates and their posting time (ms), from the smallest set: a narrow filter beats postings.
+local when, order = {}, {}
+local function add(rows)
+  for i = 1, #rows, 2 do
+    if #order >= pool then return end
+    local m = rows[i]
+    if when[m] == nil then
+      when[m] = tonumber(rows[i + 1])
+      order[#order + 1] = m
+    end
+  end
+end
+local by_filter = driver ~= nil and driver_card <= total
+if by_filter then
+  add(redis.call('ZREVRANGE', driver, 0, pool - 1, 'WITHSCORES'))
+else
+  local live = 0
+  for t = 1, T do if df[t] > 0 then live = live + 1 end end
+  if live == 0 then
+    local out = {n_docs, 0}
+    for t = 1, T do out[#out + 1] = df[t] end
+    return out
+  end
+  local per = math.max(1, math.floor(pool / live))
+  for t = 1, T do
+    if df[t] > 0 then add(redis.call('ZREVRANGE', KEYS[1 + t], 0, per - 1, 'WITHSCORES')) end
+  end
+end
+local scored = {}
+for _, m in ipairs(order) do
+  local ok = true
+  for _, f in ipairs(filters) do
+    if not (by_filter and f == driver) and not redis.call('ZSCORE', f, m) then ok = false; break end
+  end
+  if ok then
+    local rel = 0
+    for t = 1, T do
+      if df[t] > 0 and redis.call('ZSCORE', KEYS[1 + t], m) then rel = rel + idf[t] end
+    end
+    if rel > 0 then
+      local age = math.max(0, now - when[m])
+      scored[#scored + 1] = {m, rel * (1 + 0.25 * (0.5 ^ (age / half)))}
+    end
+  end
+end
+table.sort(scored, function(a, b) return a[2] > b[2] end)
+local out = {n_docs, #order}
+for t = 1, T do out[#out + 1] = df[t] end
+for i = 1, math.min(top, #scored) do
+  out[#out + 1] = scored[i][1]
+  out[#out + 1] = tostring(scored[i][2])
+end
+return out
