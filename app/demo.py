@@ -71,6 +71,71 @@ def show_hotset(rds: redis.Redis, tenants: list[str]) -> None:
             break
 
 
+def show_warehouse(settings: Settings, rds: redis.Redis, tenants: list[str], timeout_s: float = 180) -> None:
+    """Wait until the warehouse holds every memory the hotset holds, then compare them."""
+    from app.snowflake_conn import connect
+
+    hot: dict[str, int] = {}
+    for t in tenants:
+        for k, v in rds.hgetall(keys.stats(t)).items():
+            if k.startswith("type:"):
+                hot[k[5:]] = hot.get(k[5:], 0) + int(v)
+    conn = connect(settings)
+    try:
+        cur = conn.cursor()
+        marks = ",".join("%s" for _ in tenants)
+        started = time.monotonic()
+        while True:
+            cur.execute(
+                f"SELECT type, COUNT(*) FROM MEMORY_RECORDS WHERE tenant_id IN ({marks}) GROUP BY type",
+                tenants,
+            )
+            warehouse = {str(t): int(n) for t, n in cur.fetchall()}
+            if warehouse == hot or time.monotonic() - started > timeout_s:
+                break
+            time.sleep(0.5)
+        print(f"\n== Snowflake warehouse ({settings.snowflake_database}.{settings.snowflake_schema}.MEMORY_RECORDS) ==")
+        print(f"{'type':<10}{'hotset':>8}{'warehouse':>11}")
+        for t in sorted(set(hot) | set(warehouse)):
+            print(f"{t:<10}{hot.get(t, 0):>8}{warehouse.get(t, 0):>11}")
+        print("the warehouse holds what the hotset holds" if warehouse == hot else "MISMATCH (see logs)")
+        cur.execute(
+            "SELECT id, type, key, content:text::string, superseded_by, version FROM MEMORY_RECORDS "
+            "WHERE tenant_id = %s AND type = 'decision' ORDER BY version",
+            ["acme"],
+        )
+        print("acme's decisions in the warehouse (oldest first):")
+        for row in cur.fetchall():
+            print(f"  {row[0]}  {row[3]!r}  superseded_by={row[4]}")
+        if warehouse != hot:
+            raise RuntimeError("the warehouse did not catch up with the hotset")
+    finally:
+        conn.close()
+
+
+def show_gateway(base_url: str, header: str) -> None:
+    import httpx
+
+    h = {header: "acme"}
+    print(f"\n== HTTP gateway ({base_url}) ==")
+    with httpx.Client(base_url=base_url, headers=h, timeout=10) as client:
+        ctx = client.get("/api/v2/context", params={"session_id": "demo-session", "agent_id": "planner",
+                                                    "budget_tokens": 300})
+        ctx.raise_for_status()
+        body = ctx.json()
+        print(f"GET /api/v2/context -> {ctx.status_code}, {len(body.get('items', []))} items, "
+              f"{body['used_tokens']} of 300 tokens ({body['token_counting']}):")
+        for item in body.get("items", [])[:8]:
+            print(f"  [{item.get('section', item.get('type'))}] {item.get('text', '')[:70]!r}")
+        found = client.get("/api/v2/memory/search", params={"q": "system of record", "limit": 3})
+        found.raise_for_status()
+        print(f"GET /api/v2/memory/search?q=system+of+record -> {found.status_code}:")
+        res = found.json()
+        for r in res["results"]:
+            print(f"  {r['score']:.3f} {r['memory_id']} {r['record']['content']['text'][:60]!r}")
+        print(f"  ({res['candidates_examined']} candidates examined, pool {res['candidate_pool']})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=3000, help="chat messages to publish (default 3000)")
@@ -98,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the worker consumed all of them in {time.monotonic() - started:.1f}s")
         rds = redis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
         show_hotset(rds, TENANTS)
+        show_warehouse(settings, rds, TENANTS)
+        show_gateway(f"http://{devstack.LOOPBACK}:{stack.env['MEMSTREAM_GATEWAY_PORT']}", settings.dev_tenant_header)
         if args.keep_running:
             print("\nthe stack keeps running (Ctrl-C stops it):", flush=True)
             for k, v in sorted(stack.env.items()):
