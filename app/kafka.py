@@ -170,32 +170,6 @@ def _resolve(fut: asyncio.Future[Delivered], result: Delivered | BaseException) 
         fut.set_result(result)
 
 
-def consumer_lag(settings: Settings, group: str, topic: str, timeout_s: float = 5.0) -> dict[int, int]:
-    """Per-partition lag of `group` on `topic` (end offset minus committed; uncommitted = whole log)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({
-        **settings.kafka_client_config(),
-        "group.id": group,
-        "enable.auto.commit": False,
-        "socket.timeout.ms": int(timeout_s * 1000),
-    })
-    try:
-        md = consumer.list_topics(topic, timeout=timeout_s)
-        if topic not in md.topics or md.topics[topic].error is not None:
-            return {}
-        parts = [TopicPartition(topic, p) for p in md.topics[topic].partitions]
-        committed = {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=timeout_s)}
-        lag = {}
-        for tp in parts:
-            low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
-            done = committed.get(tp.partition, -1)
-            lag[tp.partition] = max(0, high - (done if done >= 0 else low))
-        return lag
-    finally:
-        consumer.close()
-
-
 def committed_offsets(settings: Settings, group: str, topic: str, timeout_s: float = 5.0) -> dict[int, int]:
     from confluent_kafka import Consumer, TopicPartition
 

@@ -9,7 +9,9 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
+    BeforeValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -47,6 +49,30 @@ TenantId = Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Za-z0-9_.
 Importance = Annotated[StrictInt | StrictFloat, Field(ge=0, le=1)]
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _rfc3339_only(value: Any) -> Any:
+    if not isinstance(value, str | datetime):
+        raise ValueError("occurred_at must be an RFC 3339 timestamp string")
+    return value
+
+
+def _int_only(value: Any) -> Any:
+    if type(value) is not int:  # JSON true and 1.0 are not the integer 1
+        raise ValueError("must be the integer 1")
+    return value
+
+
+def _after_epoch(value: datetime) -> datetime:
+    if value < EPOCH:
+        raise ValueError("occurred_at must not be before 1970-01-01T00:00:00Z")
+    return value
+
+
+EventTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_only), AfterValidator(_after_epoch)]
+
+
 class Channel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -76,7 +102,7 @@ class MemoryEvent(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, title="MemoryEvent")
 
-    schema_version: Literal[1]
+    schema_version: Annotated[Literal[1], BeforeValidator(_int_only)]
     event_id: Id128
     op: Literal["upsert", "delete"] = "upsert"
     tenant_id: TenantId
@@ -92,13 +118,17 @@ class MemoryEvent(BaseModel):
     citations: list[Id128] | None = None
     importance: Importance | None = None
     ttl_seconds: Annotated[StrictInt, Field(gt=0)] | None = None
-    occurred_at: AwareDatetime
+    occurred_at: EventTime
     # memstream extension: `false` means "do not remember" — the event is dropped and counted.
     remember: StrictBool = True
 
     @model_validator(mode="after")
     def _rules(self) -> MemoryEvent:
-        if len(orjson.dumps(self.metadata)) > MAX_METADATA_BYTES:
+        try:
+            size = len(orjson.dumps(self.metadata))
+        except orjson.JSONEncodeError as exc:  # e.g. integers beyond 64 bits
+            raise ValueError(f"metadata is not portable JSON: {exc}") from None
+        if size > MAX_METADATA_BYTES:
             raise ValueError(f"metadata exceeds {MAX_METADATA_BYTES} bytes")
         if self.op == "delete":
             if self.memory_id is None:

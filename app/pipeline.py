@@ -85,7 +85,7 @@ def validate(msg: Incoming) -> MemoryEvent | DeadLetter:
         return dead_letter(msg, "empty message", "validate")
     try:
         return MemoryEvent.model_validate_json(msg.value)
-    except ValidationError as exc:
+    except (ValidationError, ValueError, TypeError) as exc:
         tenant = None
         try:
             raw = orjson.loads(msg.value)
@@ -93,7 +93,8 @@ def validate(msg: Incoming) -> MemoryEvent | DeadLetter:
                 tenant = raw["tenant_id"][:64]
         except orjson.JSONDecodeError:
             pass
-        return dead_letter(msg, _reason(exc), "validate", tenant)
+        reason = _reason(exc) if isinstance(exc, ValidationError) else f"{type(exc).__name__}: {exc}"
+        return dead_letter(msg, reason, "validate", tenant)
 
 
 def redact(event: MemoryEvent) -> tuple[MemoryEvent, Counter[str]]:

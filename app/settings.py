@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -150,6 +150,15 @@ class Settings(BaseSettings):
     # Worker observability
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
+
+    @model_validator(mode="after")
+    def _production_guard(self) -> Settings:
+        if self.env == "production" and self.dev_tenant_header_enabled:
+            raise ValueError(
+                "MEMSTREAM_DEV_TENANT_HEADER_ENABLED=true is refused when MEMSTREAM_ENV=production: "
+                "the header lets any caller pick a tenant"
+            )
+        return self
 
     @field_validator("hotset_ttl_seconds")
     @classmethod

@@ -27,7 +27,7 @@ def ev(**over: object) -> dict[str, object]:
 
 
 def parse(d: dict[str, object]) -> MemoryEvent:
-    return MemoryEvent.model_validate_json(orjson.dumps(d))
+    return MemoryEvent.model_validate_json(json.dumps(d))  # json: orjson refuses >64-bit ints
 
 
 def test_schema_file_matches_model() -> None:
@@ -68,6 +68,11 @@ def test_minimal_event_defaults() -> None:
         ({"content": {"text": "x" * (MAX_TEXT_BYTES + 1)}}, "exceeds"),
         ({"metadata": {"blob": "y" * 17000}}, "metadata"),
         ({"remember": 0}, "remember"),
+        ({"schema_version": True}, "schema_version"),
+        ({"schema_version": 1.0}, "schema_version"),
+        ({"occurred_at": 1700000000}, "occurred_at"),
+        ({"occurred_at": "1960-01-01T00:00:00Z"}, "1970"),
+        ({"metadata": {"big": 2**70}}, "portable JSON"),
     ],
 )
 def test_invalid_events_rejected(override: dict[str, object], fragment: str) -> None:

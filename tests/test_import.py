@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from app import keys
+from app.cli import main
+from app.models import derive_memory_id
+from tests.conftest import Proc, Stack, wait_until
+
+
+def test_import_publishes_valid_lines_and_reports_invalid(
+    worker: Proc, stack: Stack, rds: redis.Redis, tenant: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from app.settings import get_settings
+
+    for k, v in stack.env.items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    good = [{"schema_version": 1, "event_id": f"imp{i}", "tenant_id": tenant, "type": "event",
+             "content": {"text": f"imported {i}"}, "occurred_at": "2026-05-01T00:00:00Z"} for i in range(3)]
+    f = tmp_path / "events.jsonl"
+    f.write_bytes(b"\n".join([orjson.dumps(good[0]), b"{broken", orjson.dumps(good[1]), b"",
+                              orjson.dumps({**good[2], "type": "memo"}), orjson.dumps(good[2])]) + b"\n")
+    try:
+        assert main(["import", str(f), "--dry-run"]) == 1
+        assert "would publish 3 events" in capsys.readouterr().out
+        assert rds.zcard(keys.recent(tenant)) == 0
+        assert main(["import", str(f)]) == 1
+    finally:
+        get_settings.cache_clear()
+    captured = capsys.readouterr()
+    assert "published 3 events" in captured.out and "2 invalid lines" in captured.out
+    assert f"{f}:2: invalid event" in captured.err and f"{f}:5: invalid event: type" in captured.err
+    wait_until(lambda: rds.zcard(keys.recent(tenant)) == 3)
+    assert rds.hget(keys.memory(tenant, derive_memory_id(tenant, "imp1")), "j") is not None
+    assert main(["import", str(tmp_path / "missing.jsonl")]) == 2
