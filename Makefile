@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo dev test lint typecheck schema bench bench-quick clean
+.PHONY: install demo dev test lint typecheck schema docs bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,8 +33,11 @@ typecheck: $(STAMP)
 schema: $(STAMP)  ## regenerate schemas/memory-event.schema.json from the model
 	$(BIN)/python -m app.schema > schemas/memory-event.schema.json
 
+docs: $(STAMP)  ## regenerate the configuration table in README.md from app/settings.py
+	$(BIN)/python -m app.config_doc
+
 bench-quick: $(STAMP)
-	for b in bench/*.py; do $(BIN)/python $$b --quick || exit 1; done
+	for b in ingest sink gateway; do $(BIN)/python bench/$$b.py --quick || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* .memstream

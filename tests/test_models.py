@@ -99,3 +99,13 @@ def test_versions_order_by_time_then_offset() -> None:
     assert make_version(t1, 999) < make_version(t2, 0)
     assert make_version(t1, 5) < make_version(t1, 6)
     assert len(make_version(t2, 10**12)) == 32
+
+
+def test_readme_lists_every_setting_with_its_default() -> None:
+    from app.config_doc import BEGIN, END, DESCRIPTIONS, render
+    from app.settings import Settings
+
+    assert set(Settings.model_fields) <= set(DESCRIPTIONS), "describe new settings in app/config_doc.py"
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index(BEGIN) + len(BEGIN) : readme.index(END)].strip()
+    assert block == render(), "README configuration table is stale: run `make docs`"
