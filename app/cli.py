@@ -31,10 +31,10 @@ def cmd_worker(_: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_gateway(_: argparse.Namespace) -> int:
+def cmd_gateway(args: argparse.Namespace) -> int:
     from app.gateway.server import run_gateway
 
-    run_gateway(_settings())
+    run_gateway(_settings(), args.cert, args.key)
     return 0
 
 
@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the warehouse to answer")
     p.set_defaults(func=cmd_migrate)
     p = sub.add_parser("gateway", help="serve the HTTP API v2 (uvicorn) on the configured host and port")
+    p.add_argument("--cert", help="serve HTTPS (TLS >= 1.2) with this PEM certificate (chain)")
+    p.add_argument("--key", help="the certificate's PEM private key")
     p.set_defaults(func=cmd_gateway)
     add_keys_parser(sub)
     return parser

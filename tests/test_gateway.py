@@ -84,7 +84,7 @@ async def test_errors_have_the_contract_shape(gateway: Gateway, tenant: str) -> 
         params={"memory_id": "x"},
         headers={gateway.settings.dev_tenant_header: "a b"},
     )
-    assert_error(bad, 401, "invalid_credentials")
+    assert assert_error(bad, 401, "unauthorized")["details"] == {"reason": "dev_tenant"}
     err = assert_error(
         await gateway.get(tenant, "/api/v2/memory/search", params={"q": "x", "limit": "false"}), 422
     )
@@ -97,7 +97,7 @@ async def test_errors_have_the_contract_shape(gateway: Gateway, tenant: str) -> 
 async def test_dev_header_off_means_401(stack: Stack) -> None:
     async with running(stack.settings(dev_tenant_header_enabled=False)) as gw:
         r = await gw.get("acme", "/api/v2/memory/retrieve", params={"memory_id": "m"})
-        assert_error(r, 401, "dev_header_disabled")
+        assert assert_error(r, 401, "unauthorized")["details"] == {"reason": "dev_header_disabled"}
 
 
 # ---- writes ------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ no check failing. Examples per operation are capped to keep the suite quick.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from typing import Any
 
 import pytest
@@ -16,7 +18,10 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import CHECKS
 from schemathesis.generation import GenerationMode
 
+from app.auth.apikeys import ApiKeyStore
+from app.auth.principal import Role
 from app.gateway import create_app
+from app.redis_client import create_redis
 from app.settings import Settings
 from tests.conftest import Proc
 from tests.gateway_fixtures import warehouse_table
@@ -32,12 +37,33 @@ RULE_BOUND = {("POST", "/api/v2/memory/store"), ("POST", "/api/v2/memory/batch")
 @pytest.fixture(scope="module")
 def api_settings(warehouse_table: Settings, worker: Proc) -> Settings:
     del worker
-    return warehouse_table.model_copy(update={"wait_visible_timeout_s": 5.0})
+    # The production configuration: real credentials only, limits high enough for the fuzzer.
+    return warehouse_table.model_copy(
+        update={
+            "wait_visible_timeout_s": 5.0,
+            "dev_tenant_header_enabled": False,
+            "rate_limit_per_key_per_minute": 100_000,
+            "rate_limit_per_tenant_per_minute": 100_000,
+        }
+    )
+
+
+def admin_key(settings: Settings) -> str:
+    async def create() -> str:
+        redis = create_redis(settings)
+        try:
+            key, _ = await ApiKeyStore(redis).create(f"fuzz-{uuid.uuid4().hex[:8]}", frozenset({Role.ADMIN}))
+            return key
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(create())
 
 
 def test_openapi_conformance_all_checks(api_settings: Settings) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(api_settings, produce_timeout_s=2.0))
-    headers: dict[str, str] = {}  # the tenant header is a declared parameter: schemathesis draws it
+    # One tenant's admin key; schemathesis also replays requests without it (ignored_auth: 401).
+    headers = {"X-API-Key": admin_key(api_settings)}
     all_checks = CHECKS.get_all()
     failures: list[str] = []
     ran = 0

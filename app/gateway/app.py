@@ -12,8 +12,11 @@ from typing import Any
 from fastapi import FastAPI
 from redis.exceptions import RedisError
 
+from app.auth import asgi as auth
+from app.auth.audit import AuditSink
+from app.auth.endpoints import ROUTE_ACTIONS
 from app.gateway import errors, routes_context, routes_handoffs, routes_memory, routes_ops
-from app.gateway.deps import Authenticator, DevTenantHeader, Services
+from app.gateway.deps import Services
 from app.gateway.middleware import BodyLimit, RequestMetrics
 from app.gateway.reads import HotsetReader
 from app.gateway.warehouse import Warehouse
@@ -27,11 +30,6 @@ log = logging.getLogger(__name__)
 COUNTER_FLUSH_S = 1.0
 # A write request must not hang on a dead broker: fail (503) after this long without an ack.
 PRODUCE_TIMEOUT_S = 5.0
-
-
-def authenticators(settings: Settings) -> list[Authenticator]:
-    """The credential chain. JWT and API keys (contract section 2) will be added here."""
-    return [DevTenantHeader(settings.dev_tenant_header, settings.dev_tenant_header_enabled)]
 
 
 def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT_S) -> FastAPI:
@@ -59,6 +57,10 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
             producer=producer,
             publisher=Publisher(settings, producer, reader),
         )
+        # Security: credentials, rate limits, RBAC; audit entries to memory.audit through the
+        # process's one producer.
+        audit = AuditSink(producer, settings.topic_audit)
+        app.state.security = auth.Security(settings, redis, ROUTE_ACTIONS, audit)
         flusher = asyncio.create_task(_flush_loop(reader))
         try:
             yield
@@ -69,6 +71,7 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
             with contextlib.suppress(RedisError, OSError):
                 await reader.flush_counts()
             await reader.drain()
+            await audit.close()
             await asyncio.to_thread(producer.close, 2.0)
             warehouse.close()
             await redis.aclose()
@@ -81,10 +84,11 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
         '`{"error": {"code", "message", "details"}}`.',
         lifespan=lifespan,
     )
-    app.state.authenticators = authenticators(settings)
     errors.install(app)
+    auth.install(app)
     for module in (routes_memory, routes_context, routes_handoffs, routes_ops):
         app.include_router(module.router)
+    app.add_middleware(auth.AuditMiddleware)
     app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
     app.add_middleware(RequestMetrics)
     _document_security(app, settings)
@@ -101,11 +105,14 @@ async def _flush_loop(reader: HotsetReader) -> None:
 
 
 def _document_security(app: FastAPI, settings: Settings) -> None:
-    """Describe the development tenant header in the OpenAPI document (the auth dependency checks
-    it). It is declared as a required header parameter, not a security scheme: it asserts a tenant
-    rather than proving one. The contract's credentials (JWT, API keys) come as security schemes
-    with the security issue."""
+    """Describe the credentials in the OpenAPI document (the auth dependency checks them): JWT
+    bearer tokens and API keys as security schemes; the development tenant header, only while it
+    is enabled, as a header parameter — it asserts a tenant rather than proving one."""
     base_openapi = app.openapi
+    schemes = {
+        "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+        "apiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    }
     header = {
         "name": settings.dev_tenant_header,
         "in": "header",
@@ -118,10 +125,13 @@ def _document_security(app: FastAPI, settings: Settings) -> None:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = base_openapi()
+        schema.setdefault("components", {}).setdefault("securitySchemes", {}).update(schemes)
         for path, item in schema.get("paths", {}).items():
             if path.startswith("/api/"):
                 for op in item.values():
-                    op.setdefault("parameters", []).append(dict(header))
+                    op["security"] = [{name: []} for name in schemes]
+                    if settings.dev_tenant_header_enabled:
+                        op.setdefault("parameters", []).append(dict(header))
         app.openapi_schema = schema
         return schema
 

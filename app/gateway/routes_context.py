@@ -8,6 +8,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
+from app.auth.rbac import scoped_agent
 from app.gateway import service
 from app.gateway.context import TOKEN_COUNTING
 from app.gateway.deps import Principal, Services, principal, services
@@ -30,6 +31,7 @@ async def get_context(
     """Identity and rules, active decisions, open tasks, the latest summary and the session's
     recent events: deduplicated, within `budget_tokens`, each item with its memory id, in prompt
     order. Tokens are counted as ceil(UTF-8 bytes / 4) of each item's text."""
+    agent_id = scoped_agent(caller, agent_id)  # an agent-scoped key assembles its own context
     ctx = await service.context(
         svc, caller.tenant_id, session_id, agent_id, channel_visibility, budget_tokens
     )

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query
 from fastapi.responses import Response
 
 from app import keys
+from app.auth.rbac import scoped_agent
 from app.gateway import service
 from app.gateway.deps import Principal, Services, principal, services
 from app.gateway.errors import ApiError, responses
@@ -52,7 +53,7 @@ async def create_handoff(body: HandoffRequest, caller: Caller, svc: Svc, wait: W
     }
     data["event_id"] = body.event_id or f"handoff-{uuid.uuid4()}"
     optional = {
-        "agent_id": body.from_agent,
+        "agent_id": scoped_agent(caller, body.from_agent),  # an agent-scoped key sends as its agent
         "session_id": body.session_id,
         "user_id": body.user_id,
         "channel": body.channel.model_dump() if body.channel else None,
@@ -77,6 +78,7 @@ async def list_handoffs(
     limit: Limit100 = 20,
 ) -> Response:
     """Handoffs addressed to `to_agent`, newest first; pending ones only unless `include_acked`."""
+    scoped_agent(caller, to_agent)  # an agent-scoped key reads only its own inbox
     tenant = caller.tenant_id
     ids = await svc.reader.handoff_ids(tenant, to_agent, min(limit * 3, 300))
     slots = await svc.reader.get_many(tenant, ids)
@@ -128,11 +130,13 @@ async def ack_handoff(
     """Acknowledge a handoff exactly once (a second ack is 409). The ack is recorded as a new
     version of the handoff memory (content.status `done`, metadata.acked_at), published with a
     deterministic event id so replays and retries change nothing."""
+    ack = body or HandoffAckRequest(agent_id=None, note=None)
+    # An agent-scoped key acknowledges as its agent (and so only handoffs addressed to it).
+    ack = ack.model_copy(update={"agent_id": scoped_agent(caller, ack.agent_id)})
     tenant = caller.tenant_id
     doc = await service.retrieve(svc, tenant, handoff_id)
     if doc.type != "handoff":
         raise ApiError(404, "not a handoff")
-    ack = body or HandoffAckRequest(agent_id=None, note=None)
     to_agent = doc.content.get("to_agent")
     if ack.agent_id is not None and ack.agent_id != to_agent:
         raise ApiError(403, "only the receiving agent can acknowledge this handoff")

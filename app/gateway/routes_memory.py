@@ -10,6 +10,7 @@ import orjson
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 
+from app.auth.scope import scope_event
 from app.gateway import service
 from app.gateway.deps import Principal, Services, principal, services
 from app.gateway.errors import ApiError, responses
@@ -55,7 +56,7 @@ async def _finish(svc: Services, written: list[Written], wait: str | None) -> li
 @router.post("/store", status_code=202, response_model=StoreResult, responses=WRITE_ERRORS)
 async def store(body: StoreRequest, caller: Caller, svc: Svc, wait: Wait = None) -> Response:
     """Publish one memory event (tenant from the credentials). 202 once the broker acknowledged it."""
-    event = build_event(body, caller.tenant_id)
+    event = scope_event(caller, build_event(body, caller.tenant_id))
     written = await svc.publisher.publish([event])
     return json_response((await _finish(svc, written, wait))[0], 202)
 
@@ -75,7 +76,7 @@ async def batch(body: BatchRequest, caller: Caller, svc: Svc, wait: Wait = None)
     results: list[dict[str, Any]] = []
     for i, item in enumerate(body.items):
         try:
-            events.append((i, build_event(item, caller.tenant_id, ("body", "items", i))))
+            events.append((i, scope_event(caller, build_event(item, caller.tenant_id, ("body", "items", i)))))
         except ApiError as exc:
             results.append(
                 {

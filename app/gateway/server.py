@@ -5,17 +5,21 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
+from app.auth.tls import uvicorn_ssl_kwargs
 from app.settings import Settings
 
 
-def tls_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn TLS arguments (ssl_certfile, ssl_keyfile, ...). The security issue fills this in
-    from its certificate settings; plain HTTP on loopback until then."""
-    del settings
-    return {}
+def tls_options(
+    settings: Settings, cert_file: str | None = None, key_file: str | None = None
+) -> dict[str, Any]:
+    """uvicorn TLS arguments (TLS >= 1.2): from --cert/--key, else MEMSTREAM_TLS_CERT_FILE/_KEY_FILE;
+    none (plain HTTP) when neither is given."""
+    return uvicorn_ssl_kwargs(settings, cert_file, key_file)
 
 
-def server_options(settings: Settings) -> dict[str, Any]:
+def server_options(
+    settings: Settings, cert_file: str | None = None, key_file: str | None = None
+) -> dict[str, Any]:
     has = importlib.util.find_spec
     return {
         "host": settings.gateway_host,
@@ -27,13 +31,14 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "server_header": False,
         "proxy_headers": False,
         "lifespan": "on",
-        **tls_options(settings),
+        **tls_options(settings, cert_file, key_file),
     }
 
 
-def run_gateway(settings: Settings) -> None:
+def run_gateway(settings: Settings, cert_file: str | None = None, key_file: str | None = None) -> None:
     import uvicorn
 
     from app.gateway.app import create_app
 
-    uvicorn.run(create_app(settings), **server_options(settings))
+    options = server_options(settings, cert_file, key_file)  # bad TLS files fail before binding
+    uvicorn.run(create_app(settings), **options)
