@@ -258,6 +258,12 @@ def test_extract_credential() -> None:
         with pytest.raises(Unauthenticated) as info:
             extract_credential(headers, None)
         assert info.value.reason == reason
+    from starlette.datastructures import Headers
+
+    twice = Headers(raw=[(b"x-api-key", key.encode()), (b"x-api-key", b"other")])
+    with pytest.raises(Unauthenticated) as info:
+        extract_credential(twice, None)
+    assert info.value.reason == "ambiguous"
     with pytest.raises(Unauthenticated) as info:
         extract_credential({"x-dev": "acme"}, "X-Dev", dev_enabled=False)
     assert info.value.reason == "dev_header_disabled"

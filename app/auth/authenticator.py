@@ -36,7 +36,12 @@ def extract_credential(
 ) -> Credential:
     """Pick the one credential of a request (header names case-insensitive). Two different
     credentials are refused rather than guessed between."""
-    lower = {k.lower(): v for k, v in headers.items()}
+    lower: dict[str, str] = {}
+    for name, value in headers.items():  # a multi-dict (Starlette Headers) yields every copy
+        key = name.lower()
+        if key in lower and key in ("authorization", API_KEY_HEADER.lower()):
+            raise Unauthenticated("present exactly one credential", reason="ambiguous")
+        lower[key] = value
     found: list[Credential] = []
     auth = lower.get("authorization")
     if auth is not None:
