@@ -147,6 +147,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
         stack.stop()
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from app.importer import run_import
+
+    return run_import(_settings(), args.file, args.dry_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memstream", description="Event-driven memory for AI agents.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="the certificate's PEM private key")
     p.set_defaults(func=cmd_gateway)
     add_keys_parser(sub)
+    p = sub.add_parser("import", help="publish memory events from a JSON Lines file")
+    p.add_argument("file", type=Path, metavar="FILE.jsonl")
+    p.add_argument("--dry-run", action="store_true", help="validate only, publish nothing")
+    p.set_defaults(func=cmd_import)
     return parser
 
 

@@ -6,6 +6,7 @@ import ssl
 from typing import Any
 
 import faust
+from faust.sensors.monitor import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from app.settings import Settings
@@ -24,6 +25,35 @@ def _worker_consumer_short_fetch_wait(self: Any, transport: Any) -> Any:
 
 
 faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _worker_consumer_short_fetch_wait  # type: ignore[method-assign]
+
+
+class QuietMonitor(Monitor):  # type: ignore[misc]
+    """Faust's Monitor keeps per-message statistics that nothing here reads (memstream exports its
+    own Prometheus metrics); skipping them saves a noticeable share of each message's cost."""
+
+    def on_message_in(self, *args: Any) -> None:
+        pass
+
+    def on_stream_event_in(self, *args: Any) -> None:
+        return None
+
+    def on_stream_event_out(self, *args: Any) -> None:
+        pass
+
+    def on_message_out(self, *args: Any) -> None:
+        pass
+
+    def on_send_initiated(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def on_send_completed(self, *args: Any) -> None:
+        pass
+
+    def track_tp_end_offset(self, *args: Any) -> None:
+        pass
+
+    def on_tp_commit(self, *args: Any) -> None:
+        pass
 
 
 def create_app(settings: Settings, app_id: str) -> faust.App:
@@ -56,4 +86,5 @@ def create_app(settings: Settings, app_id: str) -> faust.App:
         stream_wait_empty=False,
         producer_acks=-1,
         autodiscover=False,
+        Monitor=QuietMonitor,
     )

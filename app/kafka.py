@@ -121,38 +121,45 @@ class AsyncProducer:
         return futs[0]
 
     async def send_many(self, messages: list[tuple[str, bytes | None, bytes]]) -> list[Delivered]:
-        """Produce messages in order; resolve when all are acknowledged (raises BrokerUnavailable)."""
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Delivered]] = []
+        """Produce messages in order; resolve when all are acknowledged (raises BrokerUnavailable).
 
-        def callback_for(fut: asyncio.Future[Delivered]) -> Any:
+        One future per call, completed from the poll thread when the last delivery report
+        arrives: per-message futures and loop wake-ups cost more than the produce itself.
+        """
+        if not messages:
+            return []
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[Delivered]] = loop.create_future()
+        results: list[Delivered | None] = [None] * len(messages)
+        state = {"pending": len(messages), "error": ""}
+        guard = threading.Lock()
+
+        def callback_for(i: int) -> Any:
             def cb(err: KafkaError | None, msg: Message) -> None:
-                if err is not None:
-                    result: Delivered | BaseException = BrokerUnavailable(str(err))
-                else:
-                    result = Delivered(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
-                loop.call_soon_threadsafe(_resolve, fut, result)
+                with guard:
+                    if err is not None:
+                        state["error"] = state["error"] or str(err)
+                    else:
+                        results[i] = Delivered(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+                    state["pending"] -= 1  # type: ignore[operator]
+                    last = state["pending"] == 0
+                if last:
+                    loop.call_soon_threadsafe(_finish, done, results, str(state["error"]))
 
             return cb
 
         with self._lock:
             producer = self._producer
-        for topic, key, value in messages:
-            fut: asyncio.Future[Delivered] = loop.create_future()
-            futures.append(fut)
+        for i, (topic, key, value) in enumerate(messages):
             while True:
                 try:
-                    producer.produce(topic, value=value, key=key, on_delivery=callback_for(fut))
+                    producer.produce(topic, value=value, key=key, on_delivery=callback_for(i))
                     break
                 except BufferError:
                     await asyncio.sleep(0.01)  # local queue full: let the poll thread drain it
                 except KafkaException as exc:
                     raise BrokerUnavailable(str(exc)) from exc
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r if isinstance(r, BrokerUnavailable) else BrokerUnavailable(str(r))
-        return [r for r in results if isinstance(r, Delivered)]
+        return await done
 
     def close(self, timeout_s: float = 10.0) -> None:
         with self._lock:
@@ -161,13 +168,13 @@ class AsyncProducer:
         self._thread.join(timeout=2)
 
 
-def _resolve(fut: asyncio.Future[Delivered], result: Delivered | BaseException) -> None:
+def _finish(fut: asyncio.Future[list[Delivered]], results: list[Delivered | None], error: str) -> None:
     if fut.done():
         return
-    if isinstance(result, BaseException):
-        fut.set_exception(result)
+    if error:
+        fut.set_exception(BrokerUnavailable(error))
     else:
-        fut.set_result(result)
+        fut.set_result([r for r in results if r is not None])
 
 
 def committed_offsets(settings: Settings, group: str, topic: str, timeout_s: float = 5.0) -> dict[int, int]:
