@@ -145,7 +145,7 @@ def to_record(event: MemoryEvent, pos: SourcePosition, redactions: Counter[str])
     if redactions:
         metadata["redactions"] = dict(sorted(redactions.items()))
     # Built from an already validated event: skip re-validation (a hot path).
-    return MemoryRecord.model_construct(
+    return MemoryRecord.trusted(
         tenant_id=event.tenant_id,
         memory_id=event.resolved_memory_id(),
         version=version,
@@ -167,6 +167,7 @@ def to_record(event: MemoryEvent, pos: SourcePosition, redactions: Counter[str])
         updated_at=event.occurred_at,
         deleted_at=event.occurred_at if deleted else None,
         redactions=dict(redactions),
+        superseded_by=None,
         source=pos,
     )
 

@@ -61,3 +61,10 @@ def test_nested_values() -> None:
     out = redact_value({"a": ["password=hunter22", 3, {"b": "AKIAIOSFODNN7EXAMPLE"}]}, counts)
     assert out == {"a": ["password=[REDACTED:credential_assignment]", 3, {"b": "[REDACTED:aws_access_key]"}]}
     assert counts == {"credential_assignment": 1, "aws_access_key": 1}
+
+
+@pytest.mark.parametrize(("kind", "text"), SECRETS)
+def test_prescreen_never_misses_a_secret(kind: str, text: str) -> None:
+    from app.redact import may_contain_secret
+
+    assert may_contain_secret(f"x {text} y"), kind
