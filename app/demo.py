@@ -37,7 +37,7 @@ def wait_caught_up(settings: Settings, group: str, topic: str, ends: dict[int, i
         time.sleep(0.1)
 
 
-def show_hotset(rds: redis.Redis, tenants: list[str]) -> None:
+def show_hotset(rds: Any, tenants: list[str]) -> None:  # a sync redis.Redis
     print("\n== Redis hotset ==")
     header = f"{'tenant':<10}{'memories':>10}{'writes':>8}{'dedupes':>9}{'supersed.':>10}{'redacted':>9}{'private':>8}"
     print(header)
@@ -71,7 +71,7 @@ def show_hotset(rds: redis.Redis, tenants: list[str]) -> None:
             break
 
 
-def show_warehouse(settings: Settings, rds: redis.Redis, tenants: list[str], timeout_s: float = 180) -> None:
+def show_warehouse(settings: Settings, rds: Any, tenants: list[str], timeout_s: float = 180) -> None:
     """Wait until the warehouse holds every memory the hotset holds, then compare them."""
     from app.snowflake_conn import connect
 
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"starting the embedded stack (logs in {stack.log_dir})", flush=True)
         stack.start()
-        settings = Settings(_env_file=None, **{k[10:].lower(): v for k, v in stack.env.items()})
+        settings = Settings(_env_file=None, **{k[10:].lower(): v for k, v in stack.env.items()})  # type: ignore[arg-type]
         events = list(conversation_events(TENANTS, args.events))
         for t in TENANTS:
             events += scenario_events(t)
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
               f"+ scripted decisions, tasks, secrets, duplicates, private and invalid events)", flush=True)
         wait_caught_up(settings, settings.worker_group, settings.topic_events, ends, 180)
         print(f"the worker consumed all of them in {time.monotonic() - started:.1f}s")
-        rds = redis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
+        rds: Any = redis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
         show_hotset(rds, TENANTS)
         show_warehouse(settings, rds, TENANTS)
         show_gateway(f"http://{devstack.LOOPBACK}:{stack.env['MEMSTREAM_GATEWAY_PORT']}", settings.dev_tenant_header)

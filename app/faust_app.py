@@ -11,7 +11,6 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from app.settings import Settings
 
-
 # Faust hard-codes fetch_max_wait_ms=1500. A broker that holds an empty fetch for the whole wait
 # instead of answering when data arrives (Tansu does) then adds up to 1.5 s to every event.
 FETCH_MAX_WAIT_MS = 50
@@ -24,10 +23,10 @@ def _worker_consumer_short_fetch_wait(self: Any, transport: Any) -> Any:
     return consumer
 
 
-faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _worker_consumer_short_fetch_wait  # type: ignore[method-assign]
+setattr(faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer", _worker_consumer_short_fetch_wait)  # noqa: B010
 
 
-class QuietMonitor(Monitor):  # type: ignore[misc]
+class QuietMonitor(Monitor):
     """Faust's Monitor keeps per-message statistics that nothing here reads (memstream exports its
     own Prometheus metrics); skipping them saves a noticeable share of each message's cost."""
 

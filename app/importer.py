@@ -21,7 +21,7 @@ from app.settings import Settings
 
 @dataclass
 class ImportReport:
-    valid: list[tuple[bytes, bytes]] = field(default_factory=list)
+    valid: list[tuple[bytes | None, bytes]] = field(default_factory=list)
     invalid: list[tuple[int, str]] = field(default_factory=list)
 
 

@@ -13,7 +13,7 @@ from app.settings import Settings
 
 def create_redis(settings: Settings) -> aioredis.Redis:
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    return aioredis.from_url(
+    client: aioredis.Redis = aioredis.from_url(  # type: ignore[no-untyped-call]
         settings.redis_url.get_secret_value(),
         password=password,
         decode_responses=True,
@@ -24,3 +24,4 @@ def create_redis(settings: Settings) -> aioredis.Redis:
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+    return client

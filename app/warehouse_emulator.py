@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - best effort on the way out
             print(f"warehouse emulator: checkpoint failed: {exc}", file=sys.stderr)
 
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
 
     def on_signal(signum: int, _frame: object) -> None:
         checkpoint()

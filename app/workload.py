@@ -21,7 +21,7 @@ def conversation_events(tenants: list[str], limit: int, seed: int = 7, tag: str 
     n = 0
     for conv_id, conv in dataset.items():
         tenant = tenants[rng.randrange(len(tenants))]
-        agents = {}
+        agents: dict[str, str] = {}
         for turn in conv["messages"]:
             for m in turn:
                 agent = agents.setdefault(m["sender"], f"agent-{len(agents) + 1}")

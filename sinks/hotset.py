@@ -117,8 +117,9 @@ class Hotset:
         pipe = self.redis.pipeline(transaction=False)
         for tenant, ops in by_tenant.items():
             await self._apply(keys=[keys.stats(tenant)], args=[orjson.dumps(ops)], client=pipe)
-        return sum(int(r) for r in await pipe.execute())
+        results: list[Any] = await pipe.execute()
+        return sum(int(r) for r in results)
 
     async def count_dead_letters(self, n: int) -> None:
         if n:
-            await self.redis.hincrby(keys.GLOBAL_STATS, "deadletters", n)
+            await self.redis.hincrby(keys.GLOBAL_STATS, "deadletters", n)  # type: ignore[misc]

@@ -6,9 +6,9 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import redis
-import httpx
 
 from app import devstack, keys
 from app.kafka import ensure_topics

@@ -11,7 +11,7 @@ import redis
 from app import keys
 from app.models import derive_memory_id
 from app.settings import Settings
-from tests.conftest import Proc, Stack, wait_until
+from tests.conftest import Proc, wait_until
 from tests.kafka_util import kcat_publish, publish, read_topic, wait_committed
 
 

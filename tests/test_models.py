@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import orjson
 import pytest
 from pydantic import ValidationError
 
@@ -102,7 +101,7 @@ def test_versions_order_by_time_then_offset() -> None:
 
 
 def test_readme_lists_every_setting_with_its_default() -> None:
-    from app.config_doc import BEGIN, END, DESCRIPTIONS, render
+    from app.config_doc import BEGIN, DESCRIPTIONS, END, render
     from app.settings import Settings
 
     assert set(Settings.model_fields) <= set(DESCRIPTIONS), "describe new settings in app/config_doc.py"

@@ -105,7 +105,7 @@ def test_supersession_newest_occurred_at_wins_even_out_of_order() -> None:
 def test_supersession_in_order_marks_previous() -> None:
     first = prep(msg(type="rule", key="tone", content={"text": "be formal"}))
     second = prep(msg(type="rule", key="tone", content={"text": "be casual"}, occurred_at="2026-01-05T00:00:00Z"))
-    i1, i2 = plan([first, second], HotsetState(), 3600)
+    _, i2 = plan([first, second], HotsetState(), 3600)
     assert i2.supersedes == first.record.memory_id and i2.counters["superseded"] == 1
 
 
