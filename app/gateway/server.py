@@ -39,6 +39,8 @@ def run_gateway(settings: Settings, cert_file: str | None = None, key_file: str 
     import uvicorn
 
     from app.gateway.app import create_app
+    from app.logs import configure as configure_logging
 
+    configure_logging(settings)
     options = server_options(settings, cert_file, key_file)  # bad TLS files fail before binding
     uvicorn.run(create_app(settings), **options)
