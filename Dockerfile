@@ -1,0 +1,46 @@
+# syntax=docker/dockerfile:1
+# memstream image: the gateway by default (`memstream gateway`); the same image runs
+# `memstream worker`, `memstream migrate --dir /app/deploy/snowflake` and the local warehouse
+# emulator (`python -m app.warehouse_emulator`). No secrets, hosts or credentials are baked in:
+# configure it with MEMSTREAM_* environment variables (secrets as MEMSTREAM_<FIELD>_FILE files).
+# In a container set MEMSTREAM_GATEWAY_HOST=0.0.0.0 (and MEMSTREAM_METRICS_HOST=0.0.0.0 for the
+# worker's metrics): the defaults listen on loopback only (docker-compose.yml and deploy/k8s do).
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---- build: install memstream and its dependencies into a virtualenv --------------------------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# Every dependency ships a manylinux wheel for CPython 3.11: no compiler needed.
+COPY pyproject.toml README.md ./
+COPY app ./app
+COPY agents ./agents
+COPY sinks ./sinks
+COPY topics ./topics
+# pip compiles the .pyc files here: the runtime's root filesystem may be read-only.
+RUN pip install .
+
+# ---- runtime: the virtualenv, the warehouse migrations, a non-root user -----------------------
+FROM ${PYTHON_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="memstream" \
+      org.opencontainers.image.description="Event-driven memory service for AI agents"
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+RUN groupadd --system --gid 10001 memstream \
+    && useradd --system --uid 10001 --gid memstream --home-dir /home/memstream --create-home \
+       --shell /usr/sbin/nologin memstream \
+    && install -d -o memstream -g memstream -m 0750 /var/lib/memstream /home/memstream/.cache
+COPY --from=build /opt/venv /opt/venv
+COPY deploy/snowflake /app/deploy/snowflake
+# Faust keeps its data directory under the working directory; the warehouse emulator's data lives
+# here too in docker-compose.yml.
+WORKDIR /var/lib/memstream
+USER 10001:10001
+# 8080: gateway (MEMSTREAM_GATEWAY_PORT); 9100: worker metrics (MEMSTREAM_METRICS_PORT).
+EXPOSE 8080 9100
+CMD ["memstream", "gateway"]
