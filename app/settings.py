@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     dedupe_window_seconds: int = Field(3600, ge=0)
     state_ttl_seconds: int = Field(30 * 86400, ge=60)
     ingest_batch_max: int = Field(1000, ge=1)
-    ingest_batch_within_s: float = Field(0.05, gt=0)
+    ingest_batch_within_s: float = Field(0.02, gt=0)
 
     # Warehouse sink batching
     sink_batch_max_rows: int = Field(5000, ge=1)
