@@ -1,4 +1,4 @@
-"""`memstream worker`: one Faust app running the ingest agent and the warehouse sink agents."""
+"""`memstream worker`: one Faust app running the ingest agent and the warehouse sink agent."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from prometheus_client import start_http_server
 
 from agents import ingest, warehouse
 from app.kafka import AsyncProducer, ensure_topics_with_retry
+from app.logs import configure as configure_logging
 from app.redis_client import create_redis
 from app.settings import Settings
 from sinks.hotset import Hotset
@@ -31,13 +32,11 @@ def create_app_with_agents(settings: Settings) -> faust.App:
     producer = AsyncProducer(settings)
     processor = ingest.IngestProcessor(settings, hotset, producer)
     ingest.register(app, processor, settings)
-    sinks = warehouse.register_all(app, settings, producer)
+    warehouse.register(app, settings)
 
     @app.service
-    class _Resources(faust.Service):  # type: ignore[misc]
+    class _Resources(faust.Service):
         async def on_stop(self) -> None:
-            for sink in sinks:
-                sink.close()
             await asyncio.to_thread(producer.close)
             await redis.aclose()
 
@@ -46,7 +45,7 @@ def create_app_with_agents(settings: Settings) -> faust.App:
 
 def run_worker(settings: Settings) -> None:
     """Blocking: create topics (waiting for the broker), then run until SIGINT/SIGTERM."""
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings)
     created = asyncio.run(ensure_topics_with_retry(settings))
     if created:
         log.info("created topics: %s", ", ".join(created))

@@ -21,9 +21,9 @@ from __future__ import annotations
 import logging
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -46,6 +46,7 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 STAGE = "MEMSTREAM_SINK_STAGE"
+_ZERO = timedelta(0)
 ColumnKind = Literal["str", "version", "int", "float", "ts", "bool", "variant"]
 
 
@@ -146,7 +147,7 @@ def _ntz(dt: datetime | None) -> str | None:
     if dt is None:
         return None
     if dt.tzinfo is not None:
-        dt = dt.astimezone(UTC).replace(tzinfo=None)
+        dt = (dt if dt.utcoffset() == _ZERO else dt.astimezone(UTC)).replace(tzinfo=None)
     return dt.isoformat(sep=" ")
 
 
@@ -201,9 +202,7 @@ class MemoryRecordsTable:
         Column("source_offset", "int", 20),
     )
     # A delete (tombstone) moves the version and the deletion times; it keeps what the memory was.
-    ALWAYS = frozenset(
-        {"version", "event_id", "updated_at", "deleted_at", "source_partition", "source_offset"}
-    )
+    ALWAYS = frozenset({"version", "event_id", "updated_at", "deleted_at", "source_partition", "source_offset"})
     KEYS = frozenset({"tenant_id", "id"})
 
     @staticmethod
@@ -405,6 +404,27 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:2000]
 
 
+def parse(
+    table: TableSpec,
+    value: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp: float | None = None,
+) -> Row | Rejected:
+    """One Kafka value as a staging row, or rejected with the reason (pure)."""
+    pos = SourcePosition(topic=topic, partition=partition, offset=offset)
+    raw = value or b""
+    try:
+        if not raw:
+            raise ValueError("empty message")
+        staged, tenant, grouped = table.to_row(raw)
+        line = orjson.dumps(staged)
+    except (ValueError, TypeError) as exc:  # pydantic's ValidationError, orjson's JSONEncodeError
+        return Rejected(raw, pos, _reason(exc), "warehouse-parse", _tenant_of(raw))
+    return Row(line, raw, pos, tenant, timestamp, grouped)
+
+
 # ---- the sink (I/O) ------------------------------------------------------------------------------
 
 
@@ -432,19 +452,17 @@ class WarehouseSink:
         self, value: bytes | None, topic: str, partition: int, offset: int, timestamp: float | None = None
     ) -> Rejected | None:
         """Parse and buffer one message; a value that is not a valid row is rejected at once."""
-        pos = SourcePosition(topic=topic, partition=partition, offset=offset)
-        raw = value or b""
-        try:
-            if not raw:
-                raise ValueError("empty message")
-            staged, tenant, grouped = self.table.to_row(raw)
-            line = orjson.dumps(staged)
-        except (ValueError, TypeError) as exc:  # pydantic's ValidationError, orjson's JSONEncodeError
-            rej = Rejected(raw, pos, _reason(exc), "warehouse-parse", _tenant_of(raw))
-            self.rejected.append(rej)
-            return rej
-        self.pending.append(Row(line, raw, pos, tenant, timestamp, grouped))
-        return None
+        item = parse(self.table, value, topic, partition, offset, timestamp)
+        self.extend([item])
+        return item if isinstance(item, Rejected) else None
+
+    def extend(self, items: Iterable[Row | Rejected]) -> None:
+        """Buffer rows parsed elsewhere (`parse` is pure, so another thread may do it)."""
+        for item in items:
+            if isinstance(item, Rejected):
+                self.rejected.append(item)
+            else:
+                self.pending.append(item)
 
     def flush(self, result: FlushResult | None = None) -> FlushResult:
         """Write everything added, chunk by chunk, counting into `result` as it goes. Raises on a
@@ -494,9 +512,7 @@ class WarehouseSink:
             if len(rows) == 1:
                 row = rows[0]
                 log.warning("warehouse rejected %s: %s", row.position, exc)
-                self.rejected.append(
-                    Rejected(row.raw, row.position, _reason(exc), "warehouse-merge", row.tenant_id)
-                )
+                self.rejected.append(Rejected(row.raw, row.position, _reason(exc), "warehouse-merge", row.tenant_id))
                 return MergeCounts()
             mid = len(rows) // 2
             counts = self._write_isolating(rows[:mid])
@@ -508,12 +524,12 @@ class WarehouseSink:
         path = self._tmp / name
         path.write_bytes(b"\n".join(r.line for r in rows))
         try:
-            cur.execute(f"PUT 'file://{path.as_posix()}' @{STAGE} AUTO_COMPRESS = FALSE OVERWRITE = TRUE")
+            # No compression and no detection: the connector would re-read the MIME tables per file.
+            options = "AUTO_COMPRESS = FALSE SOURCE_COMPRESSION = NONE OVERWRITE = TRUE"
+            cur.execute(f"PUT 'file://{path.as_posix()}' @{STAGE} {options}")
         finally:
             path.unlink(missing_ok=True)
-        cur.execute(
-            f"COPY INTO {self.stage_table} FROM @{STAGE}/{name} FILE_FORMAT = (TYPE = JSON) PURGE = TRUE"
-        )
+        cur.execute(f"COPY INTO {self.stage_table} FROM @{STAGE}/{name} FILE_FORMAT = (TYPE = JSON) PURGE = TRUE")
 
     def _cursor(self) -> SnowflakeCursor:
         if self._conn is None:
