@@ -178,9 +178,7 @@ def discover(directory: Path) -> list[Migration]:
             raise MigrationError(f"{path.name}: migration files are named V<number>__<name>.sql")
         version = int(m.group(1))
         if version in found:
-            raise MigrationError(
-                f"two migrations with version {version}: {found[version].path.name}, {path.name}"
-            )
+            raise MigrationError(f"two migrations with version {version}: {found[version].path.name}, {path.name}")
         found[version] = Migration(version, m.group(2), path, path.read_text(encoding="utf-8"))
     return [found[v] for v in sorted(found)]
 
@@ -258,9 +256,7 @@ def run(
                 try:
                     cur.execute(stmt)
                 except Exception as exc:
-                    raise MigrationError(
-                        f"{m.path.name}: statement {i} of {len(statements)} failed: {exc}"
-                    ) from exc
+                    raise MigrationError(f"{m.path.name}: statement {i} of {len(statements)} failed: {exc}") from exc
             cur.execute(
                 f"INSERT INTO {MIGRATIONS_TABLE} (version, name, checksum, statements, applied_at) "
                 "SELECT %s, %s, %s, %s, SYSDATE()",
@@ -276,7 +272,5 @@ def run(
         except Exception:
             log.debug("closing the migration session failed", exc_info=True)
     if settings.snowflake_schema.upper() != SCHEMA:
-        log.warning(
-            "MEMSTREAM_SNOWFLAKE_SCHEMA is %s but the migrations create %s", settings.snowflake_schema, SCHEMA
-        )
+        log.warning("MEMSTREAM_SNOWFLAKE_SCHEMA is %s but the migrations create %s", settings.snowflake_schema, SCHEMA)
     return report

@@ -115,8 +115,7 @@ def test_migrate_applies_pending_once_and_reports(stack: Stack, tmp_path: Path) 
 
     # A new migration is applied on the next run, and only it.
     (mig_dir / "V900__extra.sql").write_text(
-        "-- adds a column\n"
-        "ALTER TABLE AI_MEMORY.AUDIT_LOGS ADD COLUMN IF NOT EXISTS extra_note VARCHAR(64);\n"
+        "-- adds a column\nALTER TABLE AI_MEMORY.AUDIT_LOGS ADD COLUMN IF NOT EXISTS extra_note VARCHAR(64);\n"
     )
     assert migrate.run(settings, directory=mig_dir, dry_run=True).pending == ["V900__extra"]
     assert migrate.run(settings, directory=mig_dir).applied == ["V900__extra"]
@@ -124,9 +123,7 @@ def test_migrate_applies_pending_once_and_reports(stack: Stack, tmp_path: Path) 
     conn = connect(settings)
     try:
         cur = conn.cursor()
-        rows = cur.execute(
-            "SELECT version, name, checksum FROM SCHEMA_MIGRATIONS ORDER BY version"
-        ).fetchall()
+        rows = cur.execute("SELECT version, name, checksum FROM SCHEMA_MIGRATIONS ORDER BY version").fetchall()
         assert [(int(v), n) for v, n, _ in rows] == [
             *((m.version, m.name) for m in migrate.discover(ROOT / "deploy" / "snowflake")),
             (900, "extra"),

@@ -1,0 +1,185 @@
+"""The warehouse sink on the real connector against the emulator (no Kafka): MERGE semantics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from app.models import AuditEntry, MemoryRecord
+from app.settings import Settings
+from sinks.warehouse import AuditLogsTable, MemoryRecordsTable, WarehouseSink, classify
+from tests.conftest import Stack
+from tests.warehouse_util import audit_entry, count, query, record, snapshot
+
+
+@pytest.fixture
+def sink(settings: Settings) -> Iterator[WarehouseSink]:
+    s = WarehouseSink(settings, MemoryRecordsTable())
+    yield s
+    s.close()
+
+
+def write(sink: WarehouseSink, *values: MemoryRecord | bytes) -> None:
+    for i, v in enumerate(values):
+        sink.add(v.to_json() if isinstance(v, MemoryRecord) else v, "memory.records", 0, i)
+    sink.flush()
+
+
+def rows(settings: Settings, tenant: str) -> dict[str, dict[str, object]]:
+    names = ["id", "version", "type", "key", "content", "superseded_by", "deleted", "created_at", "agent_id"]
+    got = query(
+        settings,
+        "SELECT id, version::STRING, type, key, content, superseded_by, deleted_at IS NOT NULL, created_at, "
+        "agent_id FROM MEMORY_RECORDS WHERE tenant_id = %s",
+        (tenant,),
+    )
+    out = {}
+    for r in got:
+        d = dict(zip(names, r, strict=True))
+        d["content"] = orjson.loads(str(d["content"])) if d["content"] is not None else None
+        out[str(d["id"])] = d
+    return out
+
+
+def test_records_land_once_and_a_replay_changes_nothing(sink: WarehouseSink, settings: Settings, tenant: str) -> None:
+    recs = [record(tenant, f"e{i}", offset=i, agent_id="a1") for i in range(50)]
+    write(sink, *recs)
+    assert count(settings, [tenant]) == 50
+    before = snapshot(settings, [tenant])
+    write(sink, *recs)  # redelivery
+    write(sink, *recs, *recs)  # the same ids twice in one batch
+    assert snapshot(settings, [tenant]) == before
+    got = rows(settings, tenant)
+    assert {r.memory_id for r in recs} == set(got)
+    # 32-digit versions survive exactly (the emulator turns some casts into 64-bit ints or doubles)
+    assert all(str(got[r.memory_id]["version"]).zfill(32) == r.version for r in recs)
+
+
+def test_only_a_newer_version_updates(sink: WarehouseSink, settings: Settings, tenant: str) -> None:
+    v1 = record(tenant, "e1", memory_id="m1", content={"text": "first"}, occurred_at="2026-03-01T10:00:00Z")
+    v2 = record(tenant, "e2", memory_id="m1", content={"text": "second"}, occurred_at="2026-03-01T11:00:00Z")
+    v3 = record(tenant, "e3", memory_id="m1", content={"text": "third"}, occurred_at="2026-03-01T12:00:00Z")
+    write(sink, v2)
+    write(sink, v1)  # older, arriving late: ignored
+    assert rows(settings, tenant)["m1"]["content"] == {"text": "second"}
+    write(sink, v3, v1)  # in one batch: the latest version per id wins
+    got = rows(settings, tenant)["m1"]
+    assert got["content"] == {"text": "third"} and str(got["version"]).zfill(32) == v3.version
+    assert got["created_at"] == datetime(2026, 3, 1, 11, 0)  # first seen, kept across versions
+
+
+def test_a_delete_is_soft_and_keeps_the_memory(sink: WarehouseSink, settings: Settings, tenant: str) -> None:
+    live = record(tenant, "e1", memory_id="m1", type="decision", key="db", content={"text": "use snowflake"})
+    write(sink, live)
+    tomb = live.model_copy(
+        update={
+            "event_id": "del-1",
+            "version": record(tenant, "x", occurred_at="2026-03-02T00:00:00Z").version,
+            "type": None,
+            "key": None,
+            "content": None,
+            "metadata": {},
+            "agent_id": None,
+            "deleted_at": datetime(2026, 3, 2, tzinfo=UTC),
+            "updated_at": datetime(2026, 3, 2, tzinfo=UTC),
+        }
+    )
+    write(sink, tomb)
+    got = rows(settings, tenant)["m1"]
+    assert got["deleted"] is True
+    assert (got["type"], got["key"], got["content"]) == ("decision", "db", {"text": "use snowflake"})
+    assert str(got["version"]).zfill(32) == tomb.version
+    before = snapshot(settings, [tenant])
+    write(sink, live, tomb)  # replaying both changes nothing
+    assert snapshot(settings, [tenant]) == before
+    # A delete of a memory the warehouse never saw is kept as a tombstone (an older write that
+    # arrives later cannot resurrect it).
+    ghost = tomb.model_copy(update={"memory_id": "m-ghost"})
+    write(sink, ghost)
+    write(sink, record(tenant, "old", memory_id="m-ghost", occurred_at="2026-02-01T00:00:00Z"))
+    assert rows(settings, tenant)["m-ghost"]["deleted"] is True
+
+
+def test_supersession_is_recorded_on_the_older_rows(sink: WarehouseSink, settings: Settings, tenant: str) -> None:
+    def decision(eid: str, day: int, **kw: object) -> MemoryRecord:
+        return record(
+            tenant,
+            eid,
+            memory_id=f"d-{eid}",
+            type="decision",
+            key="db",
+            content={"text": eid},
+            occurred_at=f"2026-03-0{day}T00:00:00Z",
+            **kw,
+        )
+
+    a, b, c = decision("a", 1), decision("b", 2), decision("c", 3)
+    other_key = record(tenant, "r", memory_id="d-r", type="decision", key="cache", content={"text": "r"})
+    write(sink, a, other_key)
+    write(sink, c)  # the newest arrives before b
+    # b arrives late: the ingest agent publishes it already marked superseded by c
+    write(sink, b.model_copy(update={"superseded_by": c.memory_id}))
+    got = rows(settings, tenant)
+    assert got["d-a"]["superseded_by"] == c.memory_id  # the ingest agent never republishes a
+    assert got["d-b"]["superseded_by"] == c.memory_id
+    assert got["d-c"]["superseded_by"] is None
+    assert got["d-r"]["superseded_by"] is None  # another key is untouched
+    before = snapshot(settings, [tenant])
+    write(sink, a, b, c)
+    assert snapshot(settings, [tenant]) == before
+
+
+def test_rows_that_can_never_be_written_are_isolated(sink: WarehouseSink, settings: Settings, tenant: str) -> None:
+    good = [record(tenant, f"g{i}", offset=i) for i in range(9)]
+    # Valid for the model, rejected by the warehouse: ttl_seconds does not fit NUMBER(18, 0).
+    too_big = record(tenant, "big", ttl_seconds=10**19)
+    write(sink, *good[:4], b"{not json", too_big, *good[4:])
+    assert count(settings, [tenant]) == 9
+    reasons = {r.stage: r.reason for r in sink.rejected}
+    assert set(reasons) == {"warehouse-parse", "warehouse-merge"}
+    assert "Invalid JSON" in reasons["warehouse-parse"]
+    assert "Conversion Error" in reasons["warehouse-merge"] or "out of range" in reasons["warehouse-merge"]
+    merged = [r for r in sink.rejected if r.stage == "warehouse-merge"]
+    assert merged[0].tenant_id == tenant and merged[0].raw == too_big.to_json()
+    assert not sink.pending
+
+
+def test_audit_entries_merge_by_log_id(settings: Settings, tenant: str) -> None:
+    sink = WarehouseSink(settings, AuditLogsTable())
+    try:
+        entries = [AuditEntry.model_validate(audit_entry(tenant, f"{tenant}-{i}")) for i in range(20)]
+        for i, e in enumerate(entries):
+            sink.add(e.to_json(), "memory.audit", 0, i)
+        sink.flush()
+        assert count(settings, [tenant], "AUDIT_LOGS") == 20
+        before = snapshot(settings, [tenant])
+        for i, e in enumerate(entries + entries):
+            sink.add(e.to_json(), "memory.audit", 0, i)
+        sink.flush()
+        assert snapshot(settings, [tenant]) == before
+        row = query(
+            settings,
+            "SELECT action, success, status_code, resource_ids FROM AUDIT_LOGS WHERE log_id = %s",
+            (f"{tenant}-3",),
+        )
+        assert row[0][:3] == ("memory.store", True, 202) and orjson.loads(row[0][3]) == [f"m-{tenant}-3"]
+    finally:
+        sink.close()
+
+
+def test_an_unreachable_warehouse_raises_a_transient_error_and_keeps_the_batch(stack: Stack, tenant: str) -> None:
+    from app.devstack import free_port
+
+    down = stack.settings(snowflake_port=free_port(), snowflake_network_timeout_s=1)
+    sink = WarehouseSink(down, MemoryRecordsTable())
+    try:
+        sink.add(record(tenant, "e1").to_json(), "memory.records", 0, 0)
+        with pytest.raises(Exception) as info:
+            sink.flush()
+        assert classify(info.value) == "transient"
+        assert len(sink.pending) == 1 and not sink.rejected  # nothing dropped, nothing dead-lettered
+    finally:
+        sink.close()
