@@ -20,4 +20,6 @@ PUBLISHED = Counter(
 
 
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
-    REQUEST_SECONDS.labels(method, route, f"{status // 100}xx").observe(seconds)
+    # Status class, except 429 keeps its own value: rate limiting is alerted on separately.
+    label = "429" if status == 429 else f"{status // 100}xx"
+    REQUEST_SECONDS.labels(method, route, label).observe(seconds)
