@@ -13,7 +13,7 @@ from app.settings import Settings
 
 # Faust hard-codes fetch_max_wait_ms=1500. A broker that holds an empty fetch for the whole wait
 # instead of answering when data arrives (Tansu does) then adds up to 1.5 s to every event.
-FETCH_MAX_WAIT_MS = 10
+FETCH_MAX_WAIT_MS = 50
 _create_worker_consumer = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
 
 
