@@ -24,10 +24,15 @@ def _settings() -> Settings:
     return get_settings()
 
 
-def cmd_worker(_: argparse.Namespace) -> int:
-    from app.worker import run_worker
+def cmd_worker(args: argparse.Namespace) -> int:
+    from app.worker import AGENTS, run_worker
 
-    run_worker(_settings())
+    agents = tuple(a.strip() for a in args.agents.split(",") if a.strip())
+    unknown = set(agents) - set(AGENTS)
+    if unknown or not agents:
+        print(f"error: --agents takes a comma-separated subset of {', '.join(AGENTS)}", file=sys.stderr)
+        return 2
+    run_worker(_settings(), agents)
     return 0
 
 
@@ -160,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_dev_flags(p)
     p.set_defaults(func=cmd_dev)
     p = sub.add_parser("worker", help="run the Faust worker against the configured services")
+    p.add_argument("--agents", default="ingest,warehouse",
+                   help="which agents to run (default: ingest,warehouse; split them to scale separately)")
     p.set_defaults(func=cmd_worker)
     p = sub.add_parser("migrate", help="apply pending warehouse migrations (deploy/snowflake/V*.sql)")
     p.add_argument("--dir", type=Path, default=None, help="migrations directory (default: deploy/snowflake)")

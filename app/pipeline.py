@@ -130,6 +130,15 @@ def _strings(value: object) -> list[str]:
 
 
 def _has_secret_candidate(event: MemoryEvent) -> bool:
+    content = event.content
+    if (
+        not event.metadata
+        and content is not None
+        and not content.model_extra
+        and content.task is None
+        and content.to_agent is None
+    ):
+        return may_contain_secret(content.text)  # the common case: text only
     texts = _strings(event.metadata) if event.metadata else []
     if event.content is not None:
         texts.append(event.content.text)

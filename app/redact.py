@@ -90,7 +90,10 @@ _CARD_DIGITS = re.compile(r"(?:\d[ -]?){12}\d")
 
 def may_contain_secret(text: str) -> bool:
     low = text.lower()
-    return any(lit in low for lit in _LITERALS) or _CARD_DIGITS.search(text) is not None
+    for lit in _LITERALS:  # a plain loop: measured faster than any() or one big regex
+        if lit in low:
+            return True
+    return _CARD_DIGITS.search(text) is not None
 
 
 def redact_text(text: str) -> tuple[str, Counter[str]]:

@@ -18,21 +18,23 @@ from sinks.hotset import Hotset
 log = logging.getLogger(__name__)
 
 
-def build_worker_app(settings: Settings) -> faust.App:
-    app = create_app_with_agents(settings)
-    return app
+AGENTS = ("ingest", "warehouse")
 
 
-def create_app_with_agents(settings: Settings) -> faust.App:
+def create_app_with_agents(settings: Settings, agents: tuple[str, ...] = AGENTS) -> faust.App:
+    """One Faust app running the chosen agents: both by default; split them into separate
+    processes to scale (or isolate) ingest and the warehouse sink independently."""
     from app.faust_app import create_app
 
     app = create_app(settings, settings.worker_group)
     redis = create_redis(settings)
     hotset = Hotset(redis, settings.hotset_ttl_seconds, settings.state_ttl_seconds)
     producer = AsyncProducer(settings)
-    processor = ingest.IngestProcessor(settings, hotset, producer)
-    ingest.register(app, processor, settings)
-    warehouse.register(app, settings)
+    if "ingest" in agents:
+        processor = ingest.IngestProcessor(settings, hotset, producer)
+        ingest.register(app, processor, settings)
+    if "warehouse" in agents:
+        warehouse.register(app, settings)
 
     @app.service
     class _Resources(faust.Service):
@@ -43,7 +45,7 @@ def create_app_with_agents(settings: Settings) -> faust.App:
     return app
 
 
-def run_worker(settings: Settings) -> None:
+def run_worker(settings: Settings, agents: tuple[str, ...] = AGENTS) -> None:
     """Blocking: create topics (waiting for the broker), then run until SIGINT/SIGTERM."""
     configure_logging(settings)
     created = asyncio.run(ensure_topics_with_retry(settings))
@@ -55,6 +57,6 @@ def run_worker(settings: Settings) -> None:
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.set_event_loop(asyncio.new_event_loop())
-    app = build_worker_app(settings)
+    app = create_app_with_agents(settings, agents)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
     worker.execute_from_commandline()

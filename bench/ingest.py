@@ -104,24 +104,29 @@ def memstream_writes(rds: redis.Redis, tenants: list[str]) -> int:
     return sum(int(v or 0) for v in vals)
 
 
-def bench_memstream(env: Env, n: int) -> float:
+def bench_memstream(env: Env, n: int, rounds: int) -> float:
     settings = env.settings("bm.")
     ensure_topics(settings)
-    tenants = [f"bm{i}" for i in range(8)]
     worker_env = {
         "MEMSTREAM_KAFKA_BOOTSTRAP": env.bootstrap, "MEMSTREAM_REDIS_URL": env.redis_url,
         "MEMSTREAM_TOPIC_PREFIX": "bm.", "MEMSTREAM_WORKER_GROUP": "bm.worker", "MEMSTREAM_LOG_LEVEL": "WARNING",
     }
-    proc = spawn([sys.executable, "-m", "app.cli", "worker"], worker_env, env.tmp / "bm-worker.log")
+    # Ingest only: the warehouse sink has its own benchmark (bench/sink.py) and process option.
+    proc = spawn([sys.executable, "-m", "app.cli", "worker", "--agents", "ingest"], worker_env,
+                 env.tmp / "bm-worker.log")
     try:
         warm = payloads(1, ["bmwarm"], "warm")
         produce_all(env.bootstrap, settings.topic_events, warm)
         wait(lambda: memstream_writes(env.rds, ["bmwarm"]) >= 1, 90, "memstream worker did not start")
-        msgs = payloads(n, tenants, "bm")
-        t0 = time.perf_counter()
-        produce_all(env.bootstrap, settings.topic_events, msgs)
-        wait(lambda: memstream_writes(env.rds, tenants) >= n, 300, "memstream did not finish")
-        return n / (time.perf_counter() - t0)
+        rates = []
+        for r in range(rounds):
+            tenants = [f"bm{r}-{i}" for i in range(8)]
+            msgs = payloads(n, tenants, f"bm{r}")
+            t0 = time.perf_counter()
+            produce_all(env.bootstrap, settings.topic_events, msgs)
+            wait(lambda t=tenants: memstream_writes(env.rds, t) >= n, 300, "memstream did not finish")
+            rates.append(n / (time.perf_counter() - t0))
+        return best(rates, "memstream")
     finally:
         stop(proc)
 
@@ -147,7 +152,13 @@ def count_topic(bootstrap: str, topic: str, expected: int, timeout_s: float) -> 
         c.close()
 
 
-def bench_forward(env: Env, n: int) -> float:
+def best(rates: list[float], name: str) -> float:
+    """Throughput is the best of the rounds: noise from other processes only ever slows a round."""
+    print(f"  {name} rounds: {', '.join(f'{r:,.0f}' for r in rates)} events/s", flush=True)
+    return max(rates)
+
+
+def bench_forward(env: Env, n: int, rounds: int) -> float:
     settings = env.settings("bf.")
     ensure_topics(settings)
     out = "bf.forwarded"
@@ -161,16 +172,19 @@ def bench_forward(env: Env, n: int) -> float:
     try:
         produce_all(env.bootstrap, settings.topic_events, payloads(1, ["bfwarm"], "warm"))
         count_topic(env.bootstrap, out, 1, 90)
-        msgs = payloads(n, [f"bf{i}" for i in range(8)], "bf")
-        t0 = time.perf_counter()
-        produce_all(env.bootstrap, settings.topic_events, msgs)
-        t1 = count_topic(env.bootstrap, out, n + 1, 300)
-        return n / (t1 - t0)
+        rates = []
+        for r in range(rounds):
+            msgs = payloads(n, [f"bf{i}" for i in range(8)], f"bf{r}")
+            t0 = time.perf_counter()
+            produce_all(env.bootstrap, settings.topic_events, msgs)
+            t1 = count_topic(env.bootstrap, out, n * (r + 1) + 1, 300)
+            rates.append(n / (t1 - t0))
+        return best(rates, "forward")
     finally:
         stop(proc)
 
 
-def bench_ceiling(env: Env, n: int) -> float:
+def bench_ceiling(env: Env, n: int, rounds: int) -> float:
     settings = env.settings("bc.")
     ensure_topics(settings)
     proc = spawn([sys.executable, "-m", "bench.ingest_baselines", "ceiling", "--bootstrap", env.bootstrap,
@@ -179,11 +193,15 @@ def bench_ceiling(env: Env, n: int) -> float:
     try:
         produce_all(env.bootstrap, settings.topic_events, payloads(1, ["bcwarm"], "warm"))
         wait(lambda: int(env.rds.get("ceil:count") or 0) >= 1, 90, "ceiling consumer did not start")
-        msgs = payloads(n, [f"bc{i}" for i in range(8)], "bc")
-        t0 = time.perf_counter()
-        produce_all(env.bootstrap, settings.topic_events, msgs)
-        wait(lambda: int(env.rds.get("ceil:count") or 0) >= n + 1, 300, "ceiling did not finish")
-        return n / (time.perf_counter() - t0)
+        rates = []
+        for r in range(rounds):
+            msgs = payloads(n, [f"bc{i}" for i in range(8)], f"bc{r}")
+            t0 = time.perf_counter()
+            produce_all(env.bootstrap, settings.topic_events, msgs)
+            want = n * (r + 1) + 1
+            wait(lambda w=want: int(env.rds.get("ceil:count") or 0) >= w, 300, "ceiling did not finish")
+            rates.append(n / (time.perf_counter() - t0))
+        return best(rates, "ceiling")
     finally:
         stop(proc)
 
@@ -200,7 +218,8 @@ def bench_latency(env: Env, rate: int, seconds: float) -> list[float]:
         "MEMSTREAM_KAFKA_BOOTSTRAP": env.bootstrap, "MEMSTREAM_REDIS_URL": env.redis_url,
         "MEMSTREAM_TOPIC_PREFIX": "bl.", "MEMSTREAM_WORKER_GROUP": "bl.worker", "MEMSTREAM_LOG_LEVEL": "WARNING",
     }
-    proc = spawn([sys.executable, "-m", "app.cli", "worker"], worker_env, env.tmp / "bl-worker.log")
+    proc = spawn([sys.executable, "-m", "app.cli", "worker", "--agents", "ingest"], worker_env,
+                 env.tmp / "bl-worker.log")
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
     prefix = f"__keyspace@0__:{keys.seen(tenant, '')}"
@@ -255,18 +274,20 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=None)
     ap.add_argument("--rate", type=int, default=1000)
     a = ap.parse_args()
-    n = a.events or (15000 if a.quick else 100000)
+    n = a.events or (10000 if a.quick else 50000)
+    rounds = 2 if a.quick else 3
     seconds = 8.0 if a.quick else 30.0
     import tempfile
 
     env = Env(Path(tempfile.mkdtemp(prefix="bench-ingest-")))
     try:
-        print(f"events per throughput run: {n}; latency run: {a.rate}/s for {seconds:.0f}s", flush=True)
-        ms = bench_memstream(env, n)
+        print(f"throughput: {rounds} rounds of {n} events each (best round counts); "
+              f"latency: {a.rate}/s for {seconds:.0f}s", flush=True)
+        ms = bench_memstream(env, n, rounds)
         print(f"memstream worker (all policies + records + hotset): {ms:,.0f} events/s", flush=True)
-        fw = bench_forward(env, n)
+        fw = bench_forward(env, n, rounds)
         print(f"baseline: bare Faust forward agent:                 {fw:,.0f} events/s", flush=True)
-        ce = bench_ceiling(env, n)
+        ce = bench_ceiling(env, n, rounds)
         print(f"ceiling: confluent consumer + pipelined Redis:       {ce:,.0f} events/s", flush=True)
         lat = bench_latency(env, a.rate, seconds)
         p50, p95, p99 = pct(lat, 0.50), pct(lat, 0.95), pct(lat, 0.99)
@@ -275,7 +296,8 @@ def main() -> None:
     finally:
         env.stop()
     print(json.dumps({
-        "events": n, "events_per_s": round(ms), "baseline_events_per_s": round(fw), "ratio": round(ms / fw, 2),
+        "events": n, "rounds": rounds, "events_per_s": round(ms), "baseline_events_per_s": round(fw),
+        "ratio": round(ms / fw, 2),
         "ceiling_events_per_s": round(ce), "ceiling_ratio": round(ms / ce, 3),
         "offered_rate": a.rate, "p50_ms": round(p50, 1), "p95_ms": round(p95, 1), "p99_ms": round(p99, 1),
     }))
