@@ -85,10 +85,16 @@ class Row:
 
     line: bytes  # one JSON object: the staging row
     raw: bytes
-    position: SourcePosition
+    topic: str
+    partition: int
+    offset: int
     tenant_id: str | None
     timestamp: float | None  # Kafka timestamp of the message (seconds)
     grouped: bool = False  # takes part in supersession (type with a key)
+
+    @property
+    def position(self) -> SourcePosition:
+        return SourcePosition(topic=self.topic, partition=self.partition, offset=self.offset)
 
 
 @dataclass(frozen=True)
@@ -205,36 +211,22 @@ class MemoryRecordsTable:
     ALWAYS = frozenset({"version", "event_id", "updated_at", "deleted_at", "source_partition", "source_offset"})
     KEYS = frozenset({"tenant_id", "id"})
 
-    @staticmethod
-    def row(rec: MemoryRecord) -> dict[str, Any]:
-        return _compact(
-            {
-                "tenant_id": rec.tenant_id,
-                "id": rec.memory_id,
-                "version": rec.version,
-                "event_id": rec.event_id,
-                "type": rec.type.value if rec.type else None,
-                "key": rec.key,
-                "content": rec.content,
-                "metadata": rec.metadata,
-                "agent_id": rec.agent_id,
-                "user_id": rec.user_id,
-                "session_id": rec.session_id,
-                "channel_id": rec.channel_id,
-                "visibility": rec.visibility,
-                "citations": rec.citations,
-                "importance": rec.importance,
-                "ttl_seconds": rec.ttl_seconds,
-                "superseded_by": rec.superseded_by,
-                "redactions": rec.redactions,
-                "occurred_at": _ntz(rec.occurred_at),
-                "created_at": _ntz(rec.created_at),
-                "updated_at": _ntz(rec.updated_at),
-                "deleted_at": _ntz(rec.deleted_at),
-                "source_partition": rec.source.partition if rec.source else None,
-                "source_offset": rec.source.offset if rec.source else None,
-            }
-        )
+    TIMESTAMPS = ("occurred_at", "created_at", "updated_at", "deleted_at")
+
+    @classmethod
+    def row(cls, rec: MemoryRecord) -> dict[str, Any]:
+        # Serialized by pydantic-core (the hot path: ~2x faster than building the dict by hand).
+        d = rec.model_dump(mode="json", exclude_none=True, exclude={"memory_id", "source"})
+        d["id"] = rec.memory_id
+        for name in cls.TIMESTAMPS:
+            text = d.get(name)
+            if text is not None:
+                # UTC serializes with a "Z": strip it; any other offset is converted.
+                d[name] = text[:-1].replace("T", " ", 1) if text.endswith("Z") else _ntz(getattr(rec, name))
+        if rec.source is not None:
+            d["source_partition"] = rec.source.partition
+            d["source_offset"] = rec.source.offset
+        return d
 
     def to_row(self, value: bytes) -> tuple[dict[str, Any], str, bool]:
         rec = MemoryRecord.from_json(value)
@@ -413,7 +405,6 @@ def parse(
     timestamp: float | None = None,
 ) -> Row | Rejected:
     """One Kafka value as a staging row, or rejected with the reason (pure)."""
-    pos = SourcePosition(topic=topic, partition=partition, offset=offset)
     raw = value or b""
     try:
         if not raw:
@@ -421,8 +412,9 @@ def parse(
         staged, tenant, grouped = table.to_row(raw)
         line = orjson.dumps(staged)
     except (ValueError, TypeError) as exc:  # pydantic's ValidationError, orjson's JSONEncodeError
+        pos = SourcePosition(topic=topic, partition=partition, offset=offset)
         return Rejected(raw, pos, _reason(exc), "warehouse-parse", _tenant_of(raw))
-    return Row(line, raw, pos, tenant, timestamp, grouped)
+    return Row(line, raw, topic, partition, offset, tenant, timestamp, grouped)
 
 
 # ---- the sink (I/O) ------------------------------------------------------------------------------
