@@ -158,6 +158,12 @@ def cmd_import(args: argparse.Namespace) -> int:
     return run_import(_settings(), args.file, args.dry_run)
 
 
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from app.rebuild import run_rebuild
+
+    return run_rebuild(_settings(), args.tenant)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memstream", description="Event-driven memory for AI agents.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -178,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="the certificate's PEM private key")
     p.set_defaults(func=cmd_gateway)
     add_keys_parser(sub)
+    p = sub.add_parser("rebuild", help="refill the Redis hotset from the warehouse (cold-cache recovery)")
+    p.add_argument("--tenant", help="only this tenant (default: all)")
+    p.set_defaults(func=cmd_rebuild)
     p = sub.add_parser("import", help="publish memory events from a JSON Lines file")
     p.add_argument("file", type=Path, metavar="FILE.jsonl")
     p.add_argument("--dry-run", action="store_true", help="validate only, publish nothing")

@@ -262,7 +262,7 @@ class HotsetState:
 class Intent:
     """One write for the hotset (and, for `write`/`delete`, one record for `memory.records`)."""
 
-    kind: Literal["write", "delete", "duplicate", "dropped", "replay"]
+    kind: Literal["write", "delete", "duplicate", "dropped", "replay", "restore"]
     record: MemoryRecord
     counters: dict[str, int]
     terms: tuple[str, ...] = ()
@@ -275,6 +275,11 @@ class Intent:
     @property
     def publishes(self) -> bool:
         return self.kind in ("write", "delete")
+
+    @property
+    def stores(self) -> bool:
+        """Carries a record into the hotset (a restore re-warms one from the warehouse)."""
+        return self.kind in ("write", "delete", "restore")
 
     @cached_property
     def record_json(self) -> bytes:

@@ -14,7 +14,8 @@ from app import keys
 from app.models import MemoryType
 from app.pipeline import ActiveEntry, DedupeEntry, HotsetState, Intent, Prepared
 
-_KIND = {"write": "w", "delete": "x", "duplicate": "d", "dropped": "p"}  # "replay" writes nothing
+# "replay" writes nothing; "restore" (memstream rebuild) writes like "write" without the event ledger
+_KIND = {"write": "w", "delete": "x", "duplicate": "d", "dropped": "p", "restore": "r"}
 
 
 def _script(redis: aioredis.Redis, name: str) -> Any:
@@ -73,7 +74,7 @@ class Hotset:
         rec = intent.record
         t = rec.tenant_id
         index_keys: list[str] = []
-        if intent.kind == "write":
+        if intent.kind in ("write", "restore"):
             index_keys.append(keys.recent(t))
             if rec.type is not None:
                 index_keys.append(keys.by_type(t, rec.type.value))
@@ -88,7 +89,7 @@ class Hotset:
             "k": _KIND[intent.kind],
             "m": keys.memory(t, rec.memory_id),
             "v": rec.version,
-            "j": intent.record_json.decode() if intent.publishes else "",
+            "j": intent.record_json.decode() if intent.stores else "",
             "ttl": self.ttl_for(rec.type, rec.ttl_seconds),
             "st": self.state_ttl_s,
             "s": int(rec.occurred_at.timestamp() * 1000),

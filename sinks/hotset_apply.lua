@@ -1,7 +1,8 @@
 -- Apply a batch of one tenant's write intents atomically, in order.
 -- KEYS[1]: the tenant's stats hash. Every key named in ARGV carries the same {tenant} hash tag,
 -- so the whole call stays in one cluster slot. Key names come from app/keys.py via ARGV.
--- ARGV[1]: JSON array of ops {k kind (w|x|d|p), m memory key, v version, j record json, ttl,
+-- ARGV[1]: JSON array of ops {k kind (w write | x delete | d duplicate | p privacy drop |
+--   r restore from the warehouse: a write that skips the event ledger and counters), m memory key, v version, j record json, ttl,
 --   st state ttl, s score, l ledger key, a active hash, af field, av value, sk superseded memory
 --   key, dk dedupe key, dv dedupe value, id memory id, sb superseded_by, t type, ix index keys,
 --   c counters}. Versions are fixed-width digit strings: string order is version order, so a
@@ -11,9 +12,9 @@ local stats = KEYS[1]
 local changed = 0
 for _, op in ipairs(ops) do
   -- The event id is the idempotency key: an event already applied changes nothing.
-  if redis.call('SET', op.l, '1', 'NX', 'EX', op.st) then
+  if op.k == 'r' or redis.call('SET', op.l, '1', 'NX', 'EX', op.st) then
     local apply = true
-    if op.k == 'w' or op.k == 'x' then
+    if op.k == 'w' or op.k == 'x' or op.k == 'r' then
       local cur = redis.call('HGET', op.m, 'v')
       if cur and cur >= op.v then
         apply = false
@@ -36,7 +37,7 @@ for _, op in ipairs(ops) do
           end
         end
         if op.dk ~= '' then redis.call('SET', op.dk, op.dv, 'EX', op.st) end
-        if not cur then redis.call('HINCRBY', stats, 'type:' .. op.t, 1) end
+        if not cur and op.k == 'w' then redis.call('HINCRBY', stats, 'type:' .. op.t, 1) end
       end
     end
     if apply then

@@ -1,0 +1,100 @@
+"""`memstream rebuild`: cold-cache recovery — refill the Redis hotset from the warehouse.
+
+Reads MEMORY_RECORDS (every tenant, or one), and writes each live memory whose hotset TTL has not
+run out back into Redis through the same versioned script as the ingest agent: memory hashes,
+recency/type/session/agent/handoff indexes, keyword postings and active-by-key pointers. A newer
+version already in Redis always wins, so rebuilding a warm hotset changes nothing, and the
+command can run while workers are ingesting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import snowflake.connector
+
+from app import keys
+from app.gateway.warehouse import SELECT, row_to_record
+from app.models import SUPERSEDING_TYPES, MemoryRecord
+from app.pipeline import ActiveEntry, Intent
+from app.redis_client import create_redis
+from app.settings import Settings
+from app.snowflake_conn import connect_kwargs
+from app.text import index_terms
+from sinks.hotset import Hotset
+
+BATCH = 1000
+
+
+def restore_intent(rec: MemoryRecord, ttl_s: int, now: datetime) -> Intent | None:
+    """What a warehouse row restores (pure): nothing for deleted or expired memories."""
+    if rec.deleted or rec.content is None:
+        return None
+    if rec.occurred_at.timestamp() + ttl_s <= now.timestamp():
+        return None
+    active_field = active_value = None
+    if rec.type in SUPERSEDING_TYPES and rec.key and rec.superseded_by is None:
+        active_field = keys.active_field(rec.type.value, rec.key)
+        active_value = ActiveEntry(rec.version, rec.memory_id).encode()
+    text = str(rec.content.get("text", ""))
+    return Intent(
+        "restore",
+        rec,
+        {},
+        terms=tuple(index_terms(f"{rec.key or ''} {text}")),
+        active_field=active_field,
+        active_value=active_value,
+    )
+
+
+def warehouse_rows(settings: Settings, tenant: str | None) -> Iterator[dict[str, Any]]:
+    conn = snowflake.connector.connect(**connect_kwargs(settings), paramstyle="qmark")
+    try:
+        cur = conn.cursor()
+        where, params = ("WHERE tenant_id = ?", [tenant]) if tenant else ("", [])
+        cur.execute(f"SELECT {SELECT} FROM MEMORY_RECORDS {where} ORDER BY tenant_id, version", params)
+        names = [d.name.lower() for d in cur.description or ()]
+        while rows := cur.fetchmany(BATCH):
+            for row in rows:
+                yield dict(zip(names, row, strict=True))
+    finally:
+        conn.close()
+
+
+async def rebuild(settings: Settings, tenant: str | None = None) -> dict[str, int]:
+    redis = create_redis(settings)
+    hotset = Hotset(redis, settings.hotset_ttl_seconds, settings.state_ttl_seconds)
+    now = datetime.now(UTC)
+    counts = {"rows": 0, "restored": 0, "skipped": 0}
+    batch: list[Intent] = []
+    try:
+        for row in await asyncio.to_thread(lambda: list(warehouse_rows(settings, tenant))):
+            counts["rows"] += 1
+            rec = row_to_record(row, settings.topic_events)
+            intent = restore_intent(rec, hotset.ttl_for(rec.type, rec.ttl_seconds), now)
+            if intent is None:
+                counts["skipped"] += 1
+                continue
+            batch.append(intent)
+            if len(batch) >= BATCH:
+                counts["restored"] += await hotset.apply(batch)
+                batch = []
+        counts["restored"] += await hotset.apply(batch)
+    finally:
+        await redis.aclose()
+    return counts
+
+
+def run_rebuild(settings: Settings, tenant: str | None) -> int:
+    started = time.monotonic()
+    counts = asyncio.run(rebuild(settings, tenant))
+    print(
+        f"read {counts['rows']} warehouse rows; restored {counts['restored']} memories into the hotset, "
+        f"{counts['rows'] - counts['restored'] - counts['skipped']} already current, "
+        f"{counts['skipped']} deleted or past their hotset TTL ({time.monotonic() - started:.1f}s)"
+    )
+    return 0
