@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app import devstack, keys  # noqa: E402
-from app.kafka import ensure_topics  # noqa: E402
+from app.kafka import ensure_topics, publish_sync  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.workload import conversation_events  # noqa: E402
 
@@ -71,15 +71,7 @@ def payloads(n: int, tenants: list[str], tag: str) -> list[tuple[bytes, bytes, s
 
 
 def produce_all(bootstrap: str, topic: str, msgs: list[tuple[bytes, bytes, str, str]]) -> None:
-    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
-    for key, value, _, _ in msgs:
-        while True:
-            try:
-                p.produce(topic, value=value, key=key)
-                break
-            except BufferError:
-                p.poll(0.05)
-    assert p.flush(60) == 0
+    publish_sync(Settings(_env_file=None, kafka_bootstrap=bootstrap), [(k, v) for k, v, _, _ in msgs], topic)
 
 
 def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

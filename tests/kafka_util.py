@@ -19,6 +19,21 @@ from app.settings import Settings
 from tests.conftest import wait_until
 
 
+def event(tenant: str, eid: str, **over: Any) -> dict[str, Any]:
+    """A valid memory event for tests; keyword arguments override fields."""
+    body: dict[str, Any] = {
+        "schema_version": 1,
+        "event_id": eid,
+        "tenant_id": tenant,
+        "type": "event",
+        "session_id": "s1",
+        "content": {"text": f"text of {eid}"},
+        "occurred_at": "2026-03-01T10:00:00Z",
+    }
+    body.update(over)
+    return body
+
+
 def publish(settings: Settings, events: Iterable[dict[str, Any] | bytes], topic: str | None = None) -> dict[int, int]:
     """Publish (acks=all); returns the end offset per partition, from the delivery reports."""
     msgs: list[tuple[bytes | None, bytes]] = []

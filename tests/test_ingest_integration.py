@@ -12,21 +12,7 @@ from app import keys
 from app.models import derive_memory_id
 from app.settings import Settings
 from tests.conftest import Proc, wait_until
-from tests.kafka_util import kcat_publish, publish, read_topic, wait_committed
-
-
-def event(tenant: str, eid: str, **over: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "schema_version": 1,
-        "event_id": eid,
-        "tenant_id": tenant,
-        "type": "event",
-        "session_id": "s1",
-        "content": {"text": f"text of {eid}"},
-        "occurred_at": "2026-03-01T10:00:00Z",
-    }
-    body.update(over)
-    return body
+from tests.kafka_util import event, kcat_publish, publish, read_topic, wait_committed
 
 
 def record(rds: redis.Redis, tenant: str, memory_id: str) -> dict[str, Any] | None:

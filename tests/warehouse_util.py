@@ -15,20 +15,7 @@ from app.models import DeadLetter, MemoryEvent, MemoryRecord
 from app.pipeline import Incoming, prepare
 from app.settings import Settings
 from app.snowflake_conn import connect
-
-
-def event(tenant: str, eid: str, **over: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "schema_version": 1,
-        "event_id": eid,
-        "tenant_id": tenant,
-        "type": "event",
-        "session_id": "s1",
-        "content": {"text": f"text of {eid}"},
-        "occurred_at": "2026-03-01T10:00:00Z",
-    }
-    body.update(over)
-    return body
+from tests.kafka_util import event
 
 
 def record(tenant: str, eid: str, offset: int = 0, **over: Any) -> MemoryRecord:
