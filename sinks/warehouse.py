@@ -214,24 +214,28 @@ class MemoryRecordsTable:
     TIMESTAMPS = ("occurred_at", "created_at", "updated_at", "deleted_at")
 
     @classmethod
-    def row(cls, rec: MemoryRecord) -> dict[str, Any]:
-        # Serialized by pydantic-core (the hot path: ~2x faster than building the dict by hand).
-        d = rec.model_dump(mode="json", exclude_none=True, exclude={"memory_id", "source"})
-        d["id"] = rec.memory_id
+    def row(cls, rec: MemoryRecord, raw: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The staging dict. `raw` is the record's own JSON, already validated as `rec`: reusing it
+        is the hot path (about half the cost of serializing the model again)."""
+        d = raw if raw is not None else rec.model_dump(mode="json")
+        d = {k: v for k, v in d.items() if v is not None}
+        d["id"] = d.pop("memory_id")
+        d.pop("source", None)
         for name in cls.TIMESTAMPS:
             text = d.get(name)
             if text is not None:
-                # UTC serializes with a "Z": strip it; any other offset is converted.
-                d[name] = text[:-1].replace("T", " ", 1) if text.endswith("Z") else _ntz(getattr(rec, name))
+                # UTC serializes with a "Z": strip it; anything else goes through the parsed value.
+                ok = isinstance(text, str) and text.endswith("Z")
+                d[name] = text[:-1].replace("T", " ", 1) if ok else _ntz(getattr(rec, name))
         if rec.source is not None:
             d["source_partition"] = rec.source.partition
             d["source_offset"] = rec.source.offset
         return d
 
     def to_row(self, value: bytes) -> tuple[dict[str, Any], str, bool]:
-        rec = MemoryRecord.from_json(value)
+        rec = MemoryRecord.from_json(value)  # the contract check; the staged values come from `value`
         grouped = rec.type in SUPERSEDING_TYPES and rec.key is not None and not rec.deleted
-        return self.row(rec), rec.tenant_id, grouped
+        return self.row(rec, orjson.loads(value)), rec.tenant_id, grouped
 
     def merge_sql(self, target: str, stage_table: str) -> str:
         names = [c.name for c in self.columns]
