@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ssl
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -68,8 +70,12 @@ def create_app(settings: Settings, app_id: str) -> faust.App:
         )
     elif settings.kafka_security_protocol == "SSL":
         credentials = faust.SSLCredentials(ssl.create_default_context(cafile=settings.kafka_ssl_cafile))
+    # Faust creates a data directory even with in-memory stores; keep it out of the cwd.
+    datadir = Path(tempfile.gettempdir()) / "memstream-faust"
+    datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         app_id,
+        datadir=str(datadir / "{conf.name}-data"),
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
         broker_credentials=credentials,
         store="memory://",

@@ -24,6 +24,7 @@ from pydantic import (
 
 MAX_TEXT_BYTES = 64 * 1024
 MAX_METADATA_BYTES = 16 * 1024
+MAX_TTL_SECONDS = 10 * 365 * 86400  # a hotset TTL beyond ten years is a mistake, not a policy
 # Namespace for memory ids derived from (tenant, event_id); fixed forever.
 MEMORY_ID_NAMESPACE = uuid.UUID("5b0e6d1c-7f37-4d0e-9a43-6f1f2d6c7a11")
 
@@ -117,7 +118,7 @@ class MemoryEvent(BaseModel):
     channel: Channel | None = None
     citations: list[Id128] | None = None
     importance: Importance | None = None
-    ttl_seconds: Annotated[StrictInt, Field(gt=0)] | None = None
+    ttl_seconds: Annotated[StrictInt, Field(gt=0, le=MAX_TTL_SECONDS)] | None = None
     occurred_at: EventTime
     # memstream extension: `false` means "do not remember" — the event is dropped and counted.
     remember: StrictBool = True

@@ -53,6 +53,7 @@ def test_minimal_event_defaults() -> None:
         ({"importance": "0.5"}, "importance"),
         ({"importance": 1.5}, "importance"),
         ({"ttl_seconds": 0}, "ttl_seconds"),
+        ({"ttl_seconds": 10**18}, "ttl_seconds"),
         ({"occurred_at": "2026-01-01T00:00:00"}, "occurred_at"),
         ({"content": {"status": "open"}}, "text"),
         ({"content": None}, "content is required"),
