@@ -8,7 +8,7 @@ Tokens are counted per item text as ceil(UTF-8 bytes / 4) (app.text.estimate_tok
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -149,7 +149,3 @@ def _item(doc: Doc, section: Section, cost: int) -> ContextItem:
         tokens=cost,
     )
 
-
-def flatten(candidates: Mapping[Section, Iterable[Doc | None]]) -> int:
-    """How many candidate docs were read (for diagnostics)."""
-    return sum(1 for docs in candidates.values() for d in docs if d is not None)
