@@ -134,8 +134,9 @@ def test_supersession_is_recorded_on_the_older_rows(sink: WarehouseSink, setting
 
 def test_rows_that_can_never_be_written_are_isolated(sink: WarehouseSink, settings: Settings, tenant: str) -> None:
     good = [record(tenant, f"g{i}", offset=i) for i in range(9)]
-    # Valid for the model, rejected by the warehouse: ttl_seconds does not fit NUMBER(18, 0).
-    too_big = record(tenant, "big", ttl_seconds=10**19)
+    # A valid record (another producer on memory.records; the event model bounds ttl_seconds, the
+    # record model does not) that the warehouse rejects: ttl_seconds does not fit NUMBER(18, 0).
+    too_big = record(tenant, "big").model_copy(update={"ttl_seconds": 10**19})
     write(sink, *good[:4], b"{not json", too_big, *good[4:])
     assert count(settings, [tenant]) == 9
     reasons = {r.stage: r.reason for r in sink.rejected}
