@@ -72,6 +72,8 @@ def _after_epoch(value: datetime) -> datetime:
 
 
 EventTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_only), AfterValidator(_after_epoch)]
+SchemaVersion = Annotated[Literal[1], BeforeValidator(_int_only)]
+TtlSeconds = Annotated[StrictInt, Field(gt=0, le=MAX_TTL_SECONDS)]
 
 
 class Channel(BaseModel):
@@ -103,7 +105,7 @@ class MemoryEvent(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, title="MemoryEvent")
 
-    schema_version: Annotated[Literal[1], BeforeValidator(_int_only)]
+    schema_version: SchemaVersion
     event_id: Id128
     op: Literal["upsert", "delete"] = "upsert"
     tenant_id: TenantId
@@ -118,7 +120,7 @@ class MemoryEvent(BaseModel):
     channel: Channel | None = None
     citations: list[Id128] | None = None
     importance: Importance | None = None
-    ttl_seconds: Annotated[StrictInt, Field(gt=0, le=MAX_TTL_SECONDS)] | None = None
+    ttl_seconds: TtlSeconds | None = None
     occurred_at: EventTime
     # memstream extension: `false` means "do not remember" — the event is dropped and counted.
     remember: StrictBool = True

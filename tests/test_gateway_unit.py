@@ -211,3 +211,15 @@ def test_query_int_is_strict(raw: str) -> None:
     with pytest.raises(ValidationError):
         TypeAdapter(Limit100).validate_python(raw)
     assert TypeAdapter(Limit100).validate_python("100") == 100
+
+
+@pytest.mark.parametrize(("ttl", "ok"), [(60, True), (True, False), (0, False), (10**18, False)])
+def test_store_body_uses_the_event_models_field_types(ttl: object, ok: bool) -> None:
+    from app.gateway.schemas import StoreRequest
+
+    body = {"type": "event", "content": {"text": "x"}, "ttl_seconds": ttl}
+    if ok:
+        assert StoreRequest.model_validate(body).ttl_seconds == ttl
+    else:
+        with pytest.raises(ValidationError):
+            StoreRequest.model_validate(body)

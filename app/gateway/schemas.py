@@ -11,8 +11,6 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
-    AfterValidator,
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -27,38 +25,19 @@ from pydantic import (
 from app.models import (
     Channel,
     Content,
+    EventTime,
     Id128,
     MemoryRecord,
     MemoryType,
+    SchemaVersion,
     Scope,
     TenantId,
+    TtlSeconds,
 )
-
-
-def _exact_int(value: Any) -> Any:
-    # Literal[1] alone accepts `true` and `1.0`, even in strict mode.
-    if type(value) is not int:
-        raise ValueError("must be the integer 1")
-    return value
-
-
-def _timestamp(value: Any) -> Any:
-    # Lax datetimes take numbers as epoch seconds; the contract says RFC 3339 strings.
-    if not isinstance(value, str | datetime):
-        raise ValueError("must be an RFC 3339 timestamp string")
-    return value
-
-
-def _not_before_epoch(value: datetime) -> datetime:
-    # Versions are built from epoch microseconds as fixed-width digits: earlier times can't order.
-    if value.timestamp() < 0:
-        raise ValueError("must not be before 1970-01-01T00:00:00Z")
-    return value
-
 
 # app.models.Importance puts its bounds outside the union, where the JSON Schema loses them.
 Importance = Annotated[StrictInt, Field(ge=0, le=1)] | Annotated[StrictFloat, Field(ge=0, le=1)]
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp), AfterValidator(_not_before_epoch)]
+Timestamp = EventTime
 
 _INT_RE = re.compile(r"^-?[0-9]{1,18}$")
 
@@ -104,7 +83,7 @@ class EventFields(BaseModel):
         _encodable(self)
         return self
 
-    schema_version: Annotated[Literal[1], BeforeValidator(_exact_int)] = 1
+    schema_version: SchemaVersion = 1
     event_id: Id128 | None = Field(None, description="idempotency key; generated (uuid4) when omitted")
     op: Literal["upsert", "delete"] = "upsert"
     tenant_id: TenantId | None = Field(None, description="optional; must equal the caller's tenant")
@@ -119,7 +98,7 @@ class EventFields(BaseModel):
     channel: Channel | None = None
     citations: list[Id128] | None = None
     importance: Importance | None = None
-    ttl_seconds: Annotated[StrictBool, StrictInt, Field(gt=0)] | None = None
+    ttl_seconds: TtlSeconds | None = None
     occurred_at: Timestamp | None = Field(None, description="RFC 3339; the gateway's clock when omitted")
     remember: StrictBool = True
 
