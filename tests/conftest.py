@@ -125,6 +125,21 @@ class Proc:
             self.proc.wait(5)
 
 
+def isolated_topics(stack: Stack, prefix: str, **extra_env: str) -> tuple[dict[str, str], Settings]:
+    """Fresh topics and consumer groups (created now), so a test can kill workers freely."""
+    suffix = uuid.uuid4().hex[:8]
+    env = {
+        **stack.env,
+        "MEMSTREAM_TOPIC_PREFIX": f"{prefix}{suffix}.",
+        "MEMSTREAM_WORKER_GROUP": f"{prefix}g-{suffix}",
+        "MEMSTREAM_WAREHOUSE_GROUP": f"{prefix}gw-{suffix}",
+        **extra_env,
+    }
+    settings = stack.settings(**{k.removeprefix("MEMSTREAM_").lower(): v for k, v in env.items()})
+    ensure_topics(settings)
+    return env, settings
+
+
 @pytest.fixture(scope="session")
 def worker(stack: Stack) -> Iterator[Proc]:
     """The shared ingest worker for tests that only need the pipeline running."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -11,27 +10,16 @@ import pytest
 import redis
 
 from app import devstack, keys
-from app.kafka import ensure_topics
 from app.settings import Settings
-from tests.conftest import Proc, Stack, wait_until
+from tests.conftest import Proc, Stack, isolated_topics, wait_until
 from tests.kafka_util import publish, wait_committed
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def isolated(stack: Stack) -> Iterator[tuple[dict[str, str], Settings]]:
-    """Fresh topics and consumer group so killing workers cannot disturb other tests."""
-    suffix = uuid.uuid4().hex[:8]
-    env = {
-        **stack.env,
-        "MEMSTREAM_TOPIC_PREFIX": f"t{suffix}.",
-        "MEMSTREAM_WORKER_GROUP": f"g-{suffix}",
-        "MEMSTREAM_WAREHOUSE_GROUP": f"gw-{suffix}",
-    }
-    settings = stack.settings(topic_prefix=env["MEMSTREAM_TOPIC_PREFIX"], worker_group=env["MEMSTREAM_WORKER_GROUP"])
-    ensure_topics(settings)
-    yield env, settings
+def isolated(stack: Stack) -> tuple[dict[str, str], Settings]:
+    return isolated_topics(stack, "t")
 
 
 def events(tenants: list[str], n: int, tag: str) -> list[dict[str, Any]]:

@@ -10,7 +10,6 @@ import base64
 import os
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,10 @@ import pytest
 import redis
 
 from app import devstack, keys, migrate
-from app.kafka import committed_offsets, ensure_topics, publish_sync
+from app.kafka import committed_offsets, publish_sync
 from app.models import derive_memory_id
 from app.settings import Settings
-from tests.conftest import Proc, Stack, wait_until
+from tests.conftest import Proc, Stack, isolated_topics, wait_until
 from tests.kafka_util import publish
 from tests.warehouse_util import TopicReader, audit_entry, count, dead_letters, event, query, record, snapshot
 
@@ -31,22 +30,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def isolated(stack: Stack) -> Iterator[tuple[dict[str, str], Settings]]:
-    suffix = uuid.uuid4().hex[:8]
-    env = {
-        **stack.env,
-        "MEMSTREAM_TOPIC_PREFIX": f"w{suffix}.",
-        "MEMSTREAM_WORKER_GROUP": f"gi-{suffix}",
-        "MEMSTREAM_WAREHOUSE_GROUP": f"gw-{suffix}",
-        "MEMSTREAM_SINK_BATCH_WITHIN_S": "0.3",
-    }
-    settings = stack.settings(
-        topic_prefix=env["MEMSTREAM_TOPIC_PREFIX"],
-        worker_group=env["MEMSTREAM_WORKER_GROUP"],
-        warehouse_group=env["MEMSTREAM_WAREHOUSE_GROUP"],
-    )
-    ensure_topics(settings)
-    yield env, settings
+def isolated(stack: Stack) -> tuple[dict[str, str], Settings]:
+    return isolated_topics(stack, "w", MEMSTREAM_SINK_BATCH_WITHIN_S="0.3")
 
 
 def publish_records(settings: Settings, values: list[bytes], keys_: list[bytes] | None = None) -> dict[int, int]:
