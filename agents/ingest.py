@@ -1,25 +1,34 @@
 """The ingest agent: memory.events -> policies -> memory.records + Redis hotset.
 
-Per batch: validate/redact/privacy per message (pure), one Redis read for dedupe and
-supersession state, `plan` (pure), publish records and dead letters (acks=all), one pipelined
-Redis write, then ack the Kafka offsets. A failure retries in place; nothing is acked before it
-is written, and every write is idempotent, so a crash at any point replays safely.
+Consumes with a plain confluent-kafka consumer (group `worker_group`), run as a service of the
+worker's Faust app. Faust's own per-message path (event objects, stream buffers, per-message
+acks) cost about as much as every policy together and capped a worker below a bare forward
+agent; librdkafka hands over a batch for a few microseconds a message (docs/performance.md).
+
+Per batch (`consume(ingest_batch_max, ingest_batch_within_s)`): validate/redact/privacy per
+message (pure), one Redis read for dedupe and supersession state, `plan` (pure), publish records
+and dead letters (acks=all), one Lua write per tenant, then commit the Kafka offsets. A failure
+retries the batch in place; nothing is committed before it is written, and every write is
+idempotent, so a crash at any point replays safely. Batches are strictly sequential, so a
+rebalance (it happens inside `consume`) never finds one half-written.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
 import faust
 import orjson
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from redis.exceptions import RedisError
 from redis.exceptions import ResponseError as RedisResponseError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from app import metrics
-from app.kafka import AsyncProducer, BrokerUnavailable
+from app.kafka import AsyncProducer, BrokerUnavailable, batch_consumer_config
 from app.models import DeadLetter
 from app.pipeline import Incoming, Intent, Prepared, dead_letter, plan, prepare, validate
 from app.settings import Settings
@@ -116,19 +125,77 @@ class IngestProcessor:
                 log.info("dead letter from %s: %s", d.source, d.reason)
 
 
-def register(app: faust.App, processor: IngestProcessor, settings: Settings) -> faust.types.AgentT[Any]:
-    topic = app.topic(
-        settings.topic_events, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
+class IngestAgent:
+    """consume a batch (in a thread: librdkafka waits without the GIL) -> process -> commit."""
 
-    async def ingest(stream: Any) -> None:  # a faust Stream of raw-bytes events
-        async for events in stream.noack_take(settings.ingest_batch_max, within=settings.ingest_batch_within_s):
-            batch = [
-                Incoming(e.message.value, e.message.topic, e.message.partition, e.message.offset)
-                for e in events
-            ]
-            await processor.process(batch)
-            for event in events:
-                await stream.ack(event)
+    def __init__(self, settings: Settings, processor: IngestProcessor) -> None:
+        self.settings = settings
+        self.processor = processor
+        self.stopping = asyncio.Event()
+        self.batches = 0
 
-    return app.agent(topic, name="memstream.ingest", concurrency=1)(ingest)
+    async def run(self) -> None:
+        s = self.settings
+        consumer = Consumer(batch_consumer_config(s, s.worker_group))
+        consumer.subscribe([s.topic_events])
+        log.info("ingest agent consuming %s as group %s", s.topic_events, s.worker_group)
+        loop = asyncio.get_running_loop()
+        taking: asyncio.Future[list[Message]] | None = None
+        try:
+            while not self.stopping.is_set():
+                taking = loop.run_in_executor(None, consumer.consume, s.ingest_batch_max, s.ingest_batch_within_s)
+                msgs = await taking
+                taking = None
+                if msgs:
+                    await self.handle(consumer, msgs)
+        finally:
+            if taking is not None:  # cancelled while consuming: the thread still uses the consumer
+                await asyncio.wait([taking])
+            # Leave the group now rather than after the session timeout.
+            await loop.run_in_executor(None, consumer.close)
+
+    async def handle(self, consumer: Consumer, msgs: list[Message]) -> None:
+        batch: list[Incoming] = []
+        ends: dict[tuple[str, int], int] = {}
+        for m in msgs:
+            if m.error() is not None:
+                # Partition EOF is off; anything else is informational (librdkafka retries itself).
+                log.warning("consumer error: %s", m.error())
+                continue
+            msg = Incoming(m.value(), m.topic() or "", m.partition() or 0, m.offset() or 0)
+            batch.append(msg)
+            ends[(msg.topic, msg.partition)] = msg.offset + 1
+        if not batch:
+            return
+        await self.processor.process(batch)
+        self.batches += 1
+        try:
+            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()], asynchronous=True)
+        except KafkaException as exc:
+            # The batch is written; whoever owns the partitions next replays it to no change.
+            log.warning("offset commit failed (the batch is written and will be replayed): %s", exc)
+
+
+def register(app: faust.App, processor: IngestProcessor, settings: Settings) -> IngestAgent:
+    """Run the ingest agent with `app` (started and stopped with the worker)."""
+    agent = IngestAgent(settings, processor)
+
+    @app.service
+    class IngestService(faust.Service):
+        """Runs the agent's loop; if it fails, the worker crashes (and is restarted) rather than
+        sit idle holding its partitions."""
+
+        @faust.Service.task
+        async def _consume(self) -> None:
+            try:
+                await agent.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("ingest agent stopped unexpectedly")
+                await self.crash(exc)
+
+        async def on_stop(self) -> None:
+            agent.stopping.set()
+
+    return agent

@@ -57,7 +57,9 @@ class QuietMonitor(Monitor):
         pass
 
 
-def create_app(settings: Settings, app_id: str) -> faust.App:
+def create_app(settings: Settings, app_id: str, *, kafka: bool = True) -> faust.App:
+    """A Faust app on the configured broker. `kafka=False`: no Faust consumer or producer, the
+    app only runs services (the worker's agents bring their own confluent-kafka clients)."""
     credentials: faust.SASLCredentials | faust.SSLCredentials | None = None
     if settings.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
         ctx = ssl.create_default_context(cafile=settings.kafka_ssl_cafile) if "SSL" in (
@@ -73,7 +75,7 @@ def create_app(settings: Settings, app_id: str) -> faust.App:
     # Faust creates a data directory even with in-memory stores; keep it out of the cwd.
     datadir = Path(tempfile.gettempdir()) / "memstream-faust"
     datadir.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = faust.App(
         app_id,
         datadir=str(datadir / "{conf.name}-data"),
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
@@ -93,3 +95,6 @@ def create_app(settings: Settings, app_id: str) -> faust.App:
         autodiscover=False,
         Monitor=QuietMonitor,
     )
+    if not kafka:
+        app.boot_strategy = app.BootStrategy(app, enable_kafka=False)
+    return app

@@ -58,6 +58,25 @@ async def ensure_topics_with_retry(settings: Settings, deadline_s: float = 120.0
     return []  # pragma: no cover
 
 
+def batch_consumer_config(settings: Settings, group: str) -> dict[str, Any]:
+    """A confluent consumer that commits by hand, only after its batch is written."""
+    return {
+        **settings.kafka_client_config(),
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000),
+        "heartbeat.interval.ms": int(settings.kafka_heartbeat_s * 1000),
+        # A dependency outage keeps one batch in retry without calling consume(): after this long
+        # the group gives the partitions to another member and our late commit fails (harmless:
+        # the batch is written, and the redelivery writes no change).
+        "max.poll.interval.ms": 600_000,
+        # Some brokers (Tansu) hold an empty fetch for the whole wait: keep it short.
+        "fetch.wait.max.ms": 50,
+        "enable.partition.eof": False,
+    }
+
+
 @dataclass(frozen=True)
 class Delivered:
     topic: str
