@@ -43,7 +43,7 @@ class Incoming:
 
     @property
     def position(self) -> SourcePosition:
-        return SourcePosition.model_construct(topic=self.topic, partition=self.partition, offset=self.offset)
+        return SourcePosition.trusted(self.topic, self.partition, self.offset)
 
 
 @dataclass(frozen=True)
@@ -175,8 +175,8 @@ def to_record(event: MemoryEvent, pos: SourcePosition, redactions: Counter[str])
         created_at=event.occurred_at,
         updated_at=event.occurred_at,
         deleted_at=event.occurred_at if deleted else None,
-        redactions=dict(redactions),
         superseded_by=None,
+        redactions=dict(redactions),
         source=pos,
     )
 

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from app.models import MAX_TEXT_BYTES, MemoryEvent, derive_memory_id, make_version
+from app.models import MAX_TEXT_BYTES, MEMORY_ID_NAMESPACE, MemoryEvent, derive_memory_id, make_version
 from app.schema import render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +41,12 @@ def test_minimal_event_defaults() -> None:
     assert e.op == "upsert" and e.visibility == "private" and e.remember is True
     assert e.resolved_memory_id() == derive_memory_id("acme", "e1")
     assert derive_memory_id("acme", "e1") != derive_memory_id("other", "e1")
+
+
+@pytest.mark.parametrize("tenant,event", [("acme", "e1"), ("t-9", "ünïcode ✓"), ("a", ""), ("x" * 64, "y" * 128)])
+def test_memory_id_is_the_documented_uuid5(tenant: str, event: str) -> None:
+    expected = "m-" + uuid.uuid5(MEMORY_ID_NAMESPACE, f"{tenant}\x1f{event}").hex
+    assert derive_memory_id(tenant, event) == expected
 
 
 @pytest.mark.parametrize(

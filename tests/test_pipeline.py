@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 
-from app.models import DeadLetter, MemoryEvent
+from app.models import DeadLetter, MemoryEvent, MemoryRecord
 from app.pipeline import HotsetState, Incoming, Prepared, plan, prepare, validate
 
 N = 0
@@ -140,3 +141,22 @@ def test_republished_event_id_is_a_replay() -> None:
     a, b = plan([prep(first), prep(again)], state, 3600)
     assert a.kind == "write" and b.kind == "replay" and not b.publishes
     assert plan([prep(again)], state, 3600)[0].kind == "replay"
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {},
+        {"occurred_at": "2026-03-04T05:06:07.123456+02:00", "importance": 0.25, "citations": ["a", "b"]},
+        {"occurred_at": "2026-03-04T05:06:07.5Z", "importance": 1, "ttl_seconds": 60},
+        {"content": {"text": "ünïcode ✓ \"quoted\" \\ \n line", "extra": {"deep": [1, 2.5, None, True]}}},
+        {"type": "decision", "key": "db", "metadata": {"k": {"n": 1e-7, "s": "password=hunter22"}}},
+        {"op": "delete", "memory_id": "m-given", "content": None},
+        {"channel": {"id": "c1", "visibility": "public"}, "agent_id": "a", "user_id": "u"},
+    ],
+)
+def test_record_json_is_what_pydantic_writes(over: dict[str, Any]) -> None:
+    record = prep(msg(**over)).record
+    assert record.to_json() == record.model_dump_json().encode()
+    parsed = MemoryRecord.from_json(record.to_json())  # a validated record serializes the same way
+    assert parsed.to_json() == parsed.model_dump_json().encode() == record.to_json()
