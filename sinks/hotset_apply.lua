@@ -10,6 +10,8 @@
 local ops = cjson.decode(ARGV[1])
 local stats = KEYS[1]
 local changed = 0
+local counts = {}  -- stats increments, written once per call: a redis.call costs more than a table
+local function count(name, inc) counts[name] = (counts[name] or 0) + inc end
 for _, op in ipairs(ops) do
   -- The event id is the idempotency key: an event already applied changes nothing.
   if op.k == 'r' or redis.call('SET', op.l, '1', 'NX', 'EX', op.st) then
@@ -22,9 +24,12 @@ for _, op in ipairs(ops) do
         redis.call('HSET', op.m, 'v', op.v, 'j', op.j, 'd', '1')
         redis.call('EXPIRE', op.m, op.st)
       else
-        redis.call('HSET', op.m, 'v', op.v, 'j', op.j)
-        redis.call('HDEL', op.m, 'd')
-        if op.sb ~= '' then redis.call('HSET', op.m, 'sb', op.sb) end
+        if op.sb ~= '' then
+          redis.call('HSET', op.m, 'v', op.v, 'j', op.j, 'sb', op.sb)
+        else
+          redis.call('HSET', op.m, 'v', op.v, 'j', op.j)
+        end
+        if cur then redis.call('HDEL', op.m, 'd') end
         redis.call('EXPIRE', op.m, op.ttl)
         for _, ix in ipairs(op.ix) do redis.call('ZADD', ix, op.s, op.id) end
         if op.af ~= '' then
@@ -37,13 +42,14 @@ for _, op in ipairs(ops) do
           end
         end
         if op.dk ~= '' then redis.call('SET', op.dk, op.dv, 'EX', op.st) end
-        if not cur and op.k == 'w' then redis.call('HINCRBY', stats, 'type:' .. op.t, 1) end
+        if not cur and op.k == 'w' then count('type:' .. op.t, 1) end
       end
     end
     if apply then
-      for name, inc in pairs(op.c) do redis.call('HINCRBY', stats, name, inc) end
+      for name, inc in pairs(op.c) do count(name, inc) end
       changed = changed + 1
     end
   end
 end
+for name, inc in pairs(counts) do redis.call('HINCRBY', stats, name, inc) end
 return changed
