@@ -1,1 +1,2 @@
-"""Faust agents: ingest (events -> hotset + records) and the warehouse sink (records -> Snowflake)."""
+"""The worker's agents, run as services of its Faust app: ingest (events -> hotset + records) and the
+warehouse sink (records -> Snowflake)."""
