@@ -17,8 +17,18 @@ from snowflake.connector.errors import (
 )
 
 from agents.warehouse import _dead
-from app.models import AuditEntry
-from sinks.warehouse import AuditLogsTable, MemoryRecordsTable, Rejected, Row, chunks, classify, parse
+from app.models import AuditEntry, MemoryRecord
+from sinks.warehouse import (
+    _FIELD_TYPES,
+    AuditLogsTable,
+    MemoryRecordsTable,
+    Rejected,
+    Row,
+    _canonical_row,
+    chunks,
+    classify,
+    parse,
+)
 from tests.warehouse_util import audit_entry, record
 
 RECORDS = MemoryRecordsTable()
@@ -137,3 +147,113 @@ def test_the_merge_is_guarded_by_version_and_dedupes_the_batch() -> None:
     assert "ON tgt.tenant_id = src.tenant_id AND tgt.id = src.id" in sql
     audit = AUDIT.merge_sql("AI_MEMORY.AUDIT_LOGS", "STAGE")
     assert "ON tgt.log_id = src.log_id" in audit and "WHEN MATCHED" not in audit
+
+
+# ---- the canonical-record fast path: the model's verdict and row, at half the cost -------------
+
+
+def _canonical_variants() -> list[bytes]:
+    base = record("t1", "e1", offset=42, key="k", importance=0.5, metadata={"a": 1})
+    tomb = base.model_copy(update={"content": None, "deleted_at": datetime(2026, 3, 2, 1, tzinfo=UTC)})
+    return [
+        base.to_json(),
+        record("t1", "e2").to_json(),
+        record("t1", "d1", type="decision", key="db").to_json(),
+        record("t1", "e3", occurred_at="2026-03-01T12:30:00.250+02:00").to_json(),  # microseconds
+        record("t1", "e4", importance=1, ttl_seconds=60).to_json(),
+        tomb.to_json(),
+        base.model_copy(update={"superseded_by": "m-x", "redactions": {"email": 2}, "citations": ["m-a"]}).to_json(),
+        base.model_copy(update={"source": None, "type": None, "visibility": "public"}).to_json(),
+        # the same fields in another order (records built by the ingest agent vs by validation)
+        orjson.dumps(dict(reversed(orjson.loads(base.to_json()).items()))),
+    ]
+
+
+@pytest.mark.parametrize("value", _canonical_variants())
+def test_canonical_records_stage_what_the_model_path_stages(value: bytes) -> None:
+    fast = _canonical_row(value)
+    assert fast is not None, "a record as to_json writes it takes the fast path"
+    model = MemoryRecordsTable.model_row(value)
+    assert orjson.dumps(fast[0]) == orjson.dumps(model[0]) and fast[1:] == model[1:]
+    assert RECORDS.to_row(value) == fast
+
+
+def _mutations() -> list[tuple[str, object]]:
+    bad_or_loose: list[tuple[str, object]] = [
+        ("version", "12"),
+        ("version", "٣" * 32),  # Unicode digits
+        ("version", 10**18),
+        ("version", None),
+        ("tenant_id", 5),
+        ("tenant_id", None),
+        ("memory_id", ["m"]),
+        ("event_id", None),
+        ("type", "bogus"),
+        ("type", 3),
+        ("type", "Decision"),
+        ("key", 5),
+        ("visibility", "secret"),
+        ("visibility", None),
+        ("content", []),
+        ("content", "text"),
+        ("metadata", None),
+        ("metadata", []),
+        ("citations", [1]),
+        ("citations", None),
+        ("citations", "m-a"),
+        ("importance", True),
+        ("importance", "0.5"),  # valid for the model (lax): through the model
+        ("ttl_seconds", 1.5),
+        ("ttl_seconds", 60.0),  # valid for the model: through the model
+        ("ttl_seconds", "60"),
+        ("redactions", {"email": "2"}),
+        ("redactions", {"email": 1.5}),
+        ("redactions", {"email": True}),
+        ("redactions", None),
+        ("source", {"topic": "t", "partition": "1", "offset": 2}),
+        ("source", {"topic": "t", "partition": 1}),
+        ("source", []),
+        ("superseded_by", 1),
+    ]
+    for name in ("occurred_at", "created_at", "updated_at", "deleted_at"):
+        bad_or_loose += [
+            (name, "2026-02-30T10:00:00Z"),
+            (name, "2026-03-01T24:00:00Z"),
+            (name, "2026-13-01T10:00:00Z"),
+            (name, "2026-03-01T10:00:00+02:00"),  # valid for the model: through the model
+            (name, "2026-03-01 10:00:00Z"),  # valid for the model: through the model
+            (name, "2026-03-01T10:00:00.1234567Z"),
+            (name, "2026-W09-7T10:00:00Z"),
+            (name, "2026-03-01T10:00:00z"),
+            (name, "2026-03-01T10:00:00"),
+            (name, 1772359200),
+            (name, "٢٠٢٦-03-01T10:00:00Z"),
+        ]
+    return bad_or_loose
+
+
+@pytest.mark.parametrize(("name", "value"), _mutations())
+def test_the_fast_path_accepts_only_what_the_model_accepts_with_the_same_row(name: str, value: object) -> None:
+    base = orjson.loads(record("t1", "e1", key="k", importance=0.5).to_json())
+    changed = orjson.dumps({**base, name: value})
+    fast = _canonical_row(changed)
+    try:
+        model = MemoryRecordsTable.model_row(changed)
+    except ValueError:
+        assert fast is None, "the model rejects it, the fast path must not accept it"
+        assert isinstance(parse(RECORDS, changed, "r", 0, 0), Rejected)
+        return
+    if fast is not None:
+        assert orjson.dumps(fast[0]) == orjson.dumps(model[0]) and fast[1:] == model[1:]
+    assert RECORDS.to_row(changed)[1:] == model[1:]
+
+
+def test_the_fast_path_knows_every_field_of_the_record() -> None:
+    assert set(_FIELD_TYPES) == set(MemoryRecord.model_fields)
+    base = orjson.loads(record("t1", "e1").to_json())
+    for name, field in MemoryRecord.model_fields.items():
+        missing = orjson.dumps({k: v for k, v in base.items() if k != name})
+        assert _canonical_row(missing) is None  # through the model, which fills a default or rejects
+        if field.is_required():
+            assert isinstance(parse(RECORDS, missing, "r", 0, 0), Rejected)
+    assert _canonical_row(orjson.dumps({**base, "surprise": 1})) is None
