@@ -37,6 +37,8 @@ from sinks.hotset import Hotset
 log = logging.getLogger(__name__)
 
 TRANSIENT = (RedisError, BrokerUnavailable, OSError)
+# Publish -> visible latency is the point of the hotset: a short fetch wait (idle fetches are cheap).
+FETCH_WAIT_MS = 10
 
 
 class IngestProcessor:
@@ -136,7 +138,7 @@ class IngestAgent:
 
     async def run(self) -> None:
         s = self.settings
-        consumer = Consumer(batch_consumer_config(s, s.worker_group))
+        consumer = Consumer(batch_consumer_config(s, s.worker_group, fetch_wait_ms=FETCH_WAIT_MS))
         consumer.subscribe([s.topic_events])
         log.info("ingest agent consuming %s as group %s", s.topic_events, s.worker_group)
         loop = asyncio.get_running_loop()

@@ -58,7 +58,7 @@ async def ensure_topics_with_retry(settings: Settings, deadline_s: float = 120.0
     return []  # pragma: no cover
 
 
-def batch_consumer_config(settings: Settings, group: str) -> dict[str, Any]:
+def batch_consumer_config(settings: Settings, group: str, fetch_wait_ms: int = 100) -> dict[str, Any]:
     """A confluent consumer that commits by hand, only after its batch is written."""
     return {
         **settings.kafka_client_config(),
@@ -71,8 +71,9 @@ def batch_consumer_config(settings: Settings, group: str) -> dict[str, Any]:
         # the group gives the partitions to another member and our late commit fails (harmless:
         # the batch is written, and the redelivery writes no change).
         "max.poll.interval.ms": 600_000,
-        # Some brokers (Tansu) hold an empty fetch for the whole wait: keep it short.
-        "fetch.wait.max.ms": 50,
+        # Some brokers (Tansu) hold a fetch for the whole wait even when data arrives meanwhile:
+        # this bounds the latency it adds.
+        "fetch.wait.max.ms": fetch_wait_ms,
         "enable.partition.eof": False,
     }
 
