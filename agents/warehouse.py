@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import faust
 import orjson
@@ -34,7 +33,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
 
 from app import metrics
-from app.kafka import BrokerUnavailable, publish_sync
+from app.kafka import BrokerUnavailable, batch_consumer_config, publish_sync
 from app.models import DeadLetter
 from app.pipeline import Incoming, dead_letter
 from app.settings import Settings
@@ -63,24 +62,6 @@ class Stopping(Exception):
 class Route:
     sink: WarehouseSink
     prefix: str  # SINK_ROWS result label prefix: "" for records, "audit_" for audit entries
-
-
-def consumer_config(settings: Settings) -> dict[str, Any]:
-    return {
-        **settings.kafka_client_config(),
-        "group.id": settings.warehouse_group,
-        "enable.auto.commit": False,  # offsets move only after the MERGE
-        "auto.offset.reset": "earliest",
-        "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000),
-        "heartbeat.interval.ms": int(settings.kafka_heartbeat_s * 1000),
-        # A warehouse outage keeps one batch in retry without calling consume(): after this long
-        # the group gives the partitions to another member and our late commit fails (harmless:
-        # the batch is merged, and the redelivery merges to no change).
-        "max.poll.interval.ms": 600_000,
-        # Some brokers (Tansu) hold an empty fetch for the whole wait: keep it short.
-        "fetch.wait.max.ms": 100,
-        "enable.partition.eof": False,
-    }
 
 
 @dataclass
@@ -142,7 +123,7 @@ class WarehouseAgent:
 
     def run(self) -> None:
         s = self.settings
-        consumer = Consumer(consumer_config(s))
+        consumer = Consumer(batch_consumer_config(s, s.warehouse_group))
         writer = threading.Thread(target=self._write_loop, name="warehouse-writer", daemon=True)
         self._writer = writer
         writer.start()
