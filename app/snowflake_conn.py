@@ -21,6 +21,9 @@ def connect_kwargs(settings: Settings, with_schema: bool = True) -> dict[str, An
         "login_timeout": settings.snowflake_network_timeout_s,
         "client_session_keep_alive": False,
         "session_parameters": {"QUERY_TAG": "memstream"},
+        # Otherwise the connector probes cloud metadata endpoints (EC2, Azure, GCP) at connect to
+        # report its platform: traffic to addresses nobody configured.
+        "platform_detection_timeout_seconds": 0.0,
     }
     if with_schema:
         kw["schema"] = settings.snowflake_schema
