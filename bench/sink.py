@@ -96,7 +96,7 @@ class Env:
         env = {**os.environ, **self.env, "MEMSTREAM_SINK_BATCH_MAX_ROWS": str(batch)}
         log = open(self.tmp / "worker.log", "ab")  # noqa: SIM115 - the child keeps it
         return subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker"], env=env, cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "app.cli", "worker", "--agents", "warehouse"], env=env, cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT
         )
 
     def stop(self) -> None:
