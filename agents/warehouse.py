@@ -86,6 +86,11 @@ class WarehouseAgent:
             settings.topic_records: Route(WarehouseSink(settings, MemoryRecordsTable()), ""),
             settings.topic_audit: Route(WarehouseSink(settings, AuditLogsTable()), "audit_"),
         }
+        # Parsing a batch and staging one are both Python-bound: they take turns (the parse then
+        # overlaps the MERGE, which waits on the warehouse).
+        self._turn = threading.Lock()
+        for route in self.routes.values():
+            route.sink.turn = self._turn
         self._stopping = threading.Event()
         self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
         self._writer_error: BaseException | None = None
@@ -133,7 +138,9 @@ class WarehouseAgent:
             while not self._stopping.is_set():
                 msgs = consumer.consume(num_messages=s.sink_batch_max_rows, timeout=s.sink_batch_within_s)
                 if msgs:
-                    self._handoff(consumer, self._prepare(msgs))
+                    with self._turn:
+                        batch = self._prepare(msgs)
+                    self._handoff(consumer, batch)
                 self._commit_merged(consumer)
                 if self._writer_error is not None:
                     raise self._writer_error

@@ -18,11 +18,13 @@ The connector is blocking: callers run `flush` in a worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
@@ -593,6 +595,10 @@ class WarehouseSink:
         self._tmp = Path(tempfile.mkdtemp(prefix=f"memstream-{table.name.lower()}-"))
         self._merge_sql = table.merge_sql(self.target, self.stage_table)
         self._post_sql = table.post_sql(self.target, self.stage_table)
+        # Held while staging (PUT + COPY: the connector's Python, GIL-bound); a caller that
+        # parses the next batch in another thread shares it so the two take turns instead of
+        # slowing each other down. The MERGE, mostly a wait on the warehouse, runs outside it.
+        self.turn: AbstractContextManager[Any] = contextlib.nullcontext()
 
     # quixstreams-style API -------------------------------------------------------------------
 
@@ -633,8 +639,9 @@ class WarehouseSink:
             return MergeCounts()
         try:
             cur = self._cursor()
-            cur.execute(f"TRUNCATE TABLE {self.stage_table}")
-            self._stage(cur, rows)
+            with self.turn:
+                cur.execute(f"TRUNCATE TABLE {self.stage_table}")
+                self._stage(cur, rows)
             merged = cur.execute(self._merge_sql)
             assert merged is not None
             counts = _merge_counts(merged.fetchone(), len(rows))
