@@ -1,4 +1,6 @@
-"""The Faust application, configured from settings for at-least-once processing on any Kafka."""
+"""The Faust application from settings. The worker runs its agents as services of it with
+`kafka=False` (they bring their own confluent-kafka clients); with Kafka on, it is tuned for the
+broker here (used by the ingest benchmark's bare Faust agent, and by any Faust stream agent)."""
 
 from __future__ import annotations
 
