@@ -29,20 +29,22 @@ for k = 2 + T, #KEYS do
   if driver_card == nil or c < driver_card then driver, driver_card = KEYS[k], c end
 end
 -- Candidates and their posting time (ms), from the smallest set: a narrow filter beats postings.
-local when, order = {}, {}
-local function add(rows)
+-- `from[m]`: the term whose postings produced m (it holds that term: no ZSCORE needed for it).
+local when, order, from = {}, {}, {}
+local function add(rows, t)
   for i = 1, #rows, 2 do
     if #order >= pool then return end
     local m = rows[i]
     if when[m] == nil then
       when[m] = tonumber(rows[i + 1])
       order[#order + 1] = m
+      from[m] = t
     end
   end
 end
 local by_filter = driver ~= nil and driver_card <= total
 if by_filter then
-  add(redis.call('ZREVRANGE', driver, 0, pool - 1, 'WITHSCORES'))
+  add(redis.call('ZREVRANGE', driver, 0, pool - 1, 'WITHSCORES'), 0)
 else
   local live = 0
   for t = 1, T do if df[t] > 0 then live = live + 1 end end
@@ -53,7 +55,7 @@ else
   end
   local per = math.max(1, math.floor(pool / live))
   for t = 1, T do
-    if df[t] > 0 then add(redis.call('ZREVRANGE', KEYS[1 + t], 0, per - 1, 'WITHSCORES')) end
+    if df[t] > 0 then add(redis.call('ZREVRANGE', KEYS[1 + t], 0, per - 1, 'WITHSCORES'), t) end
   end
 end
 local scored = {}
@@ -64,14 +66,27 @@ for _, m in ipairs(order) do
   end
   if ok then
     local rel = 0
+    local own = from[m]
     for t = 1, T do
-      if df[t] > 0 and redis.call('ZSCORE', KEYS[1 + t], m) then rel = rel + idf[t] end
+      if t == own or (df[t] > 0 and redis.call('ZSCORE', KEYS[1 + t], m)) then rel = rel + idf[t] end
     end
     if rel > 0 then
       local age = math.max(0, now - when[m])
       scored[#scored + 1] = {m, rel * (1 + 0.25 * (0.5 ^ (age / half)))}
     end
   end
+end
+-- Only the best `top` are returned: find the cut with a plain numeric sort (no Lua comparator
+-- call per comparison, which cost more than all the ZSCOREs), then order the few above it.
+if #scored > top then
+  local neg = {}
+  for i = 1, #scored do neg[i] = -scored[i][2] end
+  table.sort(neg)
+  local cut, kept = -neg[top], {}
+  for i = 1, #scored do
+    if scored[i][2] >= cut then kept[#kept + 1] = scored[i] end
+  end
+  scored = kept
 end
 table.sort(scored, function(a, b) return a[2] > b[2] end)
 local out = {n_docs, #order}
