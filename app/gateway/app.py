@@ -44,8 +44,8 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
             **{
                 "message.timeout.ms": timeout_ms,
                 "socket.timeout.ms": min(timeout_ms, 5000),
-                # The Faust worker (aiokafka) ships without the lz4 codec: an lz4 batch on
-                # memory.events crashes it. Single events are small; send them uncompressed.
+                # Single events are small: compressing them costs more than it saves, and any
+                # consumer of memory.events can read them, whatever codecs it was built with.
                 "compression.type": "none",
             },
         )
