@@ -153,12 +153,13 @@ class IngestAgent:
         try:
             while not self.stopping.is_set():
                 taking = loop.run_in_executor(None, consumer.consume, s.ingest_batch_max, s.ingest_batch_within_s)
-                msgs = await taking
+                # Shielded: a cancelled wait must not hide that the thread still uses the consumer.
+                msgs = await asyncio.shield(taking)
                 taking = None
                 if msgs:
                     await self.handle(consumer, msgs)
         finally:
-            if taking is not None:  # cancelled while consuming: the thread still uses the consumer
+            if taking is not None:  # cancelled while consuming: let that consume() return first
                 await asyncio.wait([taking])
             # Leave the group now rather than after the session timeout.
             await loop.run_in_executor(None, consumer.close)
