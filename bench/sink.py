@@ -1,7 +1,8 @@
 """Warehouse sink benchmark: rows/s from `memory.records` into MEMORY_RECORDS, next to the raw path.
 
-In one run, on a fresh broker and a fresh file-backed warehouse emulator, same records, same
-batch size, each path into its own (equally empty) database:
+In one run, on a fresh broker, same records, same batch size, each path on its own fresh
+file-backed warehouse emulator process (the emulator slows as it holds more data) and empty
+database:
   baseline  the raw connector bulk path with no Kafka: staging lines prepared in memory, then per
             batch PUT + COPY into a temporary VARIANT table + the sink's MERGE
   memstream the real worker (`memstream worker`) draining a backlog on `memory.records`: consume,
@@ -72,7 +73,7 @@ class Env:
         self.tmp = tmp
         self.kafka = devstack.kafka_service(devstack.free_port(), tmp, cluster_id="bench-sink").start()
         self.redis = devstack.redis_service(devstack.free_port(), tmp).start()
-        self.warehouse = devstack.warehouse_service(devstack.free_port(), tmp / "warehouse", tmp).start(60)
+        self.warehouse = self._start_warehouse("warehouse")
         self.env = {
             "MEMSTREAM_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.kafka.port}",
             "MEMSTREAM_REDIS_URL": f"redis://127.0.0.1:{self.redis.port}/0",
@@ -86,6 +87,16 @@ class Env:
             "MEMSTREAM_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         }
 
+    def _start_warehouse(self, name: str) -> devstack.Service:
+        return devstack.warehouse_service(devstack.free_port(), self.tmp / name, self.tmp).start(60)
+
+    def fresh_warehouse(self) -> None:
+        """A new emulator process for the next path: the emulator slows as it holds more data,
+        so the path measured second would otherwise pay for the first one's rows."""
+        self.warehouse.stop()
+        self.warehouse = self._start_warehouse("warehouse-2")
+        self.env["MEMSTREAM_SNOWFLAKE_PORT"] = str(self.warehouse.port)
+
     def settings(self, **over: Any) -> Settings:
         """Settings of the worker's environment (plus overrides)."""
         values: dict[str, Any] = {k.removeprefix("MEMSTREAM_").lower(): v for k, v in self.env.items()}
@@ -96,7 +107,8 @@ class Env:
         env = {**os.environ, **self.env, "MEMSTREAM_SINK_BATCH_MAX_ROWS": str(batch)}
         log = open(self.tmp / "worker.log", "ab")  # noqa: SIM115 - the child keeps it
         return subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker", "--agents", "warehouse"], env=env, cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "app.cli", "worker", "--agents", "warehouse"],
+            env=env, cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT,
         )
 
     def stop(self) -> None:
@@ -218,10 +230,7 @@ def main() -> None:
     try:
         # Each path has its own database: the emulator's MERGE joins the whole target table, so
         # its cost grows with the table, and both tables grow alike this way.
-        settings = env.settings(sink_batch_max_rows=batch)
         raw_settings = env.settings(sink_batch_max_rows=batch, snowflake_database="BENCH_RAW")
-        ensure_topics(settings)
-        migrate.run(settings)
         migrate.run(raw_settings)
         print(f"{n} rows per path, batch size {batch}; lag run {a.rate}/s for {seconds:.0f}s", flush=True)
 
@@ -232,6 +241,10 @@ def main() -> None:
         baseline.close()
         print(f"baseline: raw stage + MERGE, no Kafka:     {base:,.0f} rows/s ({base_batches} MERGEs)", flush=True)
 
+        env.fresh_warehouse()
+        settings = env.settings(sink_batch_max_rows=batch)
+        ensure_topics(settings)
+        migrate.run(settings)
         work_tenants = [f"work{i}" for i in range(8)]
         ends = publish_sync(settings, records(n, work_tenants, "w"), settings.topic_records)
         t0 = time.monotonic()
