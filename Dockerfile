@@ -37,8 +37,8 @@ RUN groupadd --system --gid 10001 memstream \
     && install -d -o memstream -g memstream -m 0750 /var/lib/memstream /home/memstream/.cache
 COPY --from=build /opt/venv /opt/venv
 COPY deploy/snowflake /app/deploy/snowflake
-# Faust keeps its data directory under the working directory; the warehouse emulator's data lives
-# here too in docker-compose.yml.
+# The warehouse emulator's data lives here in docker-compose.yml (Faust's data directory is
+# under the system temp dir).
 WORKDIR /var/lib/memstream
 USER 10001:10001
 # 8080: gateway (MEMSTREAM_GATEWAY_PORT); 9100: worker metrics (MEMSTREAM_METRICS_PORT).
