@@ -58,22 +58,48 @@ else
     if df[t] > 0 then add(redis.call('ZREVRANGE', KEYS[1 + t], 0, per - 1, 'WITHSCORES'), t) end
   end
 end
-local scored = {}
-for _, m in ipairs(order) do
-  local ok = true
-  for _, f in ipairs(filters) do
-    if not (by_filter and f == driver) and not redis.call('ZSCORE', f, m) then ok = false; break end
+-- Membership by ZMSCORE, one call per index over every candidate still in play: a redis.call
+-- costs far more than a lookup, so per-candidate ZSCOREs were most of the search's time.
+local function mscore(key, members)
+  local out = {}
+  for s = 1, #members, 512 do
+    local r = redis.call('ZMSCORE', key, unpack(members, s, math.min(#members, s + 511)))
+    for i = 1, #r do out[s + i - 1] = r[i] end
   end
-  if ok then
-    local rel = 0
-    local own = from[m]
-    for t = 1, T do
-      if t == own or (df[t] > 0 and redis.call('ZSCORE', KEYS[1 + t], m)) then rel = rel + idf[t] end
+  return out
+end
+local cands = order
+for _, f in ipairs(filters) do
+  if not (by_filter and f == driver) and #cands > 0 then
+    local s, kept = mscore(f, cands), {}
+    for i = 1, #cands do if s[i] then kept[#kept + 1] = cands[i] end end
+    cands = kept
+  end
+end
+local rel = {}
+for i = 1, #cands do rel[i] = 0 end
+for t = 1, T do
+  if df[t] > 0 then
+    local ask, at = {}, {}
+    for i = 1, #cands do
+      if from[cands[i]] == t then
+        rel[i] = rel[i] + idf[t]
+      else
+        ask[#ask + 1] = cands[i]
+        at[#at + 1] = i
+      end
     end
-    if rel > 0 then
-      local age = math.max(0, now - when[m])
-      scored[#scored + 1] = {m, rel * (1 + 0.25 * (0.5 ^ (age / half)))}
+    if #ask > 0 then
+      local s = mscore(KEYS[1 + t], ask)
+      for k = 1, #ask do if s[k] then rel[at[k]] = rel[at[k]] + idf[t] end end
     end
+  end
+end
+local scored = {}
+for i = 1, #cands do
+  if rel[i] > 0 then
+    local age = math.max(0, now - when[cands[i]])
+    scored[#scored + 1] = {cands[i], rel[i] * (1 + 0.25 * (0.5 ^ (age / half)))}
   end
 end
 -- Only the best `top` are returned: find the cut with a plain numeric sort (no Lua comparator
