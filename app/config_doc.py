@@ -61,6 +61,7 @@ DESCRIPTIONS: dict[str, str] = {
     "gateway_max_body_bytes": "request body limit (413 above it)",
     "gateway_batch_max_items": "max events per batch request",
     "search_candidate_pool": "max candidates a search examines in the hotset",
+    "gateway_doc_cache_size": "hotset values kept parsed per gateway process (0 = parse every read)",
     "wait_visible_timeout_s": "bound of `?wait=visible` (504 after it)",
     "dev_tenant_header": "development-only tenant header",
     "dev_tenant_header_enabled": "accept the development tenant header (never in production)",

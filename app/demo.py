@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import redis
 
-from app import devstack, keys
+from app import devstack, hotset_format, keys
 from app.cli import DevStack
 from app.kafka import caught_up, publish_sync
 from app.settings import Settings
@@ -62,12 +62,13 @@ def show_hotset(rds: Any, tenants: list[str]) -> None:  # a sync redis.Redis
     active = rds.hget(keys.active("acme"), keys.active_field("decision", "warehouse"))
     if active:
         mid = active.split("|", 1)[1]
-        rec = orjson.loads(rds.hget(keys.memory("acme", mid), "j") or b"{}")
+        value = hotset_format.decode(rds.get(keys.memory("acme", mid)))
+        rec = orjson.loads(value.record_json) if value else {"content": {"text": "(expired)"}}
         print(f"active decision 'warehouse' for acme: {rec['content']['text']!r} ({mid})")
     for mid in rds.zrevrange(keys.by_session("acme", "demo-session"), 0, -1):
-        raw = rds.hget(keys.memory("acme", mid), "j")
-        if raw and "REDACTED" in raw:
-            print("a redacted memory:", orjson.loads(raw)["content"]["text"])
+        value = hotset_format.decode(rds.get(keys.memory("acme", mid)))
+        if value and "REDACTED" in value.record_json:
+            print("a redacted memory:", orjson.loads(value.record_json)["content"]["text"])
             break
 
 

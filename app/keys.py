@@ -14,8 +14,9 @@ def _t(tenant: str) -> str:
 
 
 def memory(tenant: str, memory_id: str) -> str:
-    """Hash: v (version), j (record JSON), sb (superseded_by), d (deleted flag)."""
-    return f"{_t(tenant)}:m:{memory_id}"
+    """String: version, deleted flag, record JSON and superseded_by (layout: app/hotset_format.py).
+    `mem`, not the hash layout's former `m`: a hotset written by an older worker is not misread."""
+    return f"{_t(tenant)}:mem:{memory_id}"
 
 
 def seen(tenant: str, event_id: str) -> str:

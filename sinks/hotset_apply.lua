@@ -7,6 +7,12 @@
 --   key, dk dedupe key, dv dedupe value, id memory id, sb superseded_by, t type, ix index keys,
 --   c counters}. Versions are fixed-width digit strings: string order is version order, so a
 --   replay or an older version never overwrites a newer one. Returns how many ops changed state.
+-- Memory values are one string each (layout: app/hotset_format.py):
+--   <version: 32 digits><deleted 0|1><record json>\30<superseded_by>
+local SEP = '\30'
+local function sb_of(value)
+  return string.sub(value, string.find(value, SEP, 34, true) + 1)
+end
 local ops = cjson.decode(ARGV[1])
 local stats = KEYS[1]
 local changed = 0
@@ -17,27 +23,32 @@ for _, op in ipairs(ops) do
   if op.k == 'r' or redis.call('SET', op.l, '1', 'NX', 'EX', op.st) then
     local apply = true
     if op.k == 'w' or op.k == 'x' or op.k == 'r' then
-      local cur = redis.call('HGET', op.m, 'v')
+      local cur = redis.call('GETRANGE', op.m, 0, 31)
+      if cur == '' then cur = false end
       if cur and cur >= op.v then
         apply = false
-      elseif op.k == 'x' then
-        redis.call('HSET', op.m, 'v', op.v, 'j', op.j, 'd', '1')
-        redis.call('EXPIRE', op.m, op.st)
       else
-        if op.sb ~= '' then
-          redis.call('HSET', op.m, 'v', op.v, 'j', op.j, 'sb', op.sb)
+        -- Once superseded, a memory stays superseded: a newer version keeps the old marker.
+        local sb = op.sb
+        if sb == '' and cur then sb = sb_of(redis.call('GET', op.m)) end
+        if op.k == 'x' then
+          redis.call('SET', op.m, op.v .. '1' .. op.j .. SEP .. sb, 'EX', op.st)
         else
-          redis.call('HSET', op.m, 'v', op.v, 'j', op.j)
+          redis.call('SET', op.m, op.v .. '0' .. op.j .. SEP .. sb, 'EX', op.ttl)
         end
-        if cur then redis.call('HDEL', op.m, 'd') end
-        redis.call('EXPIRE', op.m, op.ttl)
+      end
+      if apply and op.k ~= 'x' then
         for _, ix in ipairs(op.ix) do redis.call('ZADD', ix, op.s, op.id) end
         if op.af ~= '' then
           local a = redis.call('HGET', op.a, op.af)
           if (not a) or a < op.av then
             redis.call('HSET', op.a, op.af, op.av)
-            if op.sk ~= '' and redis.call('EXISTS', op.sk) == 1 then
-              redis.call('HSET', op.sk, 'sb', op.id)
+            if op.sk ~= '' then
+              local older = redis.call('GET', op.sk)
+              if older then
+                local cut = string.find(older, SEP, 34, true)
+                redis.call('SET', op.sk, string.sub(older, 1, cut) .. op.id, 'KEEPTTL')
+              end
             end
           end
         end

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis
 
-from app import devstack, migrate
+from app import devstack, hotset_format, keys, migrate
 from app.kafka import ensure_topics
 from app.settings import Settings
 
@@ -80,6 +80,11 @@ def rds(stack: Stack) -> Iterator[redis.Redis]:
     client = redis.Redis(port=stack.redis.port, decode_responses=True)
     yield client
     client.close()
+
+
+def stored(rds: redis.Redis, tenant: str, memory_id: str) -> hotset_format.StoredMemory | None:
+    """What the hotset holds for a memory (decode_responses clients only)."""
+    return hotset_format.decode(rds.get(keys.memory(tenant, memory_id)))
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 30.0, interval_s: float = 0.05) -> Any:

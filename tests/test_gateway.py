@@ -11,10 +11,10 @@ import httpx
 import pytest
 import redis
 
-from app import devstack, keys
+from app import devstack, hotset_format, keys
 from app.models import derive_memory_id
 from app.settings import Settings
-from tests.conftest import Stack
+from tests.conftest import Stack, stored
 from tests.gateway_fixtures import Gateway, gateway, insert_row, running, warehouse_table
 
 __all__ = ["gateway", "warehouse_table"]
@@ -251,7 +251,7 @@ async def test_retrieve_falls_back_to_the_warehouse_and_rewarms(
     )
     assert rec["version"] == f"{1000:032d}" and rec["importance"] == 0.9 and rec["deleted_at"] is None
     # Re-warmed: the hotset now holds it, with its TTL, and answers the next read.
-    assert rds.hget(keys.memory(tenant, "wh-1"), "v") == f"{1000:032d}"
+    assert stored(rds, tenant, "wh-1").version == f"{1000:032d}"  # type: ignore[union-attr]
     assert rds.ttl(keys.memory(tenant, "wh-1")) > 0
     again = await gateway.get(
         tenant, "/api/v2/memory/retrieve", params={"memory_id": "wh-1", "memory_type": "decision"}
@@ -271,11 +271,11 @@ async def test_rewarm_never_overwrites_a_newer_version(
     from app.gateway.warehouse import row_to_record
 
     newer = f"{2000:032d}"
-    rds.hset(keys.memory(tenant, "m"), mapping={"v": newer, "j": "{}", "d": "1"})  # a newer tombstone
+    rds.set(keys.memory(tenant, "m"), hotset_format.encode(newer, "{}", deleted=True))  # a newer tombstone
     row = insert_row(warehouse_table, tenant, "m")
     rec = row_to_record({**row, "is_deleted": False}, "memory.events")
     assert not await gateway.services.reader.rewarm(rec, 60)
-    assert rds.hget(keys.memory(tenant, "m"), "v") == newer
+    assert stored(rds, tenant, "m").version == newer  # type: ignore[union-attr]
     assert_error(
         await gateway.get(tenant, "/api/v2/memory/retrieve", params={"memory_id": "m"}), 404, "deleted"
     )

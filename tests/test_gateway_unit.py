@@ -13,6 +13,7 @@ from app.gateway import context, search, visibility
 from app.gateway.docs import Doc, from_hotset
 from app.gateway.schemas import Limit100, QueryBool
 from app.gateway.warehouse import row_to_record, search_sql
+from app.hotset_format import StoredMemory
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -98,10 +99,12 @@ def test_search_filters(params: dict[str, Any], expected: set[str]) -> None:
 
 
 def test_from_hotset_applies_superseded_by_and_hides_tombstones() -> None:
+    V = "0" * 32
     j = '{"memory_id": "m", "occurred_at": "2026-01-01T00:00:00Z", "superseded_by": null}'
-    d = from_hotset("m", j, "newer", None)
+    d = from_hotset("m", StoredMemory(V, False, j, "newer"))
     assert d is not None and d.superseded_by == "newer"
-    assert from_hotset("m", j, None, "1") is None and from_hotset("m", None, None, None) is None
+    assert from_hotset("m", StoredMemory(V, True, j, None)) is None
+    assert from_hotset("m", StoredMemory(V, True, "", None)) is None
 
 
 def sections(**docs: list[Doc]) -> dict[context.Section, list[Doc | None]]:

@@ -9,7 +9,7 @@ import redis
 from app import keys
 from app.cli import main
 from app.models import derive_memory_id
-from tests.conftest import Proc, Stack, wait_until
+from tests.conftest import Proc, Stack, stored, wait_until
 
 
 def test_import_publishes_valid_lines_and_reports_invalid(
@@ -37,5 +37,5 @@ def test_import_publishes_valid_lines_and_reports_invalid(
     assert "published 3 events" in captured.out and "2 invalid lines" in captured.out
     assert f"{f}:2: invalid event" in captured.err and f"{f}:5: invalid event: type" in captured.err
     wait_until(lambda: rds.zcard(keys.recent(tenant)) == 3)
-    assert rds.hget(keys.memory(tenant, derive_memory_id(tenant, "imp1")), "j") is not None
+    assert stored(rds, tenant, derive_memory_id(tenant, "imp1")) is not None
     assert main(["import", str(tmp_path / "missing.jsonl")]) == 2

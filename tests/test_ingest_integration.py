@@ -11,13 +11,13 @@ import redis
 from app import keys
 from app.models import derive_memory_id
 from app.settings import Settings
-from tests.conftest import Proc, wait_until
+from tests.conftest import Proc, stored, wait_until
 from tests.kafka_util import event, kcat_publish, publish, read_topic, wait_committed
 
 
 def record(rds: redis.Redis, tenant: str, memory_id: str) -> dict[str, Any] | None:
-    raw = rds.hget(keys.memory(tenant, memory_id), "j")
-    return orjson.loads(raw) if raw else None
+    value = stored(rds, tenant, memory_id)
+    return orjson.loads(value.record_json) if value and not value.deleted else None
 
 
 def stats(rds: redis.Redis, tenant: str) -> dict[str, int]:
@@ -59,8 +59,8 @@ def test_policies_end_to_end(worker: Proc, settings: Settings, rds: redis.Redis,
 
     new_id, old_id = derive_memory_id(tenant, "d-new"), derive_memory_id(tenant, "d-old")
     assert rds.hget(keys.active(tenant), "decision\x1fdb").endswith(new_id)  # type: ignore[union-attr]
-    assert rds.hget(keys.memory(tenant, old_id), "sb") == new_id
-    assert rds.hget(keys.memory(tenant, new_id), "sb") is None
+    assert stored(rds, tenant, old_id).superseded_by == new_id  # type: ignore[union-attr]
+    assert stored(rds, tenant, new_id).superseded_by is None  # type: ignore[union-attr]
     assert rds.zscore(keys.term(tenant, "kafka"), derive_memory_id(tenant, "plain")) is not None
     ttl = rds.ttl(keys.memory(tenant, new_id))
     assert 89 * 86400 < ttl <= 90 * 86400  # decision TTL from settings

@@ -12,7 +12,7 @@ from app.cli import main
 from app.models import derive_memory_id
 from app.settings import Settings
 from app.snowflake_conn import connect
-from tests.conftest import Proc, Stack, wait_until
+from tests.conftest import Proc, Stack, stored, wait_until
 from tests.kafka_util import publish
 
 
@@ -49,7 +49,8 @@ def test_rebuild_restores_memories_indexes_and_supersession(
          "memory_id": derive_memory_id(tenant, "gone"), "occurred_at": at(0)},
     ])
     wait_until(lambda: warehouse_count(settings, tenant) == 6, timeout_s=90)
-    before = rds.hgetall(keys.memory(tenant, derive_memory_id(tenant, "d-new")))
+    before = stored(rds, tenant, derive_memory_id(tenant, "d-new"))
+    assert before is not None
 
     for key in rds.scan_iter(match=f"ms:{{{tenant}}}:*", count=1000):
         rds.delete(key)  # the hotset is gone
@@ -68,10 +69,10 @@ def test_rebuild_restores_memories_indexes_and_supersession(
         get_settings.cache_clear()
 
     new_id, old_id = derive_memory_id(tenant, "d-new"), derive_memory_id(tenant, "d-old")
-    after = rds.hgetall(keys.memory(tenant, new_id))
-    assert after["v"] == before["v"]
+    after = stored(rds, tenant, new_id)
+    assert after is not None and after.version == before.version
     assert rds.hget(keys.active(tenant), "decision\x1fdb").endswith(new_id)  # type: ignore[union-attr]
-    assert rds.hget(keys.memory(tenant, old_id), "sb") == new_id
+    assert stored(rds, tenant, old_id).superseded_by == new_id  # type: ignore[union-attr]
     assert rds.zcard(keys.recent(tenant)) == 4 and rds.zcard(keys.by_session(tenant, "s")) == 4
     assert rds.zscore(keys.term(tenant, "snowflake"), new_id) is not None
     assert not rds.exists(keys.memory(tenant, derive_memory_id(tenant, "stale")))

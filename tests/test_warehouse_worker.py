@@ -22,7 +22,7 @@ from app import devstack, keys, migrate
 from app.kafka import committed_offsets, publish_sync
 from app.models import derive_memory_id
 from app.settings import Settings
-from tests.conftest import Proc, Stack, isolated_topics, wait_until
+from tests.conftest import Proc, Stack, isolated_topics, stored, wait_until
 from tests.kafka_util import publish
 from tests.warehouse_util import TopicReader, audit_entry, count, dead_letters, event, query, record, snapshot
 
@@ -193,7 +193,7 @@ def test_warehouse_outage_loses_nothing_and_the_backlog_drains(
         publish(settings, [event(tenant, f"b{i}") for i in range(30)])
         # The hotset keeps taking writes and serving them while the warehouse is down.
         wait_until(lambda: rds.zcard(keys.recent(tenant)) == 60, 60)
-        assert rds.hget(keys.memory(tenant, derive_memory_id(tenant, "b29")), "j")
+        assert stored(rds, tenant, derive_memory_id(tenant, "b29")).record_json  # type: ignore[union-attr]
         wait_until(lambda: (metric(metrics_port, retries) or 0) >= 2, 60, interval_s=0.2)
         assert metric(metrics_port, 'memstream_dependency_up{dependency="snowflake"}') == 0.0
         # Backing off, not spinning: few attempts for the time spent, and the process is alive.

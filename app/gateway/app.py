@@ -36,7 +36,7 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = create_redis(settings)
-        reader = HotsetReader(redis)
+        reader = HotsetReader(redis, settings.gateway_doc_cache_size)
         warehouse = Warehouse(settings)
         timeout_ms = int(produce_timeout_s * 1000)
         producer = AsyncProducer(

@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from app.gateway.docs import Doc
 from app.gateway.visibility import allowed
 from app.models import Visibility
-from app.text import estimate_tokens, normalize
 
 Section = Literal["identity", "rules", "decisions", "tasks", "summary", "recent"]
 SECTIONS: tuple[Section, ...] = ("identity", "rules", "decisions", "tasks", "summary", "recent")
@@ -51,8 +50,7 @@ _TASK_ORDER = {"in_progress": 0, "blocked": 1, "open": 2}
 _RECENT_SKIP = frozenset({"identity", "rule", "decision", "task", "summary"})
 
 
-@dataclass(frozen=True)
-class ContextItem:
+class ContextItem(NamedTuple):  # a tuple: built for every item of every turn
     memory_id: str
     section: Section
     type: str | None
@@ -118,12 +116,12 @@ def assemble(
         ]
         taken = 0
         for doc in _order(section, docs):
-            norm = normalize(doc.text)
+            norm = doc.normalized_text
             if doc.memory_id in seen_ids or norm in seen_text:
                 continue  # deduplicated: the same memory or the same words already in context
             if taken >= CAP[section]:
                 break
-            cost = estimate_tokens(doc.text)
+            cost = doc.tokens
             if used + cost > budget_tokens:
                 omitted += 1
                 continue  # a smaller item further down may still fit

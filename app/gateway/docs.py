@@ -1,36 +1,83 @@
 """`Doc`: the read-side view of one canonical record, cheap to build from the hotset's JSON.
 
 Ranking and context assembly run over thousands of these per second, so records stay plain
-dicts (orjson) instead of being re-validated as `MemoryRecord` on every read.
+dicts (orjson) instead of being re-validated as `MemoryRecord` on every read, and what they read
+of a record is taken out of the dict once, when the Doc is built. A Doc and its record are never
+modified after construction: the hotset reader shares them between requests (reads.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
 from datetime import datetime
 from typing import Any, Literal
 
 import orjson
 
+from app.hotset_format import StoredMemory
 from app.models import MemoryRecord
+from app.text import estimate_tokens, normalize, term_counts
 
 Source = Literal["hotset", "warehouse"]
 
 
-@dataclass(frozen=True, slots=True)
 class Doc:
-    memory_id: str
-    record: dict[str, Any]  # MemoryRecord as JSON-mode dict, `superseded_by` already authoritative
-    source: Source = "hotset"
+    __slots__ = (
+        "_norm",
+        "_occurred_at",
+        "_occurred_ms",
+        "_terms",
+        "_tokens",
+        "agent_id",
+        "deleted",
+        "importance",
+        "key",
+        "memory_id",
+        "record",
+        "session_id",
+        "source",
+        "status",
+        "superseded_by",
+        "text",
+        "type",
+        "visibility",
+    )
 
-    @property
-    def type(self) -> str | None:
-        t = self.record.get("type")
-        return str(t) if t is not None else None
+    def __init__(self, memory_id: str, record: dict[str, Any], source: Source = "hotset") -> None:
+        """`record`: a MemoryRecord as a JSON-mode dict, `superseded_by` already authoritative."""
+        self.memory_id = memory_id
+        self.record = record
+        self.source: Source = source
+        t = record.get("type")
+        self.type: str | None = str(t) if t is not None else None
+        self.key: str | None = record.get("key")
+        content = record.get("content")
+        content = content if isinstance(content, dict) else {}
+        text, status = content.get("text"), content.get("status")
+        self.text: str = text if isinstance(text, str) else ""
+        self.status: str | None = status if isinstance(status, str) else None
+        self.session_id: str | None = record.get("session_id")
+        self.agent_id: str | None = record.get("agent_id")
+        self.visibility: str = str(record.get("visibility") or "private")
+        imp = record.get("importance")
+        self.importance: float | None = float(imp) if isinstance(imp, int | float) else None
+        self.superseded_by: str | None = record.get("superseded_by")
+        self.deleted: bool = record.get("deleted_at") is not None
+        self._occurred_at: datetime | None = None
+        self._occurred_ms: int | None = None
+        self._norm: str | None = None
+        self._tokens = 0
+        self._terms: Counter[str] | None = None
 
-    @property
-    def key(self) -> str | None:
-        return self.record.get("key")
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Doc):
+            return NotImplemented
+        return (self.memory_id, self.source, self.record) == (other.memory_id, other.source, other.record)
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, and the record is a dict
+
+    def __repr__(self) -> str:
+        return f"Doc({self.memory_id!r}, source={self.source!r})"
 
     @property
     def content(self) -> dict[str, Any]:
@@ -38,60 +85,50 @@ class Doc:
         return c if isinstance(c, dict) else {}
 
     @property
-    def text(self) -> str:
-        t = self.content.get("text")
-        return t if isinstance(t, str) else ""
-
-    @property
-    def status(self) -> str | None:
-        s = self.content.get("status")
-        return s if isinstance(s, str) else None
-
-    @property
-    def session_id(self) -> str | None:
-        return self.record.get("session_id")
-
-    @property
-    def agent_id(self) -> str | None:
-        return self.record.get("agent_id")
-
-    @property
-    def visibility(self) -> str:
-        return str(self.record.get("visibility") or "private")
-
-    @property
-    def importance(self) -> float | None:
-        v = self.record.get("importance")
-        return float(v) if isinstance(v, int | float) else None
-
-    @property
-    def superseded_by(self) -> str | None:
-        return self.record.get("superseded_by")
-
-    @property
-    def deleted(self) -> bool:
-        return self.record.get("deleted_at") is not None
-
-    @property
     def occurred_at(self) -> datetime:
-        return datetime.fromisoformat(str(self.record["occurred_at"]))
+        if self._occurred_at is None:
+            self._occurred_at = datetime.fromisoformat(str(self.record["occurred_at"]))
+        return self._occurred_at
 
     @property
     def occurred_ms(self) -> int:
-        return int(self.occurred_at.timestamp() * 1000)
+        if self._occurred_ms is None:
+            self._occurred_ms = int(self.occurred_at.timestamp() * 1000)
+        return self._occurred_ms
+
+    @property
+    def normalized_text(self) -> str:
+        """The text as dedupe compares it (app.text.normalize)."""
+        if self._norm is None:
+            self._norm = normalize(self.text)
+        return self._norm
+
+    @property
+    def tokens(self) -> int:
+        """Token estimate of the text (app.text.estimate_tokens)."""
+        if not self._tokens:
+            self._tokens = estimate_tokens(self.text)
+        return self._tokens
+
+    @property
+    def term_counts(self) -> Counter[str]:
+        """Indexed terms of key and text with their frequencies, as BM25 reads them."""
+        if self._terms is None:
+            self._terms = term_counts(f"{self.key or ''} {self.text}")
+        return self._terms
 
 
-def from_hotset(memory_id: str, j: str | None, sb: str | None, d: str | None) -> Doc | None:
-    """The hash fields j/sb/d as a Doc; None when the memory is absent (expired) or deleted.
+def from_hotset(memory_id: str, stored: StoredMemory) -> Doc | None:
+    """A hotset value as a Doc; None for a tombstone.
 
-    `sb` is authoritative: the Lua sink sets it on the older record when a newer one wins, without
-    rewriting the older record's JSON.
+    The stored `superseded_by` is authoritative: the Lua sink sets it on the older memory when a
+    newer one wins, without rewriting the older record's JSON.
     """
-    if not j or d:
+    if stored.deleted or not stored.record_json:
         return None
-    record = orjson.loads(j)
-    if sb:
-        record["superseded_by"] = sb
+    record = orjson.loads(stored.record_json)
+    if stored.superseded_by:
+        record["superseded_by"] = stored.superseded_by
     return Doc(memory_id, record, "hotset")
 
 

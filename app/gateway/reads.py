@@ -8,6 +8,7 @@ what the hotset holds.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -17,17 +18,16 @@ from importlib import resources
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from app import keys
+from app import hotset_format, keys
 from app.gateway.context import FETCH, SECTION_TYPE, Section
 from app.gateway.docs import Doc, from_hotset
 from app.gateway.search import RECENCY_HALF_LIFE_S, SearchParams
-from app.models import MemoryRecord
+from app.models import VERSION_WIDTH, MemoryRecord
 
 log = logging.getLogger(__name__)
 
 HIT, MISS = "gateway:hotset_hits", "gateway:hotset_misses"
 SEARCH_FETCH_MAX = 200  # ids stage 1 hands to stage 2 (fetched in rounds, best first)
-_FIELDS = ["v", "j", "sb", "d"]
 
 
 @dataclass(frozen=True)
@@ -53,14 +53,16 @@ class Candidates:
 
 
 class HotsetReader:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, doc_cache_size: int = 20_000) -> None:
         self.redis = redis
+        # A value fully determines its Slot (a new version, marker or tombstone is a new value),
+        # so parsed values are memoized by the value itself: agents re-read the same memories
+        # every turn, and parsing them was most of a context call.
+        self._slot = functools.lru_cache(maxsize=doc_cache_size)(_slot) if doc_cache_size else _slot
         lua = resources.files("app.gateway")
         self._rewarm = redis.register_script(lua.joinpath("rewarm.lua").read_text(encoding="utf-8"))
-        self._hmget_many = redis.register_script(lua.joinpath("hmget_many.lua").read_text(encoding="utf-8"))
-        self._search = redis.register_script(
-            lua.joinpath("search_candidates.lua").read_text(encoding="utf-8")
-        )
+        self._search = redis.register_script(lua.joinpath("search_candidates.lua").read_text(encoding="utf-8"))
+        self._context_ids = redis.register_script(lua.joinpath("context_ids.lua").read_text(encoding="utf-8"))
         # Hit/miss counters are kept in process and flushed to the tenant's stats hash in batches,
         # so the retrieve fast path stays a single Redis round trip.
         self._counts: Counter[tuple[str, str]] = Counter()
@@ -68,22 +70,25 @@ class HotsetReader:
 
     # ---- single records ----------------------------------------------------------------------
     async def get(self, tenant: str, memory_id: str) -> Slot:
-        v, j, sb, d = await self.redis.hmget(keys.memory(tenant, memory_id), _FIELDS)  # type: ignore[misc]
-        return _slot(memory_id, v, j, sb, d)
+        value = await self.redis.get(keys.memory(tenant, memory_id))
+        return self._slot(memory_id, value) if value else ABSENT
 
     async def get_many(self, tenant: str, ids: Sequence[str]) -> list[Slot]:
+        """One MGET, however many ids (they share the tenant's hash slot)."""
         if not ids:
             return []
-        rows = await self._hmget_many(keys=[keys.memory(tenant, mid) for mid in ids])
-        return [_slot(mid, *row) for mid, row in zip(ids, rows, strict=True)]
+        prefix = keys.memory(tenant, "")
+        values = await self.redis.mget([prefix + mid for mid in ids])
+        parse = self._slot
+        return [parse(mid, value) if value else ABSENT for mid, value in zip(ids, values, strict=True)]
 
     async def progress(self, tenant: str, memory_id: str, event_id: str) -> tuple[str | None, bool]:
         """(stored version, event processed?) for read-your-writes polling."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hget(keys.memory(tenant, memory_id), "v")
+        pipe.getrange(keys.memory(tenant, memory_id), 0, VERSION_WIDTH - 1)
         pipe.exists(keys.seen(tenant, event_id))
         v, seen = await pipe.execute()
-        return v, bool(seen)
+        return v or None, bool(seen)
 
     async def rewarm(self, record: MemoryRecord, ttl_s: int) -> bool:
         """Write a warehouse record back into the hotset unless the hotset holds a newer version."""
@@ -132,7 +137,8 @@ class HotsetReader:
     async def context_candidates(
         self, tenant: str, session_id: str | None, agent_id: str | None
     ) -> dict[Section, list[Doc | None]]:
-        """Two round trips: bounded ZREVRANGEs of every section's index, then one pipelined HMGET."""
+        """Two round trips: bounded ZREVRANGEs of every section's index (one script call), then one
+        MGET of the memories they name."""
         index: dict[Section, str] = {}
         for section, memory_type in SECTION_TYPE.items():
             if memory_type is not None:
@@ -143,10 +149,7 @@ class HotsetReader:
             index["recent"] = keys.by_agent(tenant, agent_id)
         else:
             index["recent"] = keys.recent(tenant)
-        pipe = self.redis.pipeline(transaction=False)
-        for section, key in index.items():
-            pipe.zrevrange(key, 0, FETCH[section] - 1)
-        ranges = await pipe.execute()
+        ranges = await self._context_ids(keys=list(index.values()), args=[FETCH[s] for s in index])
         ids_by_section = dict(zip(index, ranges, strict=True))
         unique = list(dict.fromkeys(mid for ids in ranges for mid in ids))
         slots = dict(zip(unique, await self.get_many(tenant, unique), strict=True))
@@ -198,8 +201,14 @@ class HotsetReader:
             await asyncio.gather(*self._background, return_exceptions=True)
 
 
-def _slot(memory_id: str, v: str | None, j: str | None, sb: str | None, d: str | None) -> Slot:
-    return Slot(v, from_hotset(memory_id, j, sb, d), bool(d))
+ABSENT = Slot(None, None, False)
+
+
+def _slot(memory_id: str, value: str) -> Slot:
+    stored = hotset_format.decode(value)
+    if stored is None:
+        return ABSENT
+    return Slot(stored.version, from_hotset(memory_id, stored), stored.deleted)
 
 
 def _filter_keys(tenant: str, p: SearchParams) -> list[str]:

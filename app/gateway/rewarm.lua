@@ -1,15 +1,17 @@
--- Re-warm one memory hash from a warehouse read, with the sink's version guard: never overwrite
--- a version the hotset already holds or a newer one (including a newer tombstone).
--- KEYS: 1 memory hash. ARGV: 1 version, 2 record json, 3 superseded_by or '', 4 ttl seconds
-local cur = redis.call('HGET', KEYS[1], 'v')
-if cur and cur >= ARGV[1] then
+-- Re-warm one memory from a warehouse read, with the sink's version guard: never overwrite a
+-- version the hotset already holds or a newer one (including a newer tombstone).
+-- Value layout: app/hotset_format.py (<version 32><deleted 0|1><record json>\30<superseded_by>).
+-- KEYS: 1 memory key. ARGV: 1 version, 2 record json, 3 superseded_by or '', 4 ttl seconds
+local SEP = '\30'
+local cur = redis.call('GETRANGE', KEYS[1], 0, 31)
+if cur ~= '' and cur >= ARGV[1] then
   return 0
 end
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'j', ARGV[2])
-redis.call('HDEL', KEYS[1], 'd')
--- Like the sink, never clear `sb`: once superseded, a memory stays superseded.
-if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[1], 'sb', ARGV[3])
+-- Like the sink, never clear a superseded marker: once superseded, a memory stays superseded.
+local sb = ARGV[3]
+if sb == '' and cur ~= '' then
+  local older = redis.call('GET', KEYS[1])
+  sb = string.sub(older, string.find(older, SEP, 34, true) + 1)
 end
-redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('SET', KEYS[1], ARGV[1] .. '0' .. ARGV[2] .. SEP .. sb, 'EX', ARGV[4])
 return 1

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from app.gateway.docs import Doc
 from app.gateway.visibility import allowed
 from app.models import Visibility
-from app.text import term_counts, tokens
+from app.text import tokens
 
 MAX_QUERY_TERMS = 16
 K1 = 1.2
@@ -77,7 +77,7 @@ def prescore(
 
 
 def bm25(terms: Sequence[str], doc: Doc, df: Mapping[str, int], n_docs: int) -> float:
-    counts = term_counts(f"{doc.key or ''} {doc.text}")
+    counts = doc.term_counts
     length = sum(counts.values())
     norm = K1 * (1 - B + B * length / AVG_DOC_TERMS)
     total = 0.0

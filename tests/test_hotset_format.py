@@ -1,0 +1,131 @@
+"""The hotset's memory value: the pure layout, and the Lua writers held to it on a real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from app import hotset_format, keys
+from app.gateway.reads import HotsetReader
+from app.models import MemoryEvent, MemoryRecord, SourcePosition, derive_memory_id
+from app.pipeline import plan, prepare
+from app.settings import DEFAULT_TTLS
+from sinks.hotset import Hotset
+from tests.conftest import Stack, stored
+from tests.kafka_util import event
+
+V1, V2 = f"{1:032d}", f"{2:032d}"
+
+
+def at(minutes_ago: int) -> str:
+    return f"2026-03-01T10:{60 - minutes_ago:02d}:00Z"
+
+
+def test_round_trip_keeps_every_part() -> None:
+    for deleted in (False, True):
+        for sb in (None, "m-newer", "ünï\x1e\x1fcode"):  # ids may hold any character
+            value = hotset_format.encode(V1, '{"text":"héllo"}', deleted=deleted, superseded_by=sb)
+            assert hotset_format.decode(value) == hotset_format.StoredMemory(V1, deleted, '{"text":"héllo"}', sb)
+    assert hotset_format.decode(None) is None and hotset_format.decode("") is None
+
+
+@pytest.mark.parametrize(
+    ("version", "record"), [("123", "{}"), ("x" * 32, "{}"), (V1, '{"a":"\x1e"}')], ids=["short", "digits", "sep"]
+)
+def test_encode_refuses_what_decode_could_not_split(version: str, record: str) -> None:
+    with pytest.raises(ValueError):
+        hotset_format.encode(version, record)
+
+
+@pytest.mark.parametrize("value", ["0" * 32 + "2{}\x1e", "0" * 32 + "0{}", "short"])
+def test_decode_refuses_other_layouts(value: str) -> None:
+    with pytest.raises(ValueError):
+        hotset_format.decode(value)
+
+
+@pytest.fixture
+async def hotset(stack: Stack) -> AsyncIterator[Hotset]:
+    client = aioredis.Redis(port=stack.redis.port, decode_responses=True)
+    yield Hotset(client, dict(DEFAULT_TTLS), 3600)
+    await client.aclose()
+
+
+async def apply(hotset: Hotset, events: list[dict[str, Any]], first_offset: int = 0) -> None:
+    prepared = [
+        prepare(MemoryEvent.model_validate_json(orjson.dumps(e)), SourcePosition(topic="t", partition=0, offset=o))
+        for o, e in enumerate(events, start=first_offset)
+    ]
+    await hotset.apply(plan(prepared, await hotset.read_state(prepared), 3600))
+
+
+async def test_lua_writer_builds_the_layout(hotset: Hotset, rds: redis.Redis, tenant: str) -> None:
+    mid = "mémoire-ü"  # non-ASCII id and text: Lua counts bytes, Python characters
+    await apply(hotset, [event(tenant, "e1", memory_id=mid, content={"text": "naïve café"})])
+    value = stored(rds, tenant, mid)
+    assert value is not None and not value.deleted and value.superseded_by is None
+    record = MemoryRecord.from_json(value.record_json)
+    assert record.memory_id == mid and record.content == {"text": "naïve café"}
+    assert rds.get(keys.memory(tenant, mid)) == hotset_format.encode(value.version, value.record_json)
+
+
+async def test_supersession_marks_the_older_and_survives_its_new_versions(
+    hotset: Hotset, rds: redis.Redis, tenant: str
+) -> None:
+    decision = {"type": "decision", "key": "db"}
+    await apply(hotset, [event(tenant, "old", occurred_at=at(10), content={"text": "postgres"}, **decision)])
+    old_id, new_id = derive_memory_id(tenant, "old"), derive_memory_id(tenant, "new")
+    ttl_before = rds.ttl(keys.memory(tenant, old_id))
+    await apply(hotset, [event(tenant, "new", occurred_at=at(5), content={"text": "snowflake"}, **decision)], 1)
+    older = stored(rds, tenant, old_id)
+    assert older is not None and older.superseded_by == new_id and not older.deleted
+    assert orjson.loads(older.record_json)["content"] == {"text": "postgres"}  # the record itself untouched
+    assert 0 < rds.ttl(keys.memory(tenant, old_id)) <= ttl_before  # KEEPTTL
+    # A new version of the superseded memory (same memory_id, newer occurred_at) stays superseded.
+    again = event(tenant, "old-v2", memory_id=old_id, occurred_at=at(1), content={"text": "postgres 17"})
+    await apply(hotset, [again], 2)
+    v2 = stored(rds, tenant, old_id)
+    assert v2 is not None and v2.version > older.version and v2.superseded_by == new_id
+    assert orjson.loads(v2.record_json)["content"] == {"text": "postgres 17"}
+
+
+async def test_delete_writes_a_tombstone_an_older_version_cannot_undo(
+    hotset: Hotset, rds: redis.Redis, tenant: str
+) -> None:
+    mid = derive_memory_id(tenant, "e1")
+    await apply(hotset, [event(tenant, "e1", occurred_at=at(10))])
+    forget = {"schema_version": 1, "event_id": "del", "op": "delete", "tenant_id": tenant, "memory_id": mid,
+              "occurred_at": at(5)}  # fmt: skip
+    await apply(hotset, [forget], 1)
+    tomb = stored(rds, tenant, mid)
+    assert tomb is not None and tomb.deleted
+    late = event(tenant, "late", memory_id=mid, occurred_at=at(8), content={"text": "older than the delete"})
+    await apply(hotset, [late], 2)
+    assert stored(rds, tenant, mid) == tomb
+    assert (await HotsetReader(hotset.redis).get(tenant, mid)).deleted
+
+
+async def test_rewarm_keeps_the_superseded_marker_and_the_version_guard(
+    hotset: Hotset, rds: redis.Redis, tenant: str
+) -> None:
+    reader = HotsetReader(hotset.redis)
+    key = keys.memory(tenant, "m")
+    rds.set(key, hotset_format.encode(V1, "{}", superseded_by="m-newer"))
+    rec = MemoryRecord.from_json(
+        orjson.dumps({"tenant_id": tenant, "memory_id": "m", "version": V2, "event_id": "e", "type": "rule",
+                      "content": {"text": "from the warehouse"}, "occurred_at": "2026-11-01T00:00:00Z",
+                      "created_at": "2026-11-01T00:00:00Z", "updated_at": "2026-11-01T00:00:00Z"})
+    )  # fmt: skip
+    assert await reader.rewarm(rec, 60)
+    value = stored(rds, tenant, "m")
+    assert value is not None and value.version == V2 and value.superseded_by == "m-newer"
+    assert 0 < rds.ttl(key) <= 60
+    assert not await reader.rewarm(rec, 60)  # the same version again: nothing to do
+    slot = await reader.get(tenant, "m")
+    assert slot.doc is not None and slot.doc.superseded_by == "m-newer" and slot.doc.text == "from the warehouse"
+    [many] = await reader.get_many(tenant, ["m"])
+    assert many == slot
