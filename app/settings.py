@@ -113,6 +113,7 @@ class Settings(BaseSettings):
     gateway_batch_max_items: int = Field(100, ge=1)
     search_candidate_pool: int = Field(1000, ge=10)
     gateway_doc_cache_size: int = Field(20_000, ge=0)
+    gateway_fast_reads: bool = True
     wait_visible_timeout_s: float = Field(5.0, gt=0)
     dev_tenant_header: str = "X-Memstream-Dev-Tenant"
     dev_tenant_header_enabled: bool = False

@@ -548,3 +548,68 @@ async def test_stats(gateway: Gateway, tenant: str) -> None:
     assert stats["consumer_lag"]["group"] == gateway.settings.worker_group
     assert isinstance(stats["consumer_lag"]["total"], int)
     assert "total" in stats["sink_lag"] and isinstance(stats["dead_letters"], int)
+
+
+# ---- the per-turn reads without FastAPI's router (app.gateway.hot) -----------------------------
+
+
+def _comparable(body: Any) -> Any:
+    """A response body without what moves between two identical calls (recency drifts with time)."""
+    if isinstance(body, dict):
+        return {k: _comparable(v) for k, v in body.items() if k not in ("score", "recency")}
+    if isinstance(body, list):
+        return [_comparable(v) for v in body]
+    return body
+
+
+async def test_hot_reads_answer_as_the_fastapi_routes_do(
+    gateway: Gateway, warehouse_table: Settings, stack: Stack, tenant: str
+) -> None:
+    assert gateway.settings.gateway_fast_reads  # the session gateway serves them on the hot path
+    await seed(gateway, tenant, [
+        ev(event_id="p1", content={"text": "kafka partitions rebalance"}, channel={"id": "c", "visibility": "public"}),
+        ev(event_id="p2", type="rule", key="r", content={"text": "kafka before redis"}, agent_id="a1"),
+        ev(event_id="p3", type="task", key="t", content={"text": "tune kafka", "status": "open"}),
+    ])  # fmt: skip
+    insert_row(warehouse_table, tenant, "cold", content={"text": "kafka in the warehouse only"})
+    p1 = derive_memory_id(tenant, "p1")
+    requests: list[tuple[str, dict[str, Any], dict[str, str]]] = [
+        ("/api/v2/memory/retrieve", {"memory_id": p1}, {}),
+        ("/api/v2/memory/retrieve", {"memory_id": p1, "memory_type": "event"}, {}),
+        ("/api/v2/memory/retrieve", {"memory_id": p1, "memory_type": "rule"}, {}),  # 404
+        ("/api/v2/memory/retrieve", {"memory_id": "nowhere"}, {}),  # 404 after the warehouse
+        ("/api/v2/memory/retrieve", {"memory_id": ""}, {}),  # 422
+        ("/api/v2/memory/retrieve", {"memory_id": p1, "memory_type": "nope", "extra": "ignored"}, {}),
+        ("/api/v2/memory/retrieve", {}, {}),  # 422: missing
+        ("/api/v2/memory/search", {"q": "kafka"}, {}),
+        ("/api/v2/memory/search", {"q": "kafka", "channel_visibility": "public", "limit": "5"}, {}),
+        ("/api/v2/memory/search", {"q": "kafka", "type": "rule", "agent_id": "a1", "fallback": "false"}, {}),
+        ("/api/v2/memory/search", {"q": "kafka", "include_superseded": "true"}, {}),
+        ("/api/v2/memory/search", {"q": "kafka", "limit": "0", "fallback": "1"}, {}),  # 422 twice
+        ("/api/v2/memory/search", {"q": "kafka", "limit": "1", "limit_": "x"}, {}),
+        ("/api/v2/context", {"session_id": "s1", "budget_tokens": "50"}, {}),
+        ("/api/v2/context", {"agent_id": "a1", "channel_visibility": "internal"}, {}),
+        ("/api/v2/context", {"budget_tokens": "-3"}, {}),  # 422
+        ("/api/v2/context", {}, {"X-API-Key": "msk_bad"}),  # 401: two credentials
+    ]
+    other = stack.settings(gateway_fast_reads=False)
+    async with running(other) as plain:
+        assert not plain.settings.gateway_fast_reads
+        for path, params, headers in requests:
+            hot = await gateway.get(tenant, path, params=params, headers=headers)
+            ref = await plain.get(tenant, path, params=params, headers=headers)
+            assert (hot.status_code, _comparable(hot.json())) == (ref.status_code, _comparable(ref.json())), (
+                path, params
+            )
+            assert hot.headers["content-type"] == ref.headers["content-type"] == "application/json"
+            assert hot.status_code in {200, 401, 404, 422}
+        unauthenticated = await gateway.client.get("/api/v2/memory/retrieve", params={"memory_id": p1})
+        reference = await plain.client.get("/api/v2/memory/retrieve", params={"memory_id": p1})
+        assert unauthenticated.status_code == reference.status_code == 401
+        assert unauthenticated.json() == reference.json()
+        assert unauthenticated.headers["www-authenticate"] == reference.headers["www-authenticate"]
+        # HEAD and other methods are the router's business on both: the same refusal.
+        for method in ("POST", "PUT"):
+            a = await gateway.client.request(method, "/api/v2/context", headers=gateway.headers(tenant))
+            b = await plain.client.request(method, "/api/v2/context", headers=plain.headers(tenant))
+            assert a.status_code == b.status_code == 405 and a.json() == b.json()

@@ -118,6 +118,7 @@ def install(app: FastAPI) -> None:
 # --- audit -------------------------------------------------------------------------------
 
 ID_FIELDS = ("memory_id", "handoff_id")
+_BODY_IDS = "audit_body_ids"
 _LIST_FIELDS = ("results", "items", "handoffs")
 
 
@@ -126,6 +127,11 @@ def resource_ids(path_params: Mapping[str, Any], query: Iterable[tuple[str, str]
     lists). Only id fields are read; nothing else of the response reaches the audit entry."""
     ids = [str(v) for k, v in path_params.items() if k in ID_FIELDS]
     ids += [v for k, v in query if k in ID_FIELDS]
+    return ids + body_ids(body)
+
+
+def body_ids(body: Any) -> list[str]:
+    ids: list[str] = []
     if isinstance(body, dict):
         ids += [str(body[f]) for f in ID_FIELDS if isinstance(body.get(f), str)]
         for name in _LIST_FIELDS:
@@ -139,6 +145,12 @@ def resource_ids(path_params: Mapping[str, Any], query: Iterable[tuple[str, str]
                     if isinstance(i.get(f), str)
                 ]
     return ids
+
+
+def note_response_body(scope: Scope, body: Any) -> None:
+    """A route that builds its JSON body hands the audit entry the body's ids here, so the audit
+    middleware need not buffer and re-parse the response (search and context answers are large)."""
+    scope.setdefault("state", {})[_BODY_IDS] = body_ids(body)
 
 
 class AuditMiddleware:
@@ -171,7 +183,12 @@ class AuditMiddleware:
                 headers = list(message.get("headers") or [])
                 headers.append((REQUEST_ID_HEADER.lower().encode(), request_id.encode()))
                 message = {**message, "headers": headers}
-            elif message["type"] == "http.response.body" and "audit" in state and size <= self.max_body_bytes:
+            elif (
+                message["type"] == "http.response.body"
+                and "audit" in state
+                and _BODY_IDS not in state
+                and size <= self.max_body_bytes
+            ):
                 body = message.get("body", b"")
                 size += len(body)
                 chunks.append(body)
@@ -182,9 +199,8 @@ class AuditMiddleware:
         finally:
             ctx = state.get("audit")
             if isinstance(ctx, AuditContext):
-                self._submit(
-                    scope, ctx, status, (time.perf_counter() - started) * 1000, request_id, chunks, size
-                )
+                latency_ms = (time.perf_counter() - started) * 1000
+                self._submit(scope, ctx, status, latency_ms, request_id, state.get(_BODY_IDS), chunks, size)
 
     def _submit(
         self,
@@ -193,6 +209,7 @@ class AuditMiddleware:
         status: int,
         latency_ms: float,
         request_id: str,
+        noted: list[str] | None,
         chunks: list[bytes],
         size: int,
     ) -> None:
@@ -200,7 +217,7 @@ class AuditMiddleware:
         if security is None or security.audit is None:
             return
         body: Any = None
-        if chunks and size <= self.max_body_bytes:
+        if noted is None and chunks and size <= self.max_body_bytes:
             try:
                 body = orjson.loads(b"".join(chunks))
             except orjson.JSONDecodeError:
@@ -213,7 +230,7 @@ class AuditMiddleware:
             latency_ms=latency_ms,
             request_id=request_id,
             resource_type=ctx.action.value.split(".", 1)[0],
-            resource_ids=resource_ids(scope.get("path_params") or {}, query, body),
+            resource_ids=resource_ids(scope.get("path_params") or {}, query, body) + (noted or []),
             details={"route": ctx.route, "method": ctx.method},
         )
         security.audit.submit(entry)

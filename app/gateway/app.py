@@ -17,6 +17,7 @@ from app.auth.audit import AuditSink
 from app.auth.endpoints import ROUTE_ACTIONS
 from app.gateway import errors, routes_context, routes_handoffs, routes_memory, routes_ops
 from app.gateway.deps import Services
+from app.gateway.hot import HotReads
 from app.gateway.middleware import BodyLimit, RequestMetrics
 from app.gateway.reads import HotsetReader
 from app.gateway.warehouse import Warehouse
@@ -88,6 +89,8 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
     auth.install(app)
     for module in (routes_memory, routes_context, routes_handoffs, routes_ops):
         app.include_router(module.router)
+    if settings.gateway_fast_reads:
+        app.add_middleware(HotReads)  # innermost: every middleware below applies to it too
     app.add_middleware(auth.AuditMiddleware)
     app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
     app.add_middleware(RequestMetrics)

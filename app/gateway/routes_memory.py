@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
+from starlette.types import Scope
 
+from app.auth.asgi import note_response_body
 from app.auth.scope import scope_event
 from app.gateway import service
 from app.gateway.deps import Principal, Services, principal, services
@@ -17,10 +19,9 @@ from app.gateway.errors import ApiError, responses
 from app.gateway.schemas import (
     BatchRequest,
     BatchResult,
-    Limit100,
-    QueryBool,
-    QueryId,
+    RetrieveQuery,
     RetrieveResult,
+    SearchQuery,
     SearchResult,
     StatsResult,
     StoreRequest,
@@ -29,7 +30,7 @@ from app.gateway.schemas import (
 from app.gateway.search import SearchParams, query_terms
 from app.gateway.stats import tenant_stats
 from app.gateway.writes import Written, build_event, validated
-from app.models import MemoryEvent, MemoryType, Visibility
+from app.models import MemoryEvent
 
 router = APIRouter(prefix="/api/v2/memory", tags=["memory"])
 
@@ -44,6 +45,12 @@ WRITE_ERRORS = responses(400, 401, 403, 413, 422, 503, 504)
 
 def json_response(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def audited_json(scope: Scope, body: dict[str, Any], status: int = 200) -> Response:
+    """A JSON answer whose ids the audit entry takes from `body` (no re-parse of the response)."""
+    note_response_body(scope, body)
+    return json_response(body, status)
 
 
 async def _finish(svc: Services, written: list[Written], wait: str | None) -> list[dict[str, Any]]:
@@ -96,62 +103,48 @@ async def batch(body: BatchRequest, caller: Caller, svc: Svc, wait: Wait = None)
     )
 
 
+async def retrieve_reply(scope: Scope, caller: Principal, svc: Services, q: RetrieveQuery) -> Response:
+    doc = await service.retrieve(svc, caller.tenant_id, q.memory_id)
+    if q.memory_type is not None and doc.type != q.memory_type.value:
+        raise ApiError(404, f"memory is not of type {q.memory_type.value}")
+    return audited_json(scope, {"source": doc.source, "record": doc.record})
+
+
 @router.get("/retrieve", response_model=RetrieveResult, responses=responses(401, 404, 422, 503))
-async def retrieve(
-    caller: Caller,
-    svc: Svc,
-    memory_id: Annotated[QueryId, Query()],
-    memory_type: Annotated[
-        MemoryType | None, Query(description="404 unless the memory has this type")
-    ] = None,
-) -> Response:
+async def retrieve(request: Request, caller: Caller, svc: Svc, q: Annotated[RetrieveQuery, Query()]) -> Response:
     """One record: the hotset first, then the warehouse (which re-warms the hotset)."""
-    doc = await service.retrieve(svc, caller.tenant_id, memory_id)
-    if memory_type is not None and doc.type != memory_type.value:
-        raise ApiError(404, f"memory is not of type {memory_type.value}")
-    return json_response({"source": doc.source, "record": doc.record})
+    return await retrieve_reply(request.scope, caller, svc, q)
 
 
-@router.get("/search", response_model=SearchResult, responses=responses(401, 422))
-async def search(
-    caller: Caller,
-    svc: Svc,
-    q: Annotated[
-        str, Query(min_length=1, max_length=512, description="keywords (same tokenizer as indexing)")
-    ],
-    type: Annotated[MemoryType | None, Query()] = None,
-    session_id: Annotated[QueryId | None, Query()] = None,
-    agent_id: Annotated[QueryId | None, Query()] = None,
-    channel_visibility: Annotated[
-        Visibility | None,
-        Query(description="visibility of the channel the read is for; public sees public only"),
-    ] = None,
-    limit: Limit100 = 10,
-    include_superseded: Annotated[QueryBool, Query()] = False,
-    fallback: Annotated[QueryBool, Query(description="false: answer from the hotset only")] = True,
-) -> Response:
-    """Ranked keyword search: BM25 relevance with recency and importance, over a bounded pool."""
+async def search_reply(scope: Scope, caller: Principal, svc: Services, q: SearchQuery) -> Response:
     params = SearchParams(
-        terms=query_terms(q),
-        type=type.value if type else None,
-        session_id=session_id,
-        agent_id=agent_id,
-        channel_visibility=channel_visibility,
-        include_superseded=include_superseded,
-        limit=limit,
+        terms=query_terms(q.q),
+        type=q.type.value if q.type else None,
+        session_id=q.session_id,
+        agent_id=q.agent_id,
+        channel_visibility=q.channel_visibility,
+        include_superseded=q.include_superseded,
+        limit=q.limit,
     )
-    out = await service.search(svc, caller.tenant_id, params, fallback)
-    return json_response(
+    out = await service.search(svc, caller.tenant_id, params, q.fallback)
+    return audited_json(
+        scope,
         {
-            "query": q,
+            "query": q.q,
             "terms": list(params.terms),
             "results": [service.hit_json(h) for h in out.hits],
             "candidates_examined": out.examined,
             "candidate_pool": svc.settings.search_candidate_pool,
             "sources": out.sources,
             "warehouse": out.warehouse,
-        }
+        },
     )
+
+
+@router.get("/search", response_model=SearchResult, responses=responses(401, 422))
+async def search(request: Request, caller: Caller, svc: Svc, q: Annotated[SearchQuery, Query()]) -> Response:
+    """Ranked keyword search: BM25 relevance with recency and importance, over a bounded pool."""
+    return await search_reply(request.scope, caller, svc, q)
 
 
 @router.get("/stats", response_model=StatsResult, responses=responses(401))

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.gateway.context import TOKEN_COUNTING
 from app.models import (
     Channel,
     Content,
@@ -33,6 +34,7 @@ from app.models import (
     Scope,
     TenantId,
     TtlSeconds,
+    Visibility,
 )
 
 # app.models.Importance puts its bounds outside the union, where the JSON Schema loses them.
@@ -145,6 +147,33 @@ class BatchResult(BaseModel):
     accepted: int
     rejected: int
     items: list[BatchItemOk | BatchItemError]
+
+
+# Query parameters of the per-turn reads, as models: FastAPI describes them in the OpenAPI
+# document (one parameter per field) and app.gateway.hot validates with the same models.
+class RetrieveQuery(BaseModel):
+    memory_id: QueryId
+    memory_type: MemoryType | None = Field(None, description="404 unless the memory has this type")
+
+
+class SearchQuery(BaseModel):
+    q: Annotated[str, Field(min_length=1, max_length=512, description="keywords (same tokenizer as indexing)")]
+    type: MemoryType | None = None
+    session_id: QueryId | None = None
+    agent_id: QueryId | None = None
+    channel_visibility: Visibility | None = Field(
+        None, description="visibility of the channel the read is for; public sees public only"
+    )
+    limit: Limit100 = 10
+    include_superseded: QueryBool = False
+    fallback: QueryBool = Field(True, description="false: answer from the hotset only")
+
+
+class ContextQuery(BaseModel):
+    session_id: QueryId | None = None
+    agent_id: QueryId | None = None
+    channel_visibility: Visibility | None = None
+    budget_tokens: Budget = Field(2000, description=TOKEN_COUNTING)
 
 
 class RetrieveResult(BaseModel):
