@@ -298,6 +298,14 @@ class AuditEntry(BaseModel):
     request_id: Annotated[str, StringConstraints(max_length=64)] | None = None
     details: dict[str, Any] = Field(default_factory=dict)
 
+    @classmethod
+    def trusted(cls, **values: Any) -> AuditEntry:
+        """Build from values already within the fields' bounds (app.auth.audit.audit_entry, once
+        per request): every field, in order. Same result as validating them (a test pins it)."""
+        if list(values) != list(cls.model_fields):
+            raise TypeError(f"trusted() needs exactly the fields, in order: {list(cls.model_fields)}")
+        return _trusted(cls, values)
+
     def to_json(self) -> bytes:
         """The same bytes as `model_dump_json` (a test pins it), at a third of the cost."""
         return orjson.dumps(self.__dict__, default=_plain, option=orjson.OPT_UTC_Z)

@@ -26,6 +26,7 @@ from app.auth.jwt_auth import JwtConfig, verify_jwt
 from app.auth.principal import Principal, Role, parse_roles
 from app.auth.rbac import PERMISSIONS, Action, authorize, matrix_markdown, scoped_agent
 from app.auth.signing import sign_request, verify_request_signature
+from app.models import AuditEntry
 from app.settings import Settings
 from tests.auth_util import AUDIENCE, HS_SECRET, ISSUER, KeyPair, claims, raw_token
 
@@ -438,6 +439,15 @@ def test_audit_entry_holds_ids_not_content() -> None:
     )
     assert len(many.resource_ids) == MAX_RESOURCE_IDS and many.details["resource_ids_total"] == 250
     assert not many.success and many.latency_ms == 0.0
+    # Built without re-validation: the same entry, and the same bytes, as validating its values.
+    for entry in (e, many):
+        again = AuditEntry.model_validate(entry.model_dump())
+        assert again == entry and again.to_json() == entry.to_json() == entry.model_dump_json().encode()
+    for bad in ({"status_code": 99}, {"status_code": 600}, {"resource_type": "x" * 65}):
+        with pytest.raises(ValueError):
+            audit_entry(p, "memory.read", **{"status_code": 200, "latency_ms": 1.0, **bad})  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        audit_entry(p, "", status_code=200, latency_ms=1.0)
 
 
 def test_docs_hold_the_endpoint_table() -> None:

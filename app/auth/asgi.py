@@ -6,9 +6,9 @@ from the table is refused (fail closed), so a new endpoint cannot ship without a
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -169,7 +169,7 @@ class AuditMiddleware:
         incoming = (
             dict(scope.get("headers") or ()).get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
         )
-        request_id = incoming if _REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
+        request_id = incoming if _REQUEST_ID_RE.fullmatch(incoming) else os.urandom(16).hex()
         state["request_id"] = request_id
         started = time.perf_counter()
         status = 500

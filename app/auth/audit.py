@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
+import os
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -84,12 +84,19 @@ def audit_entry(
     if principal.agent_id is not None:
         extra["as_agent"] = principal.agent_id
     extra.setdefault("kind", principal.kind)
-    return AuditEntry(
-        log_id=log_id or uuid.uuid4().hex,
+    action_name = str(action.value if isinstance(action, Action) else action)
+    if not 100 <= status_code <= 599 or not 0 < len(action_name) <= 64:
+        raise ValueError(f"not an auditable outcome: {action_name!r} {status_code}")
+    if resource_type is not None and len(resource_type) > 64:
+        raise ValueError("resource_type longer than 64 characters")
+    # Every value is within the entry's bounds by now (the principal's tenant was validated when
+    # it was authenticated): built without re-validation, once per request.
+    return AuditEntry.trusted(
+        log_id=(log_id or os.urandom(16).hex())[:64],
         ts=ts or datetime.now(UTC),
         tenant_id=principal.tenant_id,
         principal=principal.principal_id[:256],
-        action=str(action.value if isinstance(action, Action) else action),
+        action=action_name,
         resource_type=resource_type,
         resource_ids=ids,
         success=status_code < 400,

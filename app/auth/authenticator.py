@@ -7,6 +7,7 @@ accepted as a bearer token). The development tenant header is honoured only when
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -69,6 +70,11 @@ def extract_credential(
 def dev_principal(tenant: str) -> Principal:
     if not valid_tenant(tenant):
         raise Unauthenticated("invalid development tenant", reason="dev_tenant")
+    return _dev_principal(tenant)
+
+
+@functools.lru_cache(maxsize=1024)
+def _dev_principal(tenant: str) -> Principal:  # frozen: one per tenant serves every request
     return Principal(tenant_id=tenant, principal_id=f"dev:{tenant}", kind="dev", roles=frozenset(Role))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Histogram
 
 REQUEST_SECONDS = Histogram(
@@ -19,7 +21,15 @@ PUBLISHED = Counter(
 )
 
 
+_REQUEST_CHILDREN: dict[tuple[str, str, int], Any] = {}
+
+
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
-    # Status class, except 429 keeps its own value: rate limiting is alerted on separately.
-    label = "429" if status == 429 else f"{status // 100}xx"
-    REQUEST_SECONDS.labels(method, route, label).observe(seconds)
+    # The labelled child is looked up once per (method, route, status): `labels()` takes a lock
+    # and builds the label tuple on every call. Routes are templates, so the dict stays small.
+    child = _REQUEST_CHILDREN.get((method, route, status))
+    if child is None:
+        # Status class, except 429 keeps its own value: rate limiting is alerted on separately.
+        label = "429" if status == 429 else f"{status // 100}xx"
+        child = _REQUEST_CHILDREN.setdefault((method, route, status), REQUEST_SECONDS.labels(method, route, label))
+    child.observe(seconds)
