@@ -309,6 +309,27 @@ async def test_warehouse_down_is_degraded_not_500(stack: Stack, tenant: str) -> 
         assert s.status_code == 200 and s.json()["warehouse"] == "unavailable", s.text
 
 
+@pytest.mark.parametrize("fast_reads", [True, False], ids=["hot", "fastapi"])
+async def test_redis_down_is_503_and_writes_still_land(stack: Stack, tenant: str, fast_reads: bool) -> None:
+    dead = f"redis://127.0.0.1:{devstack.free_port()}/0"
+    settings = stack.settings(redis_url=dead, redis_timeout_s=0.5, gateway_fast_reads=fast_reads)
+    async with running(settings) as gw:
+        ready = await gw.client.get("/ready")
+        assert ready.status_code == 503 and ready.json()["error"]["details"]["checks"]["redis"]["status"] == "down"
+        for path, params in (
+            ("/api/v2/memory/retrieve", {"memory_id": "m"}),
+            ("/api/v2/memory/search", {"q": "anything"}),
+            ("/api/v2/context", {"session_id": "s"}),
+            ("/api/v2/memory/stats", {}),
+        ):
+            r = await gw.get(tenant, path, params=params)
+            assert_error(r, 503, "hotset_unavailable")
+            assert r.headers["retry-after"] == "1"
+        # Writes go to the broker, not to Redis: accepted while the hotset is down.
+        w = await gw.post(tenant, "/api/v2/memory/store", json={"type": "event", "content": {"text": "kept"}})
+        assert w.status_code == 202, w.text
+
+
 # ---- search ------------------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -65,6 +66,18 @@ def error_response(
     )
 
 
+def hotset_unavailable(exc: RedisError) -> Response:
+    """Redis down or timing out: a dependency is unavailable (503, retry), not a server bug."""
+    log.warning("hotset unavailable: %s: %s", type(exc).__name__, exc)
+    return error_response(
+        503,
+        "the hotset (Redis) is unavailable; retry shortly",
+        "hotset_unavailable",
+        details={"reason": type(exc).__name__},
+        headers={"Retry-After": "1"},
+    )
+
+
 def field_errors(errors: list[Any], prefix: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:
     """Pydantic errors as `{"loc": "body.content.text", "msg", "type"}` (JSON-safe, no input echo)."""
     out = []
@@ -100,6 +113,10 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return error_response(422, "request validation failed", details=field_errors(list(exc.errors())))
 
+    async def on_redis(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RedisError)
+        return hotset_unavailable(exc)
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(500, "internal error")
@@ -107,6 +124,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(RedisError, on_redis)
     app.add_exception_handler(Exception, on_unexpected)
 
 

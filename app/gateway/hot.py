@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ValidationError
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -28,7 +29,7 @@ from app.auth.endpoints import API
 from app.auth.errors import AuthError
 from app.auth.principal import Principal
 from app.gateway.deps import Services
-from app.gateway.errors import ApiError, error_response, field_errors
+from app.gateway.errors import ApiError, error_response, field_errors, hotset_unavailable
 from app.gateway.routes_context import context_reply
 from app.gateway.routes_memory import retrieve_reply, search_reply
 from app.gateway.schemas import ContextQuery, RetrieveQuery, SearchQuery
@@ -83,4 +84,5 @@ class HotReads:
             return error_response(422, "request validation failed", details=details)
         except ApiError as exc:
             return error_response(exc.status, exc.message, exc.code, exc.details)
-
+        except RedisError as exc:
+            return hotset_unavailable(exc)
