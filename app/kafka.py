@@ -107,7 +107,7 @@ class AsyncProducer:
             **overrides,
         }
         self._lock = threading.Lock()
-        self._producer = Producer({**self._conf, "error_cb": self._on_error})
+        self._producer: Producer | None = Producer({**self._conf, "error_cb": self._on_error})
         self._fatal = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll_loop, name="kafka-producer-poll", daemon=True)
@@ -124,6 +124,8 @@ class AsyncProducer:
         while not self._stop.is_set():
             with self._lock:
                 producer = self._producer
+            if producer is None:
+                return
             producer.poll(0.05)
             if self._fatal:
                 self._recreate()
@@ -131,6 +133,8 @@ class AsyncProducer:
     def _recreate(self) -> None:
         with self._lock:
             old = self._producer
+            if old is None:
+                return
             self._producer = Producer({**self._conf, "error_cb": self._on_error})
             self._fatal = False
         old.purge()
@@ -170,6 +174,8 @@ class AsyncProducer:
 
         with self._lock:
             producer = self._producer
+        if producer is None:
+            raise BrokerUnavailable("the producer is closed")
         for i, (topic, key, value) in enumerate(messages):
             while True:
                 try:
@@ -183,9 +189,13 @@ class AsyncProducer:
 
     def close(self, timeout_s: float = 10.0) -> None:
         with self._lock:
-            self._producer.flush(timeout_s)
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.flush(timeout_s)
         self._stop.set()
         self._thread.join(timeout=2)
+        # The last reference: librdkafka's threads stop (and stop reconnecting to a dead broker).
+        del producer
 
 
 def _finish(fut: asyncio.Future[list[Delivered]], results: list[Delivered | None], error: str) -> None:
