@@ -118,14 +118,16 @@ class HotsetReader:
             raise
 
     # ---- search ------------------------------------------------------------------------------
-    async def search_candidates(self, tenant: str, p: SearchParams, pool: int, now_ms: float) -> Candidates:
+    async def search_candidates(
+        self, tenant: str, p: SearchParams, pool: int, now_ms: float, top: int = SEARCH_FETCH_MAX
+    ) -> Candidates:
         """Stage 1 in one Lua call (search_candidates.lua): document frequencies, the candidate pool
         from the smallest of postings and filter indexes, and the best ids by prescore."""
         term_keys = [keys.term(tenant, t) for t in p.terms]
         filter_keys = _filter_keys(tenant, p)
         raw = await self._search(
             keys=[keys.recent(tenant), *term_keys, *filter_keys],
-            args=[len(term_keys), pool, int(now_ms), RECENCY_HALF_LIFE_S * 1000, SEARCH_FETCH_MAX],
+            args=[len(term_keys), pool, int(now_ms), RECENCY_HALF_LIFE_S * 1000, min(top, SEARCH_FETCH_MAX)],
         )
         n_docs, examined = int(raw[0]), int(raw[1])
         df = {t: int(c) for t, c in zip(p.terms, raw[2 : 2 + len(term_keys)], strict=True)}

@@ -95,30 +95,33 @@ for t = 1, T do
     end
   end
 end
-local scored = {}
+-- Scores in an array beside the ids (no table per candidate); only the best `top` are returned:
+-- the cut comes from a plain numeric sort (no Lua comparator call per comparison), then only the
+-- few above it are ordered.
+local ids, sc = {}, {}
 for i = 1, #cands do
   if rel[i] > 0 then
     local age = math.max(0, now - when[cands[i]])
-    scored[#scored + 1] = {cands[i], rel[i] * (1 + 0.25 * (0.5 ^ (age / half)))}
+    ids[#ids + 1] = cands[i]
+    sc[#sc + 1] = rel[i] * (1 + 0.25 * (0.5 ^ (age / half)))
   end
 end
--- Only the best `top` are returned: find the cut with a plain numeric sort (no Lua comparator
--- call per comparison, which cost more than all the ZSCOREs), then order the few above it.
-if #scored > top then
+local cut = -math.huge
+if #sc > top then
   local neg = {}
-  for i = 1, #scored do neg[i] = -scored[i][2] end
+  for i = 1, #sc do neg[i] = -sc[i] end
   table.sort(neg)
-  local cut, kept = -neg[top], {}
-  for i = 1, #scored do
-    if scored[i][2] >= cut then kept[#kept + 1] = scored[i] end
-  end
-  scored = kept
+  cut = -neg[top]
 end
-table.sort(scored, function(a, b) return a[2] > b[2] end)
+local best = {}
+for i = 1, #sc do
+  if sc[i] >= cut then best[#best + 1] = i end
+end
+table.sort(best, function(a, b) return sc[a] > sc[b] end)
 local out = {n_docs, #order}
 for t = 1, T do out[#out + 1] = df[t] end
-for i = 1, math.min(top, #scored) do
-  out[#out + 1] = scored[i][1]
-  out[#out + 1] = tostring(scored[i][2])
+for k = 1, math.min(top, #best) do
+  out[#out + 1] = ids[best[k]]
+  out[#out + 1] = tostring(sc[best[k]])
 end
 return out

@@ -63,10 +63,11 @@ async def search(svc: Services, tenant: str, p: SearchParams, fallback: bool) ->
         return SearchOutcome([], 0, [], "not_needed")
     pool = svc.settings.search_candidate_pool
     now_ms = time.time() * 1000
-    cands = await svc.reader.search_candidates(tenant, p, pool, now_ms)
+    batch = max(3 * p.limit, 30)
+    # Stage 2 fetches at most MAX_FETCH_ROUNDS batches: stage 1 need not rank more than that.
+    cands = await svc.reader.search_candidates(tenant, p, pool, now_ms, MAX_FETCH_ROUNDS * batch)
     docs: list[Doc] = []
     passing = 0
-    batch = max(3 * p.limit, 30)
     stale: dict[str, list[str]] = defaultdict(list)
     for round_ in range(MAX_FETCH_ROUNDS):
         ids = cands.ranked[round_ * batch : (round_ + 1) * batch]
