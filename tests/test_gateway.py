@@ -85,9 +85,7 @@ async def test_errors_have_the_contract_shape(gateway: Gateway, tenant: str) -> 
         headers={gateway.settings.dev_tenant_header: "a b"},
     )
     assert assert_error(bad, 401, "unauthorized")["details"] == {"reason": "dev_tenant"}
-    err = assert_error(
-        await gateway.get(tenant, "/api/v2/memory/search", params={"q": "x", "limit": "false"}), 422
-    )
+    err = assert_error(await gateway.get(tenant, "/api/v2/memory/search", params={"q": "x", "limit": "false"}), 422)
     assert err["details"][0]["loc"] == "query.limit"
     for value in ("1", "yes", "0"):  # lax mode would take these as booleans
         r = await gateway.get(tenant, "/api/v2/memory/search", params={"q": "x", "include_superseded": value})
@@ -147,9 +145,7 @@ async def test_store_tenant_must_match(gateway: Gateway, tenant: str) -> None:
         (ev(channel={"id": "c", "visibility": "secret"}), "body.channel.visibility"),
     ],
 )
-async def test_store_validation_is_strict(
-    gateway: Gateway, tenant: str, body: dict[str, Any], loc: str
-) -> None:
+async def test_store_validation_is_strict(gateway: Gateway, tenant: str, body: dict[str, Any], loc: str) -> None:
     err = assert_error(await gateway.post(tenant, STORE, json=body), 422, "validation_error")
     # A union field reports per branch (body.importance.int): a prefix match is the same field.
     locs = [d["loc"] for d in err["details"]]
@@ -188,9 +184,7 @@ async def test_batch_per_item_results(gateway: Gateway, tenant: str) -> None:
     assert [i["index"] for i in body["items"]] == [0, 1, 2]
     assert body["items"][0]["status"] == "visible"
     assert body["items"][2]["memory_id"] == derive_memory_id(tenant, "b3")
-    assert (
-        body["items"][1]["status"] == 422 and body["items"][1]["error"]["details"][0]["loc"] == "body.items.1"
-    )
+    assert body["items"][1]["status"] == 422 and body["items"][1]["error"]["details"][0]["loc"] == "body.items.1"
     # A malformed item rejects the whole batch, with its path.
     err = assert_error(
         await gateway.post(tenant, "/api/v2/memory/batch", json={"items": [ev(), ev(importance=2)]}), 422
@@ -244,11 +238,7 @@ async def test_retrieve_falls_back_to_the_warehouse_and_rewarms(
     assert r.status_code == 200, r.text
     assert r.json()["source"] == "warehouse"
     rec = r.json()["record"]
-    assert (
-        rec["content"] == {"text": "use duckdb"}
-        and rec["superseded_by"] == "wh-2"
-        and rec["type"] == "decision"
-    )
+    assert rec["content"] == {"text": "use duckdb"} and rec["superseded_by"] == "wh-2" and rec["type"] == "decision"
     assert rec["version"] == f"{1000:032d}" and rec["importance"] == 0.9 and rec["deleted_at"] is None
     # Re-warmed: the hotset now holds it, with its TTL, and answers the next read.
     assert stored(rds, tenant, "wh-1").version == f"{1000:032d}"  # type: ignore[union-attr]
@@ -258,9 +248,7 @@ async def test_retrieve_falls_back_to_the_warehouse_and_rewarms(
     )
     assert again.json()["source"] == "hotset" and again.json()["record"]["superseded_by"] == "wh-2"
     assert_error(
-        await gateway.get(
-            tenant, "/api/v2/memory/retrieve", params={"memory_id": "wh-1", "memory_type": "rule"}
-        ),
+        await gateway.get(tenant, "/api/v2/memory/retrieve", params={"memory_id": "wh-1", "memory_type": "rule"}),
         404,
     )
 
@@ -276,9 +264,7 @@ async def test_rewarm_never_overwrites_a_newer_version(
     rec = row_to_record({**row, "is_deleted": False}, "memory.events")
     assert not await gateway.services.reader.rewarm(rec, 60)
     assert stored(rds, tenant, "m").version == newer  # type: ignore[union-attr]
-    assert_error(
-        await gateway.get(tenant, "/api/v2/memory/retrieve", params={"memory_id": "m"}), 404, "deleted"
-    )
+    assert_error(await gateway.get(tenant, "/api/v2/memory/retrieve", params={"memory_id": "m"}), 404, "deleted")
 
 
 async def test_retrieve_unknown_and_deleted_in_warehouse(
@@ -287,9 +273,7 @@ async def test_retrieve_unknown_and_deleted_in_warehouse(
     from datetime import UTC, datetime
 
     insert_row(warehouse_table, tenant, "dead", deleted_at=datetime.now(UTC).replace(tzinfo=None))
-    assert_error(
-        await gateway.get(tenant, "/api/v2/memory/retrieve", params={"memory_id": "dead"}), 404, "deleted"
-    )
+    assert_error(await gateway.get(tenant, "/api/v2/memory/retrieve", params={"memory_id": "dead"}), 404, "deleted")
     assert_error(
         await gateway.get(tenant, "/api/v2/memory/retrieve", params={"memory_id": "nothing"}),
         404,
@@ -360,9 +344,7 @@ async def test_search_ranks_filters_and_respects_visibility(gateway: Gateway, te
     assert len(ids) == 8
 
     async def search(**params: Any) -> dict[str, Any]:
-        r = await gateway.get(
-            tenant, "/api/v2/memory/search", params={"q": "kafka", "fallback": "false", **params}
-        )
+        r = await gateway.get(tenant, "/api/v2/memory/search", params={"q": "kafka", "fallback": "false", **params})
         assert r.status_code == 200, r.text
         out: dict[str, Any] = r.json()
         return out
@@ -385,20 +367,13 @@ async def test_search_ranks_filters_and_respects_visibility(gateway: Gateway, te
     assert [h["memory_id"] for h in (await search(type="decision"))["results"]] == [mid["d2"]]
     with_old = await search(type="decision", include_superseded="true")
     assert {h["memory_id"] for h in with_old["results"]} == {mid["d1"], mid["d2"]}
-    assert (
-        next(h for h in with_old["results"] if h["memory_id"] == mid["d1"])["record"]["superseded_by"]
-        == mid["d2"]
-    )
+    assert next(h for h in with_old["results"] if h["memory_id"] == mid["d1"])["record"]["superseded_by"] == mid["d2"]
     assert len((await search(limit=2))["results"]) == 2
     assert (await search(q="the and of"))["results"] == []  # stopwords only
 
 
-async def test_search_falls_back_to_the_warehouse(
-    gateway: Gateway, warehouse_table: Settings, tenant: str
-) -> None:
-    insert_row(
-        warehouse_table, tenant, "old-1", content={"text": "archived zeppelin notes"}, visibility="public"
-    )
+async def test_search_falls_back_to_the_warehouse(gateway: Gateway, warehouse_table: Settings, tenant: str) -> None:
+    insert_row(warehouse_table, tenant, "old-1", content={"text": "archived zeppelin notes"}, visibility="public")
     insert_row(warehouse_table, tenant, "old-2", content={"text": "private zeppelin diary"})
     await seed(gateway, tenant, [ev(event_id="z1", content={"text": "fresh zeppelin memory"})])
     r = await gateway.get(tenant, "/api/v2/memory/search", params={"q": "zeppelin"})
@@ -409,13 +384,9 @@ async def test_search_falls_back_to_the_warehouse(
         "old-1": "warehouse",
         "old-2": "warehouse",
     }
-    pub = await gateway.get(
-        tenant, "/api/v2/memory/search", params={"q": "zeppelin", "channel_visibility": "public"}
-    )
+    pub = await gateway.get(tenant, "/api/v2/memory/search", params={"q": "zeppelin", "channel_visibility": "public"})
     assert [h["memory_id"] for h in pub.json()["results"]] == ["old-1"]
-    hotset_only = await gateway.get(
-        tenant, "/api/v2/memory/search", params={"q": "zeppelin", "fallback": "false"}
-    )
+    hotset_only = await gateway.get(tenant, "/api/v2/memory/search", params={"q": "zeppelin", "fallback": "false"})
     assert hotset_only.json()["warehouse"] == "not_needed" and len(hotset_only.json()["results"]) == 1
 
 
@@ -482,17 +453,13 @@ async def test_context_assembles_sections_in_prompt_order(gateway: Gateway, tena
     assert "utf8" in ctx["token_counting"]
 
     public = (
-        await gateway.get(
-            tenant, "/api/v2/context", params={"session_id": "s1", "channel_visibility": "public"}
-        )
+        await gateway.get(tenant, "/api/v2/context", params={"session_id": "s1", "channel_visibility": "public"})
     ).json()
     assert "Use MySQL" not in {i["text"] for i in public["items"]}
     assert "agent answered" not in {i["text"] for i in public["items"]}  # private
     assert "They greeted" not in {i["text"] for i in public["items"]}
 
-    tiny = (
-        await gateway.get(tenant, "/api/v2/context", params={"session_id": "s1", "budget_tokens": "12"})
-    ).json()
+    tiny = (await gateway.get(tenant, "/api/v2/context", params={"session_id": "s1", "budget_tokens": "12"})).json()
     assert tiny["used_tokens"] <= 12 and tiny["omitted"] > 0
 
 
@@ -511,12 +478,8 @@ async def test_handoff_create_list_ack_exactly_once(gateway: Gateway, tenant: st
     assert [(h["handoff_id"], h["task"], h["from_agent"], h["acked"]) for h in listed["handoffs"]] == [
         (hid, "review PR 7", "coder", False)
     ]
-    assert (await gateway.get(tenant, "/api/v2/handoffs", params={"to_agent": "someone"})).json()[
-        "handoffs"
-    ] == []
-    assert_error(
-        await gateway.post(tenant, f"/api/v2/handoffs/{hid}/ack", json={"agent_id": "intruder"}), 403
-    )
+    assert (await gateway.get(tenant, "/api/v2/handoffs", params={"to_agent": "someone"})).json()["handoffs"] == []
+    assert_error(await gateway.post(tenant, f"/api/v2/handoffs/{hid}/ack", json={"agent_id": "intruder"}), 403)
 
     acks = await asyncio.gather(*[
         gateway.post(tenant, f"/api/v2/handoffs/{hid}/ack", json={"agent_id": "reviewer"}) for _ in range(5)
@@ -525,21 +488,15 @@ async def test_handoff_create_list_ack_exactly_once(gateway: Gateway, tenant: st
     ok = next(a for a in acks if a.status_code == 200).json()
     assert ok["event_id"] == f"ack-{hid}" and ok["acked"] is True
     assert_error(await gateway.post(tenant, f"/api/v2/handoffs/{hid}/ack"), 409, "already_acked")
-    assert (await gateway.get(tenant, "/api/v2/handoffs", params={"to_agent": "reviewer"})).json()[
-        "handoffs"
-    ] == []
+    assert (await gateway.get(tenant, "/api/v2/handoffs", params={"to_agent": "reviewer"})).json()["handoffs"] == []
 
     async def recorded() -> bool:
-        rec = (await gateway.get(tenant, "/api/v2/memory/retrieve", params={"memory_id": hid})).json()[
-            "record"
-        ]
+        rec = (await gateway.get(tenant, "/api/v2/memory/retrieve", params={"memory_id": hid})).json()["record"]
         return bool(rec["content"]["status"] == "done" and rec["metadata"]["acked_by"] == "reviewer")
 
     await wait_for(recorded)
     full = (
-        await gateway.get(
-            tenant, "/api/v2/handoffs", params={"to_agent": "reviewer", "include_acked": "true"}
-        )
+        await gateway.get(tenant, "/api/v2/handoffs", params={"to_agent": "reviewer", "include_acked": "true"})
     ).json()
     assert [h["acked"] for h in full["handoffs"]] == [True]
     assert_error(await gateway.post(tenant, "/api/v2/handoffs/unknown/ack"), 404)
@@ -549,9 +506,7 @@ async def test_handoff_create_list_ack_exactly_once(gateway: Gateway, tenant: st
 
 
 async def test_stats(gateway: Gateway, tenant: str) -> None:
-    out = await seed(
-        gateway, tenant, [ev(content={"text": "a"}), ev(type="rule", key="r", content={"text": "b"})]
-    )
+    out = await seed(gateway, tenant, [ev(content={"text": "a"}), ev(type="rule", key="r", content={"text": "b"})])
     await gateway.get(tenant, "/api/v2/memory/retrieve", params={"memory_id": out[0]["memory_id"]})
     await gateway.get(tenant, "/api/v2/memory/retrieve", params={"memory_id": "missing"})
 
@@ -620,7 +575,8 @@ async def test_hot_reads_answer_as_the_fastapi_routes_do(
             hot = await gateway.get(tenant, path, params=params, headers=headers)
             ref = await plain.get(tenant, path, params=params, headers=headers)
             assert (hot.status_code, _comparable(hot.json())) == (ref.status_code, _comparable(ref.json())), (
-                path, params
+                path,
+                params,
             )
             assert hot.headers["content-type"] == ref.headers["content-type"] == "application/json"
             assert hot.status_code in {200, 401, 404, 422}
@@ -634,3 +590,12 @@ async def test_hot_reads_answer_as_the_fastapi_routes_do(
             a = await gateway.client.request(method, "/api/v2/context", headers=gateway.headers(tenant))
             b = await plain.client.request(method, "/api/v2/context", headers=plain.headers(tenant))
             assert a.status_code == b.status_code == 405 and a.json() == b.json()
+
+
+async def test_hot_read_of_a_foreign_value_is_a_500_in_the_contract_shape(
+    gateway: Gateway, rds: redis.Redis, tenant: str
+) -> None:
+    rds.set(keys.memory(tenant, "junk"), "not a hotset value")  # written by something else
+    r = await gateway.get(tenant, "/api/v2/memory/retrieve", params={"memory_id": "junk"})
+    assert assert_error(r, 500, "internal_error")["message"] == "internal error"
+    assert r.headers["x-request-id"]  # the outer middlewares still wrapped the answer

@@ -123,9 +123,11 @@ AUDIT_ENTRIES = Counter(
 class AuditSink:
     """Publishes audit entries to `memory.audit` off the request path, in batches, in order.
 
-    `submit` never blocks a request. The queue is bounded: when the broker is down long enough
-    to fill it, entries are dropped, counted and logged rather than exhausting memory. `close`
-    flushes what is queued (the gateway calls it on shutdown).
+    A batch gathers what arrives within `linger_s` of its first entry: one produce and one
+    delivery wake-up per batch instead of per request (at a few hundred requests a second that
+    was a tenth of a retrieve's CPU). `submit` never blocks a request. The queue is bounded: when
+    the broker is down long enough to fill it, entries are dropped, counted and logged rather than
+    exhausting memory. `close` flushes what is queued (the gateway calls it on shutdown).
     """
 
     def __init__(
@@ -135,10 +137,12 @@ class AuditSink:
         max_queue: int = 10_000,
         max_batch: int = 500,
         retry_s: tuple[float, ...] = (0.2, 1.0, 3.0),
+        linger_s: float = 0.05,
     ) -> None:
         self.producer = producer
         self.topic = topic
         self.max_batch = max_batch
+        self.linger_s = linger_s
         self.retry_s = retry_s
         self._queue: asyncio.Queue[AuditEntry] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
@@ -157,6 +161,8 @@ class AuditSink:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            if self.linger_s > 0 and self._queue.qsize() < self.max_batch:
+                await asyncio.sleep(self.linger_s)
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             await self._publish(batch)

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from redis.exceptions import RedisError
+from starlette.types import ASGIApp
 
 from app.auth import asgi as auth
 from app.auth.audit import AuditSink
@@ -82,7 +83,7 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
             warehouse.close()
             await redis.aclose()
 
-    app = FastAPI(
+    app = _GatewayApp(
         title="memstream gateway",
         version="2.0.0",
         description="Memory for AI agents: writes are events on Kafka, reads come from the Redis "
@@ -96,13 +97,29 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
     auth.install(app)
     for module in (routes_memory, routes_context, routes_handoffs, routes_ops):
         app.include_router(module.router)
-    if settings.gateway_fast_reads:
-        app.add_middleware(HotReads)  # innermost: every middleware below applies to it too
-    app.add_middleware(auth.AuditMiddleware)
-    app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
-    app.add_middleware(RequestMetrics)
+    # Outermost first. The hot reads are innermost of these, so every other one applies to them.
+    app.outer = [
+        (RequestMetrics, {}),
+        (BodyLimit, {"max_bytes": settings.gateway_max_body_bytes}),
+        (auth.AuditMiddleware, {}),
+        *([(HotReads, {})] if settings.gateway_fast_reads else []),
+    ]
     _document_security(app, settings)
     return app
+
+
+class _GatewayApp(FastAPI):
+    """FastAPI with memstream's own middlewares around its whole stack rather than inside it:
+    the hot reads (app.gateway.hot) then skip FastAPI's error, telemetry and body-limit layers as
+    well as its router. Everything else passes through to FastAPI's stack as before."""
+
+    outer: list[tuple[Any, dict[str, Any]]] = []
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app = super().build_middleware_stack()
+        for cls, kwargs in reversed(self.outer):
+            app = cls(app, **kwargs)
+        return app
 
 
 async def _flush_loop(reader: HotsetReader) -> None:

@@ -13,6 +13,7 @@ MEMSTREAM_GATEWAY_FAST_READS is off (tests hold both paths to the same answers).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from app.gateway.routes_context import context_reply
 from app.gateway.routes_memory import retrieve_reply, search_reply
 from app.gateway.schemas import ContextQuery, RetrieveQuery, SearchQuery
 
+log = logging.getLogger(__name__)
 Reply = Callable[[Scope, Principal, Services, Any], Awaitable[Response]]
 
 
@@ -86,3 +88,6 @@ class HotReads:
             return error_response(exc.status, exc.message, exc.code, exc.details)
         except RedisError as exc:
             return hotset_unavailable(exc)
+        except Exception:  # what FastAPI's ServerErrorMiddleware does for the routes behind it
+            log.exception("unhandled error on GET %s", scope["path"])
+            return error_response(500, "internal error")
