@@ -14,8 +14,8 @@ import redis
 from app import devstack, hotset_format, keys
 from app.models import derive_memory_id
 from app.settings import Settings
-from tests.conftest import Stack, stored
-from tests.gateway_fixtures import Gateway, gateway, insert_row, running, warehouse_table
+from tests.conftest import Proc, Stack, stored
+from tests.gateway_fixtures import Gateway, gateway, insert_row, running, warehouse_table, worker_ready
 
 __all__ = ["gateway", "warehouse_table"]
 
@@ -388,6 +388,27 @@ async def test_search_falls_back_to_the_warehouse(gateway: Gateway, warehouse_ta
     assert [h["memory_id"] for h in pub.json()["results"]] == ["old-1"]
     hotset_only = await gateway.get(tenant, "/api/v2/memory/search", params={"q": "zeppelin", "fallback": "false"})
     assert hotset_only.json()["warehouse"] == "not_needed" and len(hotset_only.json()["results"]) == 1
+
+
+async def test_search_finds_an_older_memory_holding_every_term_past_the_newest_postings(
+    stack: Stack, worker: Proc, tenant: str
+) -> None:
+    del worker
+    async with running(stack.settings(search_candidate_pool=20)) as gw:
+        await worker_ready(gw)
+        old = [ev(event_id="both", content={"text": "walrus tusk"}, occurred_at="2026-01-01T00:00:00Z")]
+        newer = [
+            ev(event_id=f"{word}{i}", content={"text": f"{word} number {i}"}, occurred_at=f"2026-02-01T00:{i:02d}:00Z")
+            for word in ("walrus", "tusk")
+            for i in range(30)
+        ]  # fmt: skip
+        await seed(gw, tenant, old + newer[:30])
+        await seed(gw, tenant, newer[30:])
+        r = await gw.get(tenant, "/api/v2/memory/search", params={"q": "walrus tusk", "fallback": "false"})
+        body = r.json()
+        # 30 newer postings per term and a pool of 20: the newest postings alone would not reach it.
+        assert body["results"][0]["memory_id"] == derive_memory_id(tenant, "both"), body
+        assert body["candidates_examined"] == 20
 
 
 async def test_search_prunes_expired_index_members(gateway: Gateway, rds: redis.Redis, tenant: str) -> None:

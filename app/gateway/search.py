@@ -1,12 +1,14 @@
 """Search ranking as pure functions: BM25 term relevance combined with recency and importance.
 
 Two stages keep a search over a large hotset bounded:
-1. `prescore` ranks the candidate pool from the postings alone (which query terms a memory
-   holds, weighted by IDF, plus recency from the posting score), with no record fetched. It runs
-   inside Redis (search_candidates.lua mirrors `idf` and `prescore`): moving thousands of
-   postings into Python costs more than scoring them.
-2. `rank` scores the few fetched records fully: BM25 with real term frequencies and document
-   length, then `score = 0.7 * relevance + 0.2 * recency + 0.1 * importance`.
+1. The candidate pool (MEMSTREAM_SEARCH_CANDIDATE_POOL): first every memory holding all the
+   query terms when there are no more than the pool (the intersection of their postings), then
+   each term's newest postings, the rarest term first. `prescore` ranks the pool from the postings
+   alone (which query terms a memory holds, weighted by IDF, plus recency from the posting
+   score), with no record fetched. It runs inside Redis (search_candidates.lua mirrors `idf` and
+   `prescore`): moving thousands of postings into Python costs more than scoring them.
+2. `rank` scores the best of them fully: BM25 with real term frequencies and document length,
+   then `score = 0.7 * relevance + 0.2 * recency + 0.1 * importance`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from app.gateway.docs import Doc
 from app.gateway.visibility import allowed
@@ -40,8 +43,7 @@ class SearchParams:
     limit: int = 10
 
 
-@dataclass(frozen=True)
-class Scored:
+class Scored(NamedTuple):  # a tuple: one per scored candidate of every search
     doc: Doc
     score: float
     relevance: float

@@ -29,7 +29,8 @@ for k = 2 + T, #KEYS do
   if driver_card == nil or c < driver_card then driver, driver_card = KEYS[k], c end
 end
 -- Candidates and their posting time (ms), from the smallest set: a narrow filter beats postings.
--- `from[m]`: the term whose postings produced m (it holds that term: no ZSCORE needed for it).
+-- `from[m]`: the term whose postings produced m (it holds that term: no lookup needed for it),
+-- or -1 when m came from the intersection of every term's postings (it holds them all).
 local when, order, from = {}, {}, {}
 local function add(rows, t)
   for i = 1, #rows, 2 do
@@ -53,9 +54,32 @@ else
     for t = 1, T do out[#out + 1] = df[t] end
     return out
   end
-  local per = math.max(1, math.floor(pool / live))
+  -- Memories holding every term first (relevance is highest there), when there are few enough
+  -- to take all: postings alone reach only the newest, and miss older memories with all terms.
+  local live_keys, by_df = {}, {}
   for t = 1, T do
-    if df[t] > 0 then add(redis.call('ZREVRANGE', KEYS[1 + t], 0, per - 1, 'WITHSCORES'), t) end
+    if df[t] > 0 then
+      live_keys[#live_keys + 1] = KEYS[1 + t]
+      by_df[#by_df + 1] = t
+    end
+  end
+  if live >= 2 then
+    local card = {'ZINTERCARD', live, unpack(live_keys)}
+    card[#card + 1] = 'LIMIT'
+    card[#card + 1] = pool + 1
+    local all = redis.call(unpack(card))
+    if all > 0 and all <= pool then
+      local inter = {'ZINTER', live, unpack(live_keys)}
+      for _, a in ipairs({'AGGREGATE', 'MAX', 'WITHSCORES'}) do inter[#inter + 1] = a end
+      add(redis.call(unpack(inter)), -1)
+    end
+  end
+  -- Then each term's newest postings, the rarest first, sharing what is left of the pool: a term
+  -- with fewer postings than its share leaves the rest to the others.
+  table.sort(by_df, function(a, b) return df[a] < df[b] end)
+  for i, t in ipairs(by_df) do
+    local share = math.floor((pool - #order) / (#by_df - i + 1))
+    if share > 0 then add(redis.call('ZREVRANGE', KEYS[1 + t], 0, share - 1, 'WITHSCORES'), t) end
   end
 end
 -- Membership by ZMSCORE, one call per index over every candidate still in play: a redis.call
@@ -82,7 +106,8 @@ for t = 1, T do
   if df[t] > 0 then
     local ask, at = {}, {}
     for i = 1, #cands do
-      if from[cands[i]] == t then
+      local f = from[cands[i]]
+      if f == t or f == -1 then
         rel[i] = rel[i] + idf[t]
       else
         ask[#ask + 1] = cands[i]
