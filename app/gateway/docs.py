@@ -2,13 +2,14 @@
 
 Ranking and context assembly run over thousands of these per second, so records stay plain
 dicts (orjson) instead of being re-validated as `MemoryRecord` on every read, and what they read
-of a record is taken out of the dict once, when the Doc is built. A Doc and its record are never
-modified after construction: the hotset reader shares them between requests (reads.py).
+of a record is taken out of the dict once, when the Doc is built. The hotset reader keeps Docs
+between requests (reads.py): one built from hotset JSON keeps that string, not the parsed dict,
+and parses it again when the whole record is asked for (an answer's few records), so a cached
+memory is a couple of objects for the cyclic collector to walk instead of a tree of dicts.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime
 from typing import Any, Literal
 
@@ -23,9 +24,9 @@ Source = Literal["hotset", "warehouse"]
 
 class Doc:
     __slots__ = (
+        "_json",
         "_norm",
-        "_occurred_at",
-        "_occurred_ms",
+        "_record",
         "_terms",
         "_tokens",
         "agent_id",
@@ -33,7 +34,8 @@ class Doc:
         "importance",
         "key",
         "memory_id",
-        "record",
+        "occurred_at",
+        "occurred_ms",
         "session_id",
         "source",
         "status",
@@ -43,10 +45,14 @@ class Doc:
         "visibility",
     )
 
-    def __init__(self, memory_id: str, record: dict[str, Any], source: Source = "hotset") -> None:
-        """`record`: a MemoryRecord as a JSON-mode dict, `superseded_by` already authoritative."""
+    def __init__(
+        self, memory_id: str, record: dict[str, Any], source: Source = "hotset", record_json: str | None = None
+    ) -> None:
+        """`record`: a MemoryRecord as a JSON-mode dict, `superseded_by` already authoritative.
+        With `record_json` (what `record` was parsed from) the Doc keeps the string instead."""
         self.memory_id = memory_id
-        self.record = record
+        self._record: dict[str, Any] | None = None if record_json is not None else record
+        self._json = record_json
         self.source: Source = source
         t = record.get("type")
         self.type: str | None = str(t) if t is not None else None
@@ -63,11 +69,22 @@ class Doc:
         self.importance: float | None = float(imp) if isinstance(imp, int | float) else None
         self.superseded_by: str | None = record.get("superseded_by")
         self.deleted: bool = record.get("deleted_at") is not None
-        self._occurred_at: datetime | None = None
-        self._occurred_ms: int | None = None
+        self.occurred_at: datetime = datetime.fromisoformat(str(record["occurred_at"]))
+        self.occurred_ms: int = int(self.occurred_at.timestamp() * 1000)
         self._norm: str | None = None
         self._tokens = 0
-        self._terms: Counter[str] | None = None
+        self._terms: dict[str, int] | None = None
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The whole record (a fresh dict when built from JSON: callers may change it)."""
+        if self._record is not None:
+            return self._record
+        assert self._json is not None
+        record: dict[str, Any] = orjson.loads(self._json)
+        if self.superseded_by:
+            record["superseded_by"] = self.superseded_by
+        return record
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Doc):
@@ -85,18 +102,6 @@ class Doc:
         return c if isinstance(c, dict) else {}
 
     @property
-    def occurred_at(self) -> datetime:
-        if self._occurred_at is None:
-            self._occurred_at = datetime.fromisoformat(str(self.record["occurred_at"]))
-        return self._occurred_at
-
-    @property
-    def occurred_ms(self) -> int:
-        if self._occurred_ms is None:
-            self._occurred_ms = int(self.occurred_at.timestamp() * 1000)
-        return self._occurred_ms
-
-    @property
     def normalized_text(self) -> str:
         """The text as dedupe compares it (app.text.normalize)."""
         if self._norm is None:
@@ -111,10 +116,11 @@ class Doc:
         return self._tokens
 
     @property
-    def term_counts(self) -> Counter[str]:
-        """Indexed terms of key and text with their frequencies, as BM25 reads them."""
+    def term_counts(self) -> dict[str, int]:
+        """Indexed terms of key and text with their frequencies, as BM25 reads them. A plain dict
+        of atoms: the cyclic collector stops tracking it (a Counter it would walk forever)."""
         if self._terms is None:
-            self._terms = term_counts(f"{self.key or ''} {self.text}")
+            self._terms = dict(term_counts(f"{self.key or ''} {self.text}"))
         return self._terms
 
 
@@ -129,7 +135,7 @@ def from_hotset(memory_id: str, stored: StoredMemory) -> Doc | None:
     record = orjson.loads(stored.record_json)
     if stored.superseded_by:
         record["superseded_by"] = stored.superseded_by
-    return Doc(memory_id, record, "hotset")
+    return Doc(memory_id, record, "hotset", stored.record_json)
 
 
 def from_record(record: MemoryRecord, source: Source = "warehouse") -> Doc:

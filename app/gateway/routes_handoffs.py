@@ -90,7 +90,11 @@ async def list_handoffs(
         if doc is None:
             stale.append(mid)
             continue
-        if doc.type != "handoff" or doc.content.get("to_agent") != to_agent:
+        if doc.type != "handoff":
+            continue
+        record = doc.record
+        content = record.get("content") or {}
+        if content.get("to_agent") != to_agent:
             continue
         if not visible(doc.visibility, channel_visibility):
             continue
@@ -102,12 +106,12 @@ async def list_handoffs(
                 "handoff_id": mid,
                 "to_agent": to_agent,
                 "from_agent": doc.agent_id,
-                "task": str(doc.content.get("task") or ""),
+                "task": str(content.get("task") or ""),
                 "text": doc.text,
                 "session_id": doc.session_id,
-                "occurred_at": doc.record["occurred_at"],
+                "occurred_at": record["occurred_at"],
                 "acked": is_acked,
-                "record": doc.record,
+                "record": record,
             }
         )
         if len(out) >= limit:
