@@ -142,12 +142,13 @@ async def gateway(warehouse_table: Settings, worker: Proc) -> AsyncIterator[Gate
 
 
 async def worker_ready(gw: Gateway, timeout_s: float = 90.0) -> None:
-    """The session worker joins its group in the background: wait until a write comes through."""
+    """The session worker joins its group in the background: wait until a write comes through
+    (stored, or processed as a duplicate of an earlier probe)."""
     out = await gw.store("probe", {"type": "event", "content": {"text": "probe"}}, wait=False)
     deadline = asyncio.get_running_loop().time() + timeout_s
     while asyncio.get_running_loop().time() < deadline:
-        v, _ = await gw.services.reader.progress("probe", out["memory_id"], out["event_id"])
-        if v is not None:
+        v, seen = await gw.services.reader.progress("probe", out["memory_id"], out["event_id"])
+        if v is not None or seen:
             return
         await asyncio.sleep(0.1)
     raise AssertionError("the ingest worker did not process a probe event")

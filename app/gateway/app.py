@@ -80,6 +80,7 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
             await reader.drain()
             await audit.close()
             await asyncio.to_thread(producer.close, 2.0)
+            app.state.kafka_admin = None  # /ready's admin client: its librdkafka handle goes with it
             warehouse.close()
             await redis.aclose()
 
