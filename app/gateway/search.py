@@ -70,9 +70,7 @@ def recency(occurred_ms: float, now_ms: float) -> float:
     return float(0.5 ** (age_s / RECENCY_HALF_LIFE_S))
 
 
-def prescore(
-    matched: Iterable[str], occurred_ms: float, df: Mapping[str, int], n_docs: int, now_ms: float
-) -> float:
+def prescore(matched: Iterable[str], occurred_ms: float, df: Mapping[str, int], n_docs: int, now_ms: float) -> float:
     """Stage 1: BM25 with tf=1 and average length (sum of IDFs), nudged by recency."""
     rel = sum(idf(df.get(t, 0), n_docs) for t in matched)
     return rel * (1.0 + 0.25 * recency(occurred_ms, now_ms))
@@ -105,29 +103,43 @@ def passes(doc: Doc, p: SearchParams) -> bool:
     return p.include_superseded or doc.superseded_by is None
 
 
-def score(doc: Doc, p: SearchParams, df: Mapping[str, int], n_docs: int, now_ms: float) -> Scored | None:
+def _parts(
+    doc: Doc, p: SearchParams, df: Mapping[str, int], n_docs: int, now_ms: float
+) -> tuple[float, float, float] | None:
     raw = bm25(p.terms, doc, df, n_docs)
     if raw <= 0:
         return None  # no query term in the memory (e.g. a warehouse ILIKE substring hit)
     rel = raw / (raw + 2.0)  # saturating: comparable across hotset and warehouse candidates
-    rec = recency(doc.occurred_ms, now_ms)
     imp = doc.importance if doc.importance is not None else DEFAULT_IMPORTANCE
-    total = W_RELEVANCE * rel + W_RECENCY * rec + W_IMPORTANCE * imp
-    return Scored(doc, round(total, 6), round(rel, 6), round(rec, 6), round(imp, 6))
+    return rel, recency(doc.occurred_ms, now_ms), imp
 
 
-def rank(
-    docs: Iterable[Doc], p: SearchParams, df: Mapping[str, int], n_docs: int, now_ms: float
-) -> list[Scored]:
-    """Filter, score and order; the first occurrence of a memory id wins (hotset before warehouse)."""
-    out: list[Scored] = []
+def _total(rel: float, rec: float, imp: float) -> float:
+    return round(W_RELEVANCE * rel + W_RECENCY * rec + W_IMPORTANCE * imp, 6)
+
+
+def score(doc: Doc, p: SearchParams, df: Mapping[str, int], n_docs: int, now_ms: float) -> Scored | None:
+    parts = _parts(doc, p, df, n_docs, now_ms)
+    if parts is None:
+        return None
+    rel, rec, imp = parts
+    return Scored(doc, _total(rel, rec, imp), round(rel, 6), round(rec, 6), round(imp, 6))
+
+
+def rank(docs: Iterable[Doc], p: SearchParams, df: Mapping[str, int], n_docs: int, now_ms: float) -> list[Scored]:
+    """Filter, score and order (score, then memory id); the first occurrence of a memory id wins
+    (hotset before warehouse). Only the returned few are built as `Scored`."""
+    scored: list[tuple[float, str, Doc, tuple[float, float, float]]] = []
     seen: set[str] = set()
     for doc in docs:
         if doc.memory_id in seen or not passes(doc, p):
             continue
         seen.add(doc.memory_id)
-        s = score(doc, p, df, n_docs, now_ms)
-        if s is not None:
-            out.append(s)
-    out.sort(key=lambda s: (-s.score, s.doc.memory_id))
-    return out[: p.limit]
+        parts = _parts(doc, p, df, n_docs, now_ms)
+        if parts is not None:
+            scored.append((-_total(*parts), doc.memory_id, doc, parts))
+    scored.sort(key=lambda s: (s[0], s[1]))
+    return [
+        Scored(doc, -neg, round(rel, 6), round(rec, 6), round(imp, 6))
+        for neg, _, doc, (rel, rec, imp) in scored[: p.limit]
+    ]
