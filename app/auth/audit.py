@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -63,6 +64,16 @@ def safe_details(details: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count()
+
+
+def unique_id() -> str:
+    """32 hex digits, unique per process run (random prefix, then a counter): log and request
+    ids need uniqueness, not secrecy, and a getrandom call per id was a syscall per request."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
 def audit_entry(
     principal: Principal,
     action: Action | str,
@@ -92,7 +103,7 @@ def audit_entry(
     # Every value is within the entry's bounds by now (the principal's tenant was validated when
     # it was authenticated): built without re-validation, once per request.
     return AuditEntry.trusted(
-        log_id=(log_id or os.urandom(16).hex())[:64],
+        log_id=(log_id or unique_id())[:64],
         ts=ts or datetime.now(UTC),
         tenant_id=principal.tenant_id,
         principal=principal.principal_id[:256],

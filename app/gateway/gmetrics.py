@@ -13,6 +13,7 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 READS = Counter("memstream_gateway_reads_total", "Record reads by where they were answered", ["source"])
+READS_HOTSET, READS_WAREHOUSE = READS.labels("hotset"), READS.labels("warehouse")  # per retrieve
 WAREHOUSE_CALLS = Counter(
     "memstream_gateway_warehouse_calls_total", "Warehouse queries from the gateway, by outcome", ["outcome"]
 )

@@ -17,7 +17,6 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
@@ -25,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.auth.asgi import Security, auth_error_response
+from app.auth.asgi import Security, auth_error_response, query_pairs
 from app.auth.endpoints import API
 from app.auth.errors import AuthError
 from app.auth.principal import Principal
@@ -76,7 +75,7 @@ class HotReads:
         security: Security = state.security
         try:
             caller = await security.authenticate(Request(scope, receive))
-            params = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+            params = dict(query_pairs(scope["query_string"]))
             query = hot.query.model_validate(params)
             return await hot.reply(scope, caller, state.services, query)
         except AuthError as exc:

@@ -28,7 +28,7 @@ async def retrieve(svc: Services, tenant: str, memory_id: str) -> Doc:
         raise ApiError(404, "memory was deleted", "deleted")
     if slot.doc is not None:
         svc.reader.count(tenant, hit=True)
-        gmetrics.READS.labels("hotset").inc()
+        gmetrics.READS_HOTSET.inc()
         return slot.doc
     svc.reader.count(tenant, hit=False)
     try:
@@ -44,7 +44,7 @@ async def retrieve(svc: Services, tenant: str, memory_id: str) -> Doc:
         raise ApiError(404, "memory not found")
     if record.deleted:
         raise ApiError(404, "memory was deleted", "deleted")
-    gmetrics.READS.labels("warehouse").inc()
+    gmetrics.READS_WAREHOUSE.inc()
     ttl = svc.settings.hotset_ttl_seconds.get(record.type.value if record.type else "event", 86400)
     await svc.reader.rewarm(record, record.ttl_seconds or ttl)
     return from_record(record, "warehouse")
