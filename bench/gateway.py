@@ -14,7 +14,9 @@ context 150: 50 agents at 10, 2 and 3 calls/s); latency runs from the scheduled 
 so a stall is counted against the server (no coordinated omission). A closed-loop phase (50
 clients back to back, no pacing) then measures saturation throughput. The raw Redis GET runs
 through the same generator: 50 paced clients over redis.asyncio, and one sequential redis-py loop.
-The last line of output is one JSON object.
+The phases use the development tenant header; a last retrieve phase gives every client an API key
+of its own (the production path: key lookup, rate-limit script, RBAC). The last line of output is
+one JSON object.
 """
 
 from __future__ import annotations
@@ -73,9 +75,7 @@ def events(n_memories: int, session_size: int) -> list[dict[str, Any]]:
         *[ev(50 + i, type="task", key=f"t{i}", content={"text": f"Task {i}: {words[100 + i]}",
           "status": rng.choice(["open", "in_progress", "blocked", "done"])}) for i in range(30)],
     ]  # fmt: skip
-    turns = [
-        ev(100 + i, type="event", content={"text": f"{rng.choice(words)} #{i}"}) for i in range(session_size)
-    ]
+    turns = [ev(100 + i, type="event", content={"text": f"{rng.choice(words)} #{i}"}) for i in range(session_size)]
     summary = ev(100 + session_size, type="summary", content={"text": "Summary of the bench session so far."},
                  citations=[f"ctx-{100}"])  # fmt: skip
     return out + special + turns + [summary]
@@ -107,6 +107,20 @@ async def seed(redis_url: str, evs: list[dict[str, Any]]) -> list[str]:
         ids.extend(i.record.memory_id for i in intents if i.kind == "write")
     await r.aclose()
     return ids
+
+
+async def api_keys(redis_url: str) -> list[str]:
+    """A reader key per client, as `memstream keys create` makes them."""
+    import redis.asyncio as aioredis
+
+    from app.auth.apikeys import ApiKeyStore
+    from app.auth.principal import Role
+
+    r = aioredis.from_url(redis_url, decode_responses=True)
+    store = ApiKeyStore(r)
+    out = [(await store.create(TENANT, frozenset({Role.READER}), name=f"bench-{k}"))[0] for k in range(CLIENTS)]
+    await r.aclose()
+    return out
 
 
 def frequent_terms(evs: list[dict[str, Any]], n: int) -> list[str]:
@@ -153,9 +167,10 @@ class HttpConn:
     async def open(self) -> None:
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
 
-    async def get(self, path: str, tenant: str) -> int:
+    async def get(self, path: str, credential: str) -> int:
+        """`credential`: one header line (the development tenant header or an API key)."""
         assert self.reader is not None and self.writer is not None
-        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n{HEADER}: {tenant}\r\n\r\n".encode())
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n{credential}\r\n\r\n".encode())
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         length = 0
@@ -210,8 +225,11 @@ async def run_phase(op: Any, rate: float | None, duration_s: float) -> dict[str,
 
 
 class HttpOp:
-    def __init__(self, port: int, paths: list[str]) -> None:
+    def __init__(self, port: int, paths: list[str], api_keys: list[str] | None = None) -> None:
         self.port, self.paths = port, paths
+        # One credential per client: the development header, or (production path: key lookup,
+        # rate-limit script, RBAC) an API key of the client's own.
+        self.credentials = [f"X-API-Key: {k}" for k in api_keys] if api_keys else [f"{HEADER}: {TENANT}"] * CLIENTS
 
     async def connect(self) -> HttpConn:
         c = HttpConn(self.port)
@@ -224,7 +242,7 @@ class HttpOp:
 
     async def __call__(self, conn: HttpConn, k: int, i: int) -> bool:
         path = self.paths[(k * 7919 + i) % len(self.paths)]
-        return await conn.get(path, TENANT) == 200
+        return await conn.get(path, self.credentials[k]) == 200
 
 
 class RedisGetOp:
@@ -271,6 +289,9 @@ async def client_main(spec: dict[str, Any]) -> dict[str, Any]:
         out[name] = await run_phase(op, spec["rates"][name], d)
         out[name]["offered_rps"] = spec["rates"][name]
         out[f"{name}_saturation"] = await run_phase(op, None, sat)
+    keyed = HttpOp(port, spec["paths"]["retrieve"], spec["api_keys"])
+    await run_phase(keyed, spec["rates"]["retrieve"], min(1.0, d))
+    out["retrieve_api_key"] = await run_phase(keyed, spec["rates"]["retrieve"], d)
     return out
 
 
@@ -327,9 +348,7 @@ def main() -> int:
         session_size = int(r.zcard(keys.by_session(TENANT, SESSION)))
         raw_keys = [f"bench:raw:{i}" for i in range(1000)]
         r.mset({k: "x" * 200 for k in raw_keys})
-        print(
-            f"seeded {hotset_size} memories ({session_size} in {SESSION}) in {seeded_s:.1f}s", file=sys.stderr
-        )
+        print(f"seeded {hotset_size} memories ({session_size} in {SESSION}) in {seeded_s:.1f}s", file=sys.stderr)
 
         port = devstack.free_port()
         env = {
@@ -344,6 +363,9 @@ def main() -> int:
             "MEMSTREAM_GATEWAY_PORT": str(port),
             "MEMSTREAM_DEV_TENANT_HEADER_ENABLED": "true",
             "MEMSTREAM_REDIS_MAX_CONNECTIONS": "64",
+            # The API-key phase runs the rate-limit script on every request, never refusing one.
+            "MEMSTREAM_RATE_LIMIT_PER_KEY_PER_MINUTE": "1000000",
+            "MEMSTREAM_RATE_LIMIT_PER_TENANT_PER_MINUTE": "100000000",
             "MEMSTREAM_LOG_LEVEL": "WARNING",
         }
         log = open(tmp / "gateway.log", "ab")  # noqa: SIM115
@@ -357,6 +379,7 @@ def main() -> int:
         from urllib.parse import quote
 
         spec = {
+            "api_keys": asyncio.run(api_keys(redis_url)),
             "port": port,
             "redis_url": redis_url,
             "raw_keys": raw_keys,
@@ -369,9 +392,7 @@ def main() -> int:
                 "context": args.rate_context,
             },
             "paths": {
-                "retrieve": [
-                    f"/api/v2/memory/retrieve?memory_id={m}" for m in rng.sample(ids, min(5000, len(ids)))
-                ],
+                "retrieve": [f"/api/v2/memory/retrieve?memory_id={m}" for m in rng.sample(ids, min(5000, len(ids)))],
                 "search": [f"/api/v2/memory/search?q={quote(q)}&limit=10" for q in queries],
                 "context": [f"/api/v2/context?session_id={SESSION}&agent_id=agent-1&budget_tokens=2000"],
             },
@@ -392,7 +413,7 @@ def main() -> int:
         for svc in reversed(services):
             svc.stop()
 
-    for name in ("raw_get_sequential", "raw_get", "retrieve", "search", "context"):
+    for name in ("raw_get_sequential", "raw_get", "retrieve", "retrieve_api_key", "search", "context"):
         print(f"{name:20s} {json.dumps(res[name])}", file=sys.stderr)
     for name in ("retrieve", "search", "context"):
         print(f"{name + ' saturation':20s} {json.dumps(res[f'{name}_saturation'])}", file=sys.stderr)
@@ -413,13 +434,15 @@ def main() -> int:
         "context_p95_ms": res["context"]["p95_ms"],
         "context_p99_ms": res["context"]["p99_ms"],
         "context_rps": res["context"]["rps"],
+        "retrieve_api_key_p50_ms": res["retrieve_api_key"]["p50_ms"],
+        "retrieve_api_key_p95_ms": res["retrieve_api_key"]["p95_ms"],
         "raw_get_p50_ms": res["raw_get"]["p50_ms"],
         "raw_get_p95_ms": res["raw_get"]["p95_ms"],
         "raw_get_sequential_p50_ms": res["raw_get_sequential"]["p50_ms"],
         "retrieve_p50_ratio": round(res["retrieve"]["p50_ms"] / res["raw_get"]["p50_ms"], 2),
         "saturation_rps": {k: res[f"{k}_saturation"]["rps"] for k in ("retrieve", "search", "context")},
         "saturation_p95_ms": {k: res[f"{k}_saturation"]["p95_ms"] for k in ("retrieve", "search", "context")},
-        "errors": sum(res[k]["errors"] for k in ("retrieve", "search", "context")),
+        "errors": sum(res[k]["errors"] for k in ("retrieve", "retrieve_api_key", "search", "context")),
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(out))
