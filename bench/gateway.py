@@ -13,10 +13,11 @@ loop) so that together they offer `--rate-*` requests/s (defaults: retrieve 500,
 context 150: 50 agents at 10, 2 and 3 calls/s); latency runs from the scheduled send time,
 so a stall is counted against the server (no coordinated omission). A closed-loop phase (50
 clients back to back, no pacing) then measures saturation throughput. The raw Redis GET runs
-through the same generator: 50 paced clients over redis.asyncio, and one sequential redis-py loop.
-The phases use the development tenant header; a last retrieve phase gives every client an API key
-of its own (the production path: key lookup, rate-limit script, RBAC). The last line of output is
-one JSON object.
+through the same generator: 50 paced clients over redis.asyncio (and, for reference, one
+sequential redis-py loop), in five slices taking turns with the retrieve phases, so that the
+ratio compares both under the same machine conditions. The phases use the development tenant
+header; a second retrieve phase gives every client an API key of its own (the production path:
+key lookup, rate-limit script, RBAC). The last line of output is one JSON object.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -182,13 +184,32 @@ class HttpConn:
         return status
 
 
+@dataclass
+class Phase:
+    lat: list[float]
+    wall_s: float
+    errors: int
+
+    def __add__(self, other: Phase) -> Phase:
+        return Phase(self.lat + other.lat, self.wall_s + other.wall_s, self.errors + other.errors)
+
+    def summary(self) -> dict[str, float]:
+        return summary(self.lat, self.wall_s, self.errors)
+
+
 async def run_phase(op: Any, rate: float | None, duration_s: float) -> dict[str, float]:
+    return (await measure(op, rate, duration_s)).summary()
+
+
+async def measure(op: Any, rate: float | None, duration_s: float, conns: list[Any] | None = None) -> Phase:
     """50 clients; paced to `rate` req/s in total (open loop) or back to back when rate is None.
-    Times come from perf_counter: uvloop's loop.time() only has millisecond resolution."""
+    Times come from perf_counter: uvloop's loop.time() only has millisecond resolution. Opens and
+    closes its own connections unless given open ones."""
     lat: list[float] = []
     errors = 0
     clock = time.perf_counter
-    conns = [await op.connect() for _ in range(CLIENTS)]
+    own = conns is None
+    conns = conns if conns is not None else [await op.connect() for _ in range(CLIENTS)]
     start = clock() + 0.02
     end = start + duration_s
     interval = CLIENTS / rate if rate else 0.0
@@ -219,9 +240,25 @@ async def run_phase(op: Any, rate: float | None, duration_s: float) -> dict[str,
     began = clock()
     await asyncio.gather(*(client(k) for k in range(CLIENTS)))
     wall = clock() - began
-    for c in conns:
-        await op.close(c)
-    return summary(lat, wall, errors)
+    if own:
+        for c in conns:
+            await op.close(c)
+    return Phase(lat, wall, errors)
+
+
+async def interleaved(ops: dict[str, Any], rate: float, duration_s: float, slices: int) -> dict[str, Phase]:
+    """Each op in turn for duration/slices, `slices` times: a baseline and the endpoint it is
+    compared with see the same machine (a shared machine's speed drifts over a run)."""
+    out: dict[str, Phase] = {}
+    conns = {name: [await op.connect() for _ in range(CLIENTS)] for name, op in ops.items()}
+    for _ in range(slices):
+        for name, op in ops.items():
+            got = await measure(op, rate, duration_s / slices, conns[name])
+            out[name] = out[name] + got if name in out else got
+    for name, op in ops.items():
+        for c in conns[name]:
+            await op.close(c)
+    return out
 
 
 class HttpOp:
@@ -282,16 +319,22 @@ async def client_main(spec: dict[str, Any]) -> dict[str, Any]:
     port, d, sat = spec["port"], spec["duration_s"], spec["saturation_s"]
     out["raw_get_sequential"] = sequential_get(spec["redis_url"], spec["raw_keys"], spec["sequential_n"])
     raw = RedisGetOp(spec["redis_url"], spec["raw_keys"])
-    out["raw_get"] = await run_phase(raw, spec["rates"]["retrieve"], d)
-    for name in ("retrieve", "search", "context"):
+    retrieve = HttpOp(port, spec["paths"]["retrieve"])
+    keyed = HttpOp(port, spec["paths"]["retrieve"], spec["api_keys"])
+    rate = spec["rates"]["retrieve"]
+    for op in (retrieve, keyed):
+        await run_phase(op, rate, min(1.0, d))  # warm-up
+    # The raw GET and both retrieve paths take turns: the ratio compares like with like.
+    phases = await interleaved({"raw_get": raw, "retrieve": retrieve, "retrieve_api_key": keyed}, rate, d, 5)
+    out.update({name: ph.summary() for name, ph in phases.items()})
+    out["retrieve"]["offered_rps"] = rate
+    out["retrieve_saturation"] = await run_phase(retrieve, None, sat)
+    for name in ("search", "context"):
         op = HttpOp(port, spec["paths"][name])
         await run_phase(op, spec["rates"][name], min(1.0, d))  # warm-up
         out[name] = await run_phase(op, spec["rates"][name], d)
         out[name]["offered_rps"] = spec["rates"][name]
         out[f"{name}_saturation"] = await run_phase(op, None, sat)
-    keyed = HttpOp(port, spec["paths"]["retrieve"], spec["api_keys"])
-    await run_phase(keyed, spec["rates"]["retrieve"], min(1.0, d))
-    out["retrieve_api_key"] = await run_phase(keyed, spec["rates"]["retrieve"], d)
     return out
 
 
