@@ -1,7 +1,7 @@
 """`memstream rebuild`: cold-cache recovery — refill the Redis hotset from the warehouse.
 
 Reads MEMORY_RECORDS (every tenant, or one), and writes each live memory whose hotset TTL has not
-run out back into Redis through the same versioned script as the ingest agent: memory hashes,
+run out back into Redis through the same versioned script as the ingest agent: memory values,
 recency/type/session/agent/handoff indexes, keyword postings and active-by-key pointers. A newer
 version already in Redis always wins, so rebuilding a warm hotset changes nothing, and the
 command can run while workers are ingesting.
