@@ -613,10 +613,23 @@ async def test_hot_reads_answer_as_the_fastapi_routes_do(
             assert a.status_code == b.status_code == 405 and a.json() == b.json()
 
 
-async def test_hot_read_of_a_foreign_value_is_a_500_in_the_contract_shape(
-    gateway: Gateway, rds: redis.Redis, tenant: str
+async def test_a_foreign_hotset_value_reads_as_absent_and_is_rewarmed_over(
+    gateway: Gateway, warehouse_table: Settings, rds: redis.Redis, tenant: str
 ) -> None:
     rds.set(keys.memory(tenant, "junk"), "not a hotset value")  # written by something else
+    assert_error(await gateway.get(tenant, "/api/v2/memory/retrieve", params={"memory_id": "junk"}), 404)
+    insert_row(warehouse_table, tenant, "junk", content={"text": "the warehouse knows"})
     r = await gateway.get(tenant, "/api/v2/memory/retrieve", params={"memory_id": "junk"})
+    assert r.status_code == 200 and r.json()["source"] == "warehouse", r.text
+    assert stored(rds, tenant, "junk").record_json  # type: ignore[union-attr]  # re-warmed over it
+    again = await gateway.get(tenant, "/api/v2/memory/retrieve", params={"memory_id": "junk"})
+    assert again.json()["source"] == "hotset"
+
+
+async def test_hot_read_of_a_broken_warehouse_row_is_a_500_in_the_contract_shape(
+    gateway: Gateway, warehouse_table: Settings, tenant: str
+) -> None:
+    insert_row(warehouse_table, tenant, "broken", visibility="nobody")  # not a visibility
+    r = await gateway.get(tenant, "/api/v2/memory/retrieve", params={"memory_id": "broken"})
     assert assert_error(r, 500, "internal_error")["message"] == "internal error"
     assert r.headers["x-request-id"]  # the outer middlewares still wrapped the answer

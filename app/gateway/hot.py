@@ -55,13 +55,23 @@ HOT_READS = {
 }
 
 
+def _route_path(scope: Scope) -> str:
+    """The path the router matches: without the root path a proxy mounts the gateway under."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        return path[len(root) :]
+    return path
+
+
 class HotReads:
     def __init__(self, app: ASGIApp, reads: Mapping[str, HotRead] = HOT_READS) -> None:
         self.app = app
         self.reads = reads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        hot = self.reads.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "GET" else None
+        is_get = scope["type"] == "http" and scope["method"] == "GET"
+        hot = self.reads.get(_route_path(scope)) if is_get else None
         if hot is None:
             await self.app(scope, receive, send)
             return
@@ -75,14 +85,14 @@ class HotReads:
         security: Security = state.security
         try:
             caller = await security.authenticate(Request(scope, receive))
-            params = dict(query_pairs(scope["query_string"]))
-            query = hot.query.model_validate(params)
+            try:
+                query = hot.query.model_validate(dict(query_pairs(scope["query_string"])))
+            except ValidationError as exc:
+                details = field_errors(exc.errors(include_url=False), ("query",))
+                return error_response(422, "request validation failed", details=details)
             return await hot.reply(scope, caller, state.services, query)
         except AuthError as exc:
             return auth_error_response(exc)
-        except ValidationError as exc:
-            details = field_errors(exc.errors(include_url=False), ("query",))
-            return error_response(422, "request validation failed", details=details)
         except ApiError as exc:
             return error_response(exc.status, exc.message, exc.code, exc.details)
         except RedisError as exc:
