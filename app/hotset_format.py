@@ -9,7 +9,8 @@ reading the record. JSON never holds a raw control character, so the first \\x1e
 header ends the record and whatever follows is the id of the memory that superseded this one.
 
 The Lua writers (sinks/hotset_apply.lua, app/gateway/rewarm.lua) build the same layout; tests
-hold them to `encode` and `decode` here.
+hold them to `encode` and `decode` here. A value not in this layout (written by something else)
+reads as absent and is overwritten by the next write or re-warm of that memory.
 """
 
 from __future__ import annotations
@@ -44,6 +45,6 @@ def decode(value: str | None) -> StoredMemory | None:
     if not value:
         return None
     cut = value.find(SEP, _BODY)
-    if cut < 0 or value[_FLAG] not in "01":
+    if cut < 0 or value[_FLAG] not in "01" or not value[:VERSION_WIDTH].isdigit():
         raise ValueError("not a hotset memory value")
     return StoredMemory(value[:VERSION_WIDTH], value[_FLAG] == "1", value[_BODY:cut], value[cut + 1 :] or None)

@@ -11,7 +11,14 @@
 --   <version: 32 digits><deleted 0|1><record json>\30<superseded_by>
 local SEP = '\30'
 local function sb_of(value)
-  return string.sub(value, string.find(value, SEP, 34, true) + 1)
+  local cut = string.find(value, SEP, 34, true)
+  return cut and string.sub(value, cut + 1) or ''
+end
+-- The stored version, or false when the key is absent or holds something not in this layout
+-- (then it is overwritten rather than compared).
+local function version_of(key)
+  local v = redis.call('GETRANGE', key, 0, 31)
+  return string.find(v, '^%d+$') and #v == 32 and v
 end
 local ops = cjson.decode(ARGV[1])
 local stats = KEYS[1]
@@ -23,8 +30,7 @@ for _, op in ipairs(ops) do
   if op.k == 'r' or redis.call('SET', op.l, '1', 'NX', 'EX', op.st) then
     local apply = true
     if op.k == 'w' or op.k == 'x' or op.k == 'r' then
-      local cur = redis.call('GETRANGE', op.m, 0, 31)
-      if cur == '' then cur = false end
+      local cur = version_of(op.m)
       if cur and cur >= op.v then
         apply = false
       else
@@ -44,11 +50,9 @@ for _, op in ipairs(ops) do
           if (not a) or a < op.av then
             redis.call('HSET', op.a, op.af, op.av)
             if op.sk ~= '' then
-              local older = redis.call('GET', op.sk)
-              if older then
-                local cut = string.find(older, SEP, 34, true)
-                redis.call('SET', op.sk, string.sub(older, 1, cut) .. op.id, 'KEEPTTL')
-              end
+              local older = version_of(op.sk) and redis.call('GET', op.sk)
+              local cut = older and string.find(older, SEP, 34, true)
+              if cut then redis.call('SET', op.sk, string.sub(older, 1, cut) .. op.id, 'KEEPTTL') end
             end
           end
         end

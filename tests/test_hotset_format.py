@@ -129,3 +129,21 @@ async def test_rewarm_keeps_the_superseded_marker_and_the_version_guard(
     assert slot.doc is not None and slot.doc.superseded_by == "m-newer" and slot.doc.text == "from the warehouse"
     [many] = await reader.get_many(tenant, ["m"])
     assert many == slot
+
+
+async def test_writers_overwrite_a_value_not_in_the_layout(hotset: Hotset, rds: redis.Redis, tenant: str) -> None:
+    mid = derive_memory_id(tenant, "e1")
+    rds.set(keys.memory(tenant, mid), "zzzz not ours")  # compares above any version as text
+    await apply(hotset, [event(tenant, "e1")])
+    value = stored(rds, tenant, mid)
+    assert value is not None and MemoryRecord.from_json(value.record_json).memory_id == mid
+    # A foreign older memory is left alone when a newer decision supersedes it.
+    decision = {"type": "decision", "key": "k"}
+    old_id, new_id = derive_memory_id(tenant, "d1"), derive_memory_id(tenant, "d2")
+    await apply(hotset, [event(tenant, "d1", occurred_at=at(10), **decision)], 1)
+    rds.set(keys.memory(tenant, old_id), "foreign", keepttl=True)
+    await apply(hotset, [event(tenant, "d2", occurred_at=at(5), **decision)], 2)
+    assert rds.get(keys.memory(tenant, old_id)) == "foreign"
+    assert stored(rds, tenant, new_id) is not None
+    reader = HotsetReader(hotset.redis)
+    assert (await reader.get(tenant, old_id)).version is None  # read as absent

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 HIT, MISS = "gateway:hotset_hits", "gateway:hotset_misses"
 SEARCH_FETCH_MAX = 200  # ids stage 1 hands to stage 2 (fetched in rounds, best first)
+CACHED_VALUE_MAX = 8192  # larger values (long chunks) are parsed on every read: the cache stays small
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,12 @@ class Candidates:
 
 
 class HotsetReader:
-    def __init__(self, redis: aioredis.Redis, doc_cache_size: int = 20_000) -> None:
+    def __init__(self, redis: aioredis.Redis, doc_cache_size: int = 10_000) -> None:
         self.redis = redis
         # A value fully determines its Slot (a new version, marker or tombstone is a new value),
         # so parsed values are memoized by the value itself: agents re-read the same memories
         # every turn, and parsing them was most of a context call.
-        self._slot = functools.lru_cache(maxsize=doc_cache_size)(_slot) if doc_cache_size else _slot
+        self._cached = functools.lru_cache(maxsize=doc_cache_size)(_slot) if doc_cache_size else _slot
         lua = resources.files("app.gateway")
         self._rewarm = redis.register_script(lua.joinpath("rewarm.lua").read_text(encoding="utf-8"))
         self._search = redis.register_script(lua.joinpath("search_candidates.lua").read_text(encoding="utf-8"))
@@ -73,14 +74,20 @@ class HotsetReader:
         value = await self.redis.get(keys.memory(tenant, memory_id))
         return self._slot(memory_id, value) if value else ABSENT
 
+    def _slot(self, memory_id: str, value: str) -> Slot:
+        return self._cached(memory_id, value) if len(value) <= CACHED_VALUE_MAX else _slot(memory_id, value)
+
     async def get_many(self, tenant: str, ids: Sequence[str]) -> list[Slot]:
         """One MGET, however many ids (they share the tenant's hash slot)."""
         if not ids:
             return []
         prefix = keys.memory(tenant, "")
         values = await self.redis.mget([prefix + mid for mid in ids])
-        parse = self._slot
-        return [parse(mid, value) if value else ABSENT for mid, value in zip(ids, values, strict=True)]
+        cached = self._cached
+        return [
+            (cached(mid, v) if len(v) <= CACHED_VALUE_MAX else _slot(mid, v)) if v else ABSENT
+            for mid, v in zip(ids, values, strict=True)
+        ]
 
     async def progress(self, tenant: str, memory_id: str, event_id: str) -> tuple[str | None, bool]:
         """(stored version, event processed?) for read-your-writes polling."""
@@ -207,7 +214,11 @@ ABSENT = Slot(None, None, False)
 
 
 def _slot(memory_id: str, value: str) -> Slot:
-    stored = hotset_format.decode(value)
+    try:
+        stored = hotset_format.decode(value)
+    except ValueError:
+        log.warning("hotset value of %s is not in the hotset layout: read as absent", memory_id)
+        return ABSENT
     if stored is None:
         return ABSENT
     return Slot(stored.version, from_hotset(memory_id, stored), stored.deleted)

@@ -4,14 +4,16 @@
 -- KEYS: 1 memory key. ARGV: 1 version, 2 record json, 3 superseded_by or '', 4 ttl seconds
 local SEP = '\30'
 local cur = redis.call('GETRANGE', KEYS[1], 0, 31)
-if cur ~= '' and cur >= ARGV[1] then
+local ours = #cur == 32 and string.find(cur, '^%d+$')  -- anything else is overwritten
+if ours and cur >= ARGV[1] then
   return 0
 end
 -- Like the sink, never clear a superseded marker: once superseded, a memory stays superseded.
 local sb = ARGV[3]
-if sb == '' and cur ~= '' then
+if sb == '' and ours then
   local older = redis.call('GET', KEYS[1])
-  sb = string.sub(older, string.find(older, SEP, 34, true) + 1)
+  local cut = string.find(older, SEP, 34, true)
+  if cut then sb = string.sub(older, cut + 1) end
 end
 redis.call('SET', KEYS[1], ARGV[1] .. '0' .. ARGV[2] .. SEP .. sb, 'EX', ARGV[4])
 return 1
