@@ -30,8 +30,10 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     if not missing:
         return []
     futures = admin.create_topics(
-        [NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication, config=t.config)
-         for t in missing],
+        [
+            NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication, config=t.config)
+            for t in missing
+        ],
         operation_timeout=timeout_s,
     )
     created = []
@@ -109,6 +111,7 @@ class AsyncProducer:
         self._lock = threading.Lock()
         self._producer: Producer | None = Producer({**self._conf, "error_cb": self._on_error})
         self._fatal = False
+        self._pending: set[asyncio.Future[list[Delivered]]] = set()  # unresolved send_many calls
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll_loop, name="kafka-producer-poll", daemon=True)
         self._thread.start()
@@ -154,6 +157,8 @@ class AsyncProducer:
             return []
         loop = asyncio.get_running_loop()
         done: asyncio.Future[list[Delivered]] = loop.create_future()
+        self._pending.add(done)
+        done.add_done_callback(self._pending.discard)
         results: list[Delivered | None] = [None] * len(messages)
         state = {"pending": len(messages), "error": ""}
         guard = threading.Lock()
@@ -194,6 +199,11 @@ class AsyncProducer:
             producer.flush(timeout_s)
         self._stop.set()
         self._thread.join(timeout=2)
+        # Nothing will serve delivery reports any more: a send still waiting fails instead of hanging.
+        for fut in list(self._pending):
+            fut.get_loop().call_soon_threadsafe(
+                _finish, fut, [], "the producer was closed before the broker acknowledged"
+            )
         # The last reference: librdkafka's threads stop (and stop reconnecting to a dead broker).
         del producer
 
