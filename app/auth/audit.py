@@ -64,14 +64,23 @@ def safe_details(details: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-_ID_PREFIX = os.urandom(8).hex()
-_ID_COUNTER = itertools.count()
+class _Ids:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count()
+
+
+_IDS = _Ids()
+os.register_at_fork(after_in_child=_IDS.reset)  # a forked child must not repeat its parent's ids
 
 
 def unique_id() -> str:
-    """32 hex digits, unique per process run (random prefix, then a counter): log and request
-    ids need uniqueness, not secrecy, and a getrandom call per id was a syscall per request."""
-    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFFFFFF:016x}"
+    """32 hex digits, unique per process (random prefix, then a counter): log and request ids
+    need uniqueness, not secrecy, and a getrandom call per id was a syscall per request."""
+    return f"{_IDS.prefix}{next(_IDS.counter) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 def audit_entry(
