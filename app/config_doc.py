@@ -61,8 +61,13 @@ DESCRIPTIONS: dict[str, str] = {
     "gateway_max_body_bytes": "request body limit (413 above it)",
     "gateway_batch_max_items": "max events per batch request",
     "search_candidate_pool": "max candidates a search examines in the hotset",
-    "gateway_doc_cache_size": "hotset values kept parsed per gateway process (0 = parse every read)",
-    "gateway_fast_reads": "serve retrieve, search and context without FastAPI's per-request machinery (same checks)",
+    "gateway_doc_cache_size": (
+        "hotset values kept parsed per gateway process (about 2 KB each; values over 8 KB are never kept; "
+        "0 = parse every read)"
+    ),
+    "gateway_fast_reads": (
+        "serve retrieve, search and context without FastAPI's per-request machinery (same checks)"
+    ),
     "wait_visible_timeout_s": "bound of `?wait=visible` (504 after it)",
     "dev_tenant_header": "development-only tenant header",
     "dev_tenant_header_enabled": "accept the development tenant header (never in production)",

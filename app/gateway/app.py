@@ -99,12 +99,12 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
     for module in (routes_memory, routes_context, routes_handoffs, routes_ops):
         app.include_router(module.router)
     # Outermost first. The hot reads are innermost of these, so every other one applies to them.
-    app.outer = [
+    app.outer = (
         (RequestMetrics, {}),
         (BodyLimit, {"max_bytes": settings.gateway_max_body_bytes}),
         (auth.AuditMiddleware, {}),
         *([(HotReads, {})] if settings.gateway_fast_reads else []),
-    ]
+    )
     _document_security(app, settings)
     return app
 
@@ -114,7 +114,7 @@ class _GatewayApp(FastAPI):
     the hot reads (app.gateway.hot) then skip FastAPI's error, telemetry and body-limit layers as
     well as its router. Everything else passes through to FastAPI's stack as before."""
 
-    outer: list[tuple[Any, dict[str, Any]]] = []
+    outer: tuple[tuple[Any, dict[str, Any]], ...] = ()
 
     def build_middleware_stack(self) -> ASGIApp:
         app = super().build_middleware_stack()
