@@ -62,7 +62,7 @@ DESCRIPTIONS: dict[str, str] = {
     "gateway_batch_max_items": "max events per batch request",
     "search_candidate_pool": "max candidates a search examines in the hotset",
     "gateway_doc_cache_size": (
-        "hotset values kept parsed per gateway process (about 2 KB each; values over 8 KB are never kept; "
+        "hotset values kept parsed per gateway process (about 2 KB each; values over 4 KB are never kept; "
         "0 = parse every read)"
     ),
     "gateway_fast_reads": (

@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     gateway_max_body_bytes: int = Field(1024 * 1024, ge=1024)
     gateway_batch_max_items: int = Field(100, ge=1)
     search_candidate_pool: int = Field(500, ge=10)
-    gateway_doc_cache_size: int = Field(10_000, ge=0)
+    gateway_doc_cache_size: int = Field(20_000, ge=0)
     gateway_fast_reads: bool = True
     wait_visible_timeout_s: float = Field(5.0, gt=0)
     dev_tenant_header: str = "X-Memstream-Dev-Tenant"

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 HIT, MISS = "gateway:hotset_hits", "gateway:hotset_misses"
 SEARCH_FETCH_MAX = 200  # ids stage 1 hands to stage 2 (fetched in rounds, best first)
-CACHED_VALUE_MAX = 8192  # larger values (long chunks) are parsed on every read: the cache stays small
+CACHED_VALUE_MAX = 4096  # larger values (long chunks) are parsed on every read: the cache stays small
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Candidates:
 
 
 class HotsetReader:
-    def __init__(self, redis: aioredis.Redis, doc_cache_size: int = 10_000) -> None:
+    def __init__(self, redis: aioredis.Redis, doc_cache_size: int = 20_000) -> None:
         self.redis = redis
         # A value fully determines its Slot (a new version, marker or tombstone is a new value),
         # so parsed values are memoized by the value itself: agents re-read the same memories
