@@ -171,8 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_dev_flags(p)
     p.set_defaults(func=cmd_dev)
     p = sub.add_parser("worker", help="run the Faust worker against the configured services")
-    p.add_argument("--agents", default="ingest,warehouse",
-                   help="which agents to run (default: ingest,warehouse; split them to scale separately)")
+    p.add_argument(
+        "--agents",
+        default="ingest,warehouse",
+        help="which agents to run (default: ingest,warehouse; split them to scale separately)",
+    )
     p.set_defaults(func=cmd_worker)
     p = sub.add_parser("migrate", help="apply pending warehouse migrations (deploy/snowflake/V*.sql)")
     p.add_argument("--dir", type=Path, default=None, help="migrations directory (default: deploy/snowflake)")

@@ -65,9 +65,7 @@ DESCRIPTIONS: dict[str, str] = {
         "hotset values kept parsed per gateway process (about 2 KB each; values over 4 KB are never kept; "
         "0 = parse every read)"
     ),
-    "gateway_fast_reads": (
-        "serve retrieve, search and context without FastAPI's per-request machinery (same checks)"
-    ),
+    "gateway_fast_reads": ("serve retrieve, search and context without FastAPI's per-request machinery (same checks)"),
     "wait_visible_timeout_s": "bound of `?wait=visible` (504 after it)",
     "dev_tenant_header": "development-only tenant header",
     "dev_tenant_header_enabled": "accept the development tenant header (never in production)",
@@ -121,8 +119,11 @@ def render() -> str:
         default = field.get_default(call_default_factory=True)
         desc = DESCRIPTIONS.get(name) or field.description or ""
         shown = _default(default).replace("|", "\\|")
-        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | `{shown}` | {desc} |" if shown else
-                    f"| `{ENV_PREFIX}{name.upper()}` | | {desc} |")
+        rows.append(
+            f"| `{ENV_PREFIX}{name.upper()}` | `{shown}` | {desc} |"
+            if shown
+            else f"| `{ENV_PREFIX}{name.upper()}` | | {desc} |"
+        )
     return "\n".join(rows)
 
 

@@ -44,8 +44,10 @@ def show_hotset(rds: Any, tenants: list[str]) -> None:  # a sync redis.Redis
     for t in tenants:
         s = {k: int(v) for k, v in rds.hgetall(keys.stats(t)).items()}
         redacted = sum(v for k, v in s.items() if k.startswith("redacted:"))
-        print(f"{t:<10}{rds.zcard(keys.recent(t)):>10}{s.get('writes', 0):>8}{s.get('dedupes', 0):>9}"
-              f"{s.get('superseded', 0):>10}{redacted:>9}{s.get('privacy_dropped', 0):>8}")
+        print(
+            f"{t:<10}{rds.zcard(keys.recent(t)):>10}{s.get('writes', 0):>8}{s.get('dedupes', 0):>9}"
+            f"{s.get('superseded', 0):>10}{redacted:>9}{s.get('privacy_dropped', 0):>8}"
+        )
     by_type: dict[str, int] = {}
     for t in tenants:
         for k, v in rds.hgetall(keys.stats(t)).items():
@@ -120,12 +122,15 @@ def show_gateway(base_url: str, header: str) -> None:
     h = {header: "acme"}
     print(f"\n== HTTP gateway ({base_url}) ==")
     with httpx.Client(base_url=base_url, headers=h, timeout=10) as client:
-        ctx = client.get("/api/v2/context", params={"session_id": "demo-session", "agent_id": "planner",
-                                                    "budget_tokens": 300})
+        ctx = client.get(
+            "/api/v2/context", params={"session_id": "demo-session", "agent_id": "planner", "budget_tokens": 300}
+        )
         ctx.raise_for_status()
         body = ctx.json()
-        print(f"GET /api/v2/context -> {ctx.status_code}, {len(body.get('items', []))} items, "
-              f"{body['used_tokens']} of 300 tokens ({body['token_counting']}):")
+        print(
+            f"GET /api/v2/context -> {ctx.status_code}, {len(body.get('items', []))} items, "
+            f"{body['used_tokens']} of 300 tokens ({body['token_counting']}):"
+        )
         for item in body.get("items", [])[:8]:
             print(f"  [{item.get('section', item.get('type'))}] {item.get('text', '')[:70]!r}")
         found = client.get("/api/v2/memory/search", params={"q": "system of record", "limit": 3})
@@ -145,8 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="memstream-demo-"))
     stack_args = argparse.Namespace(
-        kafka_port=devstack.free_port(), redis_port=devstack.free_port(),
-        snowflake_port=devstack.free_port(), gateway_port=devstack.free_port(), data_dir=data_dir,
+        kafka_port=devstack.free_port(),
+        redis_port=devstack.free_port(),
+        snowflake_port=devstack.free_port(),
+        gateway_port=devstack.free_port(),
+        data_dir=data_dir,
     )
     stack = DevStack(stack_args)
     try:
@@ -158,8 +166,11 @@ def main(argv: list[str] | None = None) -> int:
             events += scenario_events(t)
         started = time.monotonic()
         ends = publish(settings, events)
-        print(f"published {len(events)} events ({args.events} chat messages from chitchat-dataset "
-              f"+ scripted decisions, tasks, secrets, duplicates, private and invalid events)", flush=True)
+        print(
+            f"published {len(events)} events ({args.events} chat messages from chitchat-dataset "
+            f"+ scripted decisions, tasks, secrets, duplicates, private and invalid events)",
+            flush=True,
+        )
         wait_caught_up(settings, settings.worker_group, settings.topic_events, ends, 180)
         print(f"the worker consumed all of them in {time.monotonic() - started:.1f}s")
         rds: Any = redis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)

@@ -107,8 +107,16 @@ def kafka_service(port: int, log_dir: Path | None = None, cluster_id: str = "mem
     url = f"tcp://{LOOPBACK}:{port}"
     return Service(
         "kafka",
-        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--cluster-id", cluster_id],
+        [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--cluster-id",
+            cluster_id,
+        ],
         port,
         env={"STORAGE_ENGINE": "memory://tansu/", "RUST_LOG": "warn"},
         log_path=log_dir / "kafka.log" if log_dir else None,
@@ -118,8 +126,19 @@ def kafka_service(port: int, log_dir: Path | None = None, cluster_id: str = "mem
 def redis_service(port: int, log_dir: Path | None = None) -> Service:
     return Service(
         "redis",
-        [redis_binary(), "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
-         "--protected-mode", "yes"],
+        [
+            redis_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            LOOPBACK,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+        ],
         port,
         log_path=log_dir / "redis.log" if log_dir else None,
     )

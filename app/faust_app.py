@@ -64,8 +64,11 @@ def create_app(settings: Settings, app_id: str, *, kafka: bool = True) -> faust.
     app only runs services (the worker's agents bring their own confluent-kafka clients)."""
     credentials: faust.SASLCredentials | faust.SSLCredentials | None = None
     if settings.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
-        ctx = ssl.create_default_context(cafile=settings.kafka_ssl_cafile) if "SSL" in (
-            settings.kafka_security_protocol) else None
+        ctx = (
+            ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+            if "SSL" in (settings.kafka_security_protocol)
+            else None
+        )
         credentials = faust.SASLCredentials(
             username=settings.kafka_sasl_username,
             password=settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None,

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-INGEST_EVENTS = Counter(
-    "memstream_ingest_events_total", "Events handled by the ingest agent, by outcome", ["outcome"]
-)
+INGEST_EVENTS = Counter("memstream_ingest_events_total", "Events handled by the ingest agent, by outcome", ["outcome"])
 REDACTIONS = Counter("memstream_redactions_total", "Secrets redacted, by kind", ["kind"])
 INGEST_BATCH_SECONDS = Histogram(
     "memstream_ingest_batch_seconds",

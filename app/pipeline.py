@@ -316,11 +316,7 @@ def plan(batch: list[Prepared], state: HotsetState, dedupe_window_s: int) -> lis
         if p.dedupe_digest is not None:
             occ = _occurred_us(rec.occurred_at)
             prior = state.dedupe.get((tenant, p.dedupe_digest))
-            if (
-                prior is not None
-                and prior.memory_id != rec.memory_id
-                and abs(occ - prior.occurred_us) <= window_us
-            ):
+            if prior is not None and prior.memory_id != rec.memory_id and abs(occ - prior.occurred_us) <= window_us:
                 out.append(Intent("duplicate", rec, {"dedupes": 1, **redaction_counters}))
                 continue
             entry = DedupeEntry(rec.memory_id, occ)

@@ -80,10 +80,34 @@ _PLACEHOLDER_RE = re.compile(r"\[REDACTED:[a-z_]+\]")
 # Every rule needs one of these (case-insensitive) substrings, or a long run of digits (cards):
 # most texts have none, and substring tests cost far less than running every rule.
 _LITERALS = (
-    "-----begin", "akia", "asia", "abia", "acca", "secret", "ghp_", "gho_", "ghu_", "ghs_", "ghr_",
-    "github_pat_", "glpat-", "xox", "hooks.slack",
-    "_live_", "_test_", "sk-", "eyj", "://", "bearer", "password", "passwd", "pwd", "api_key",
-    "api-key", "apikey", "token",
+    "-----begin",
+    "akia",
+    "asia",
+    "abia",
+    "acca",
+    "secret",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "glpat-",
+    "xox",
+    "hooks.slack",
+    "_live_",
+    "_test_",
+    "sk-",
+    "eyj",
+    "://",
+    "bearer",
+    "password",
+    "passwd",
+    "pwd",
+    "api_key",
+    "api-key",
+    "apikey",
+    "token",
 )
 _CARD_DIGITS = re.compile(r"(?:\d[ -]?){12}\d")
 

@@ -50,9 +50,7 @@ class FileSecretsSource(PydanticBaseSettingsSource):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", validate_default=True
-    )
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", validate_default=True)
 
     env: Literal["development", "production"] = "production"
     log_level: str = "INFO"

@@ -75,12 +75,23 @@ def scenario_events(tenant: str, session: str = "demo-session") -> list[dict[str
         ev(6, type="event", content={"text": "Standup moved to 10:00."}),
         ev(7, type="event", content={"text": "standup moved to 10:00."}),  # duplicate within the window
         ev(8, type="event", content={"text": "My therapist said ..."}, remember=False),
-        ev(9, type="event", content={"text": "Release notes are public."},
-           channel={"id": "announcements", "visibility": "public"}),
-        ev(50, type="handoff", content={"text": "Take over release 42", "to_agent": "deployer",
-                                        "task": "Run the production deploy"}),
-        ev(60, type="summary", content={"text": "Planning for release 42 is done; Snowflake chosen."},
-           citations=["demo-citation"]),
+        ev(
+            9,
+            type="event",
+            content={"text": "Release notes are public."},
+            channel={"id": "announcements", "visibility": "public"},
+        ),
+        ev(
+            50,
+            type="handoff",
+            content={"text": "Take over release 42", "to_agent": "deployer", "task": "Run the production deploy"},
+        ),
+        ev(
+            60,
+            type="summary",
+            content={"text": "Planning for release 42 is done; Snowflake chosen."},
+            citations=["demo-citation"],
+        ),
         # Invalid: unknown field, missing text, wrong type -> dead letters.
         ev(70, type="event", content={"text": "x"}, mood="happy"),
         ev(71, type="event", content={}),

@@ -57,8 +57,13 @@ class Env:
         self.tmp = tmp
 
     def settings(self, prefix: str) -> Settings:
-        return Settings(_env_file=None, kafka_bootstrap=self.bootstrap, redis_url=self.redis_url,
-                        topic_prefix=prefix, worker_group=f"{prefix}worker")
+        return Settings(
+            _env_file=None,
+            kafka_bootstrap=self.bootstrap,
+            redis_url=self.redis_url,
+            topic_prefix=prefix,
+            worker_group=f"{prefix}worker",
+        )
 
     def stop(self) -> None:
         self.kafka.stop()
@@ -77,8 +82,7 @@ def produce_all(bootstrap: str, topic: str, msgs: list[tuple[bytes, bytes, str, 
 
 
 def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, env={**os.environ, **env}, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                            cwd=ROOT)
+    return subprocess.Popen(argv, env={**os.environ, **env}, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=ROOT)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -102,12 +106,16 @@ def bench_memstream(env: Env, n: int, rounds: int) -> float:
     settings = env.settings("bm.")
     ensure_topics(settings)
     worker_env = {
-        "MEMSTREAM_KAFKA_BOOTSTRAP": env.bootstrap, "MEMSTREAM_REDIS_URL": env.redis_url,
-        "MEMSTREAM_TOPIC_PREFIX": "bm.", "MEMSTREAM_WORKER_GROUP": "bm.worker", "MEMSTREAM_LOG_LEVEL": "WARNING",
+        "MEMSTREAM_KAFKA_BOOTSTRAP": env.bootstrap,
+        "MEMSTREAM_REDIS_URL": env.redis_url,
+        "MEMSTREAM_TOPIC_PREFIX": "bm.",
+        "MEMSTREAM_WORKER_GROUP": "bm.worker",
+        "MEMSTREAM_LOG_LEVEL": "WARNING",
     }
     # Ingest only: the warehouse sink has its own benchmark (bench/sink.py) and process option.
-    proc = spawn([sys.executable, "-m", "app.cli", "worker", "--agents", "ingest"], worker_env,
-                 env.tmp / "bm-worker.log")
+    proc = spawn(
+        [sys.executable, "-m", "app.cli", "worker", "--agents", "ingest"], worker_env, env.tmp / "bm-worker.log"
+    )
     try:
         warm = payloads(1, ["bmwarm"], "warm")
         produce_all(env.bootstrap, settings.topic_events, warm)
@@ -129,8 +137,14 @@ def count_topic(bootstrap: str, topic: str, expected: int, timeout_s: float) -> 
     """Consume `topic` until `expected` messages arrived; return the time the last one arrived."""
     from confluent_kafka import TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"count-{time.monotonic_ns()}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"count-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     # assign, not subscribe: a group join would dominate the measurement.
     parts = c.list_topics(topic, timeout=10).topics[topic].partitions
     c.assign([TopicPartition(topic, p, 0) for p in parts])
@@ -160,9 +174,24 @@ def bench_forward(env: Env, n: int, rounds: int) -> float:
 
     admin = AdminClient({"bootstrap.servers": env.bootstrap})
     admin.create_topics([NewTopic(out, num_partitions=settings.topic_partitions, replication_factor=1)])[out].result(10)
-    proc = spawn([sys.executable, "-m", "bench.ingest_baselines", "forward", "--bootstrap", env.bootstrap,
-                  "--source", settings.topic_events, "--dest", out, "--group", "bf.group"], {},
-                 env.tmp / "bf.log")
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "bench.ingest_baselines",
+            "forward",
+            "--bootstrap",
+            env.bootstrap,
+            "--source",
+            settings.topic_events,
+            "--dest",
+            out,
+            "--group",
+            "bf.group",
+        ],
+        {},
+        env.tmp / "bf.log",
+    )
     try:
         produce_all(env.bootstrap, settings.topic_events, payloads(1, ["bfwarm"], "warm"))
         count_topic(env.bootstrap, out, 1, 90)
@@ -181,9 +210,24 @@ def bench_forward(env: Env, n: int, rounds: int) -> float:
 def bench_ceiling(env: Env, n: int, rounds: int) -> float:
     settings = env.settings("bc.")
     ensure_topics(settings)
-    proc = spawn([sys.executable, "-m", "bench.ingest_baselines", "ceiling", "--bootstrap", env.bootstrap,
-                  "--source", settings.topic_events, "--group", "bc.group", "--redis-url", env.redis_url], {},
-                 env.tmp / "bc.log")
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "bench.ingest_baselines",
+            "ceiling",
+            "--bootstrap",
+            env.bootstrap,
+            "--source",
+            settings.topic_events,
+            "--group",
+            "bc.group",
+            "--redis-url",
+            env.redis_url,
+        ],
+        {},
+        env.tmp / "bc.log",
+    )
     try:
         produce_all(env.bootstrap, settings.topic_events, payloads(1, ["bcwarm"], "warm"))
         wait(lambda: int(env.rds.get("ceil:count") or 0) >= 1, 90, "ceiling consumer did not start")
@@ -209,11 +253,15 @@ def bench_latency(env: Env, rate: int, seconds: float) -> list[float]:
     # that writes the memory: its notification is the moment the event is visible.
     env.rds.config_set("notify-keyspace-events", "K$")
     worker_env = {
-        "MEMSTREAM_KAFKA_BOOTSTRAP": env.bootstrap, "MEMSTREAM_REDIS_URL": env.redis_url,
-        "MEMSTREAM_TOPIC_PREFIX": "bl.", "MEMSTREAM_WORKER_GROUP": "bl.worker", "MEMSTREAM_LOG_LEVEL": "WARNING",
+        "MEMSTREAM_KAFKA_BOOTSTRAP": env.bootstrap,
+        "MEMSTREAM_REDIS_URL": env.redis_url,
+        "MEMSTREAM_TOPIC_PREFIX": "bl.",
+        "MEMSTREAM_WORKER_GROUP": "bl.worker",
+        "MEMSTREAM_LOG_LEVEL": "WARNING",
     }
-    proc = spawn([sys.executable, "-m", "app.cli", "worker", "--agents", "ingest"], worker_env,
-                 env.tmp / "bl-worker.log")
+    proc = spawn(
+        [sys.executable, "-m", "app.cli", "worker", "--agents", "ingest"], worker_env, env.tmp / "bl-worker.log"
+    )
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
     prefix = f"__keyspace@0__:{keys.seen(tenant, '')}"
@@ -225,7 +273,7 @@ def bench_latency(env: Env, rate: int, seconds: float) -> list[float]:
         while not stop_listen.is_set():
             m = sub.get_message(timeout=0.05)
             if m and m["type"] == "pmessage" and m["data"] == "set":
-                mid = m["channel"][len(prefix):]
+                mid = m["channel"][len(prefix) :]
                 seen.setdefault(mid, time.perf_counter())
 
     listener = threading.Thread(target=listen, daemon=True)
@@ -282,8 +330,10 @@ def main() -> None:
         finally:
             env.stop()
 
-    print(f"throughput: {rounds} rounds of {n} events each (best round counts); "
-          f"latency: {a.rate}/s for {seconds:.0f}s", flush=True)
+    print(
+        f"throughput: {rounds} rounds of {n} events each (best round counts); latency: {a.rate}/s for {seconds:.0f}s",
+        flush=True,
+    )
     ms = fresh(lambda env: bench_memstream(env, n, rounds))
     print(f"memstream worker (all policies + records + hotset): {ms:,.0f} events/s", flush=True)
     fw = fresh(lambda env: bench_forward(env, n, rounds))
@@ -292,14 +342,28 @@ def main() -> None:
     print(f"ceiling: confluent consumer + pipelined Redis:       {ce:,.0f} events/s", flush=True)
     lat = fresh(lambda env: bench_latency(env, a.rate, seconds))
     p50, p95, p99 = pct(lat, 0.50), pct(lat, 0.95), pct(lat, 0.99)
-    print(f"latency at {a.rate}/s over {len(lat)} events: p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
-          f"p99 {p99:.1f} ms (mean {statistics.mean(lat):.1f})", flush=True)
-    print(json.dumps({
-        "events": n, "rounds": rounds, "events_per_s": round(ms), "baseline_events_per_s": round(fw),
-        "ratio": round(ms / fw, 2),
-        "ceiling_events_per_s": round(ce), "ceiling_ratio": round(ms / ce, 3),
-        "offered_rate": a.rate, "p50_ms": round(p50, 1), "p95_ms": round(p95, 1), "p99_ms": round(p99, 1),
-    }))
+    print(
+        f"latency at {a.rate}/s over {len(lat)} events: p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
+        f"p99 {p99:.1f} ms (mean {statistics.mean(lat):.1f})",
+        flush=True,
+    )
+    print(
+        json.dumps(
+            {
+                "events": n,
+                "rounds": rounds,
+                "events_per_s": round(ms),
+                "baseline_events_per_s": round(fw),
+                "ratio": round(ms / fw, 2),
+                "ceiling_events_per_s": round(ce),
+                "ceiling_ratio": round(ms / ce, 3),
+                "offered_rate": a.rate,
+                "p50_ms": round(p50, 1),
+                "p95_ms": round(p95, 1),
+                "p99_ms": round(p99, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

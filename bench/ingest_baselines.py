@@ -1,8 +1,8 @@
 """Baselines for bench/ingest.py, each run as its own process like the real worker.
 
-  forward: a bare Faust agent that consumes raw bytes and sends each message on (one send each).
-  ceiling: a plain confluent-kafka consumer doing orjson parse + one pipelined Redis write per
-           batch, no policies (what the hardware allows without Faust's per-message path).
+forward: a bare Faust agent that consumes raw bytes and sends each message on (one send each).
+ceiling: a plain confluent-kafka consumer doing orjson parse + one pipelined Redis write per
+         batch, no policies (what the hardware allows without Faust's per-message path).
 """
 
 from __future__ import annotations
@@ -47,10 +47,16 @@ def run_ceiling(bootstrap: str, source: str, group: str, redis_url: str) -> None
 
     signal.signal(signal.SIGTERM, on_term)
     rds = redis.Redis.from_url(redis_url)
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-        "enable.auto.commit": True, "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": True,
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 1000,
+        }
+    )
     consumer.subscribe([source])
     while not stop:
         msgs = consumer.consume(1000, timeout=0.05)

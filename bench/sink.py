@@ -108,7 +108,10 @@ class Env:
         log = open(self.tmp / "worker.log", "ab")  # noqa: SIM115 - the child keeps it
         return subprocess.Popen(
             [sys.executable, "-m", "app.cli", "worker", "--agents", "warehouse"],
-            env=env, cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.tmp,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     def stop(self) -> None:

@@ -110,7 +110,10 @@ class Proc:
         env = {**os.environ, **self.env}
         out = open(self.log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", *self.argv], env=env, stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "app.cli", *self.argv],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
         return self

@@ -69,8 +69,7 @@ def insert_row(settings: Settings, tenant: str, memory_id: str, **cols: Any) -> 
     conn = connect(settings)
     try:
         conn.cursor().execute(
-            f"INSERT INTO {settings.snowflake_schema}.MEMORY_RECORDS ({', '.join(names)}) "
-            f"SELECT {', '.join(exprs)}",
+            f"INSERT INTO {settings.snowflake_schema}.MEMORY_RECORDS ({', '.join(names)}) SELECT {', '.join(exprs)}",
             values,
         )
     finally:
@@ -99,25 +98,17 @@ class Gateway:
     def headers(self, tenant: str) -> dict[str, str]:
         return {self.settings.dev_tenant_header: tenant}
 
-    async def get(
-        self, tenant: str, path: str, headers: dict[str, str] | None = None, **kw: Any
-    ) -> httpx.Response:
+    async def get(self, tenant: str, path: str, headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
         return await self.client.get(path, headers={**self.headers(tenant), **(headers or {})}, **kw)
 
-    async def post(
-        self, tenant: str, path: str, headers: dict[str, str] | None = None, **kw: Any
-    ) -> httpx.Response:
+    async def post(self, tenant: str, path: str, headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
         return await self.client.post(path, headers={**self.headers(tenant), **(headers or {})}, **kw)
 
-    async def delete(
-        self, tenant: str, path: str, headers: dict[str, str] | None = None, **kw: Any
-    ) -> httpx.Response:
+    async def delete(self, tenant: str, path: str, headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
         return await self.client.delete(path, headers={**self.headers(tenant), **(headers or {})}, **kw)
 
     async def store(self, tenant: str, body: dict[str, Any], wait: bool = True) -> dict[str, Any]:
-        r = await self.post(
-            tenant, "/api/v2/memory/store", json=body, params={"wait": "visible"} if wait else {}
-        )
+        r = await self.post(tenant, "/api/v2/memory/store", json=body, params={"wait": "visible"} if wait else {})
         assert r.status_code == 202, r.text
         out: dict[str, Any] = r.json()
         return out

@@ -47,12 +47,14 @@ def publish(settings: Settings, events: Iterable[dict[str, Any] | bytes], topic:
 
 def read_topic(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[tuple[bytes | None, bytes]]:
     """Every message currently in `topic` (all partitions, from the start)."""
-    consumer = Consumer({
-        **settings.kafka_client_config(),
-        "group.id": f"test-reader-{time.monotonic_ns()}",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-    })
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"test-reader-{time.monotonic_ns()}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         md = consumer.list_topics(topic, timeout=timeout_s)
         parts = [TopicPartition(topic, p, 0) for p in md.topics[topic].partitions]

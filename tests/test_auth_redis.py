@@ -52,9 +52,7 @@ def who(tenant: str, pid: str = "key:k1") -> Principal:
 # --- API keys ----------------------------------------------------------------------------
 
 
-async def test_api_key_lifecycle(
-    ardis: aioredis.Redis, ardis2: aioredis.Redis, rds: redis.Redis, tenant: str
-) -> None:
+async def test_api_key_lifecycle(ardis: aioredis.Redis, ardis2: aioredis.Redis, rds: redis.Redis, tenant: str) -> None:
     store = ApiKeyStore(ardis, b"pepper")
     other_gateway = ApiKeyStore(ardis2, b"pepper")
     key, rec = await store.create(tenant, frozenset({Role.WRITER}), agent_id="a1", name="ci")
@@ -139,9 +137,7 @@ async def test_keys_cli(stack: Stack, ardis: aioredis.Redis, tenant: str) -> Non
     assert (await ApiKeyStore(ardis).authenticate(key)).tenant_id == tenant
 
     listed = run_cli(stack, "list", "--tenant", tenant)
-    assert (
-        listed.returncode == 0 and key.split("_", 2)[2] not in listed.stdout and "hash" not in listed.stdout
-    )
+    assert listed.returncode == 0 and key.split("_", 2)[2] not in listed.stdout and "hash" not in listed.stdout
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert [(r["key_id"], r["revoked"]) for r in rows] == [(key_id, False)]
 
@@ -158,9 +154,7 @@ async def test_keys_cli(stack: Stack, ardis: aioredis.Redis, tenant: str) -> Non
 # --- rate limits -------------------------------------------------------------------------
 
 
-async def test_two_instances_share_one_limit(
-    ardis: aioredis.Redis, ardis2: aioredis.Redis, tenant: str
-) -> None:
+async def test_two_instances_share_one_limit(ardis: aioredis.Redis, ardis2: aioredis.Redis, tenant: str) -> None:
     a = RateLimiter(ardis, Limit(5), None)
     b = RateLimiter(ardis2, Limit(5), None)
     decisions = [await (a if i % 2 else b).hit(who(tenant)) for i in range(8)]
@@ -176,14 +170,10 @@ async def test_two_instances_share_one_limit(
     assert (await b.hit(who(tenant + "x"))).allowed
 
 
-async def test_limit_is_atomic_under_concurrency(
-    ardis: aioredis.Redis, ardis2: aioredis.Redis, tenant: str
-) -> None:
+async def test_limit_is_atomic_under_concurrency(ardis: aioredis.Redis, ardis2: aioredis.Redis, tenant: str) -> None:
     a = RateLimiter(ardis, Limit(1000), Limit(20))
     b = RateLimiter(ardis2, Limit(1000), Limit(20))
-    results = await asyncio.gather(
-        *[(a if i % 2 else b).hit(who(tenant, f"key:k{i % 7}")) for i in range(60)]
-    )
+    results = await asyncio.gather(*[(a if i % 2 else b).hit(who(tenant, f"key:k{i % 7}")) for i in range(60)])
     assert sum(d.allowed for d in results) == 20
     assert {d.scope for d in results if not d.allowed} == {"tenant"}
 
@@ -216,9 +206,7 @@ async def test_disabled_limits(ardis: aioredis.Redis, tenant: str) -> None:
 # --- signed requests ---------------------------------------------------------------------
 
 
-async def test_signed_request_replay_and_expiry_refused(
-    stack: Stack, ardis: aioredis.Redis, tenant: str
-) -> None:
+async def test_signed_request_replay_and_expiry_refused(stack: Stack, ardis: aioredis.Redis, tenant: str) -> None:
     settings = stack.settings(
         request_signing_secret="sign-me", request_signing_required=True, request_signing_window_s=60
     )
@@ -231,9 +219,7 @@ async def test_signed_request_replay_and_expiry_refused(
     }
     await auth.check_signature("POST", "/api/v2/memory/store", headers, body)
     # The same request again, through a second instance: a replay.
-    other = Authenticator.from_settings(
-        settings, aioredis.Redis(port=stack.redis.port, decode_responses=True)
-    )
+    other = Authenticator.from_settings(settings, aioredis.Redis(port=stack.redis.port, decode_responses=True))
     with pytest.raises(Unauthenticated) as info:
         await other.check_signature("POST", "/api/v2/memory/store", headers, body)
     assert info.value.reason == "signature_replay"
@@ -252,9 +238,7 @@ async def test_signed_request_replay_and_expiry_refused(
     assert info.value.reason == "signature_missing"
     await auth.check_signature("GET", "/api/v2/memory/search?q=x", {}, b"")
     with pytest.raises(Unauthenticated):
-        await auth.check_signature(
-            "GET", "/api/v2/memory/search?q=x", {"X-Memstream-Signature": "v1=00"}, b""
-        )
+        await auth.check_signature("GET", "/api/v2/memory/search?q=x", {"X-Memstream-Signature": "v1=00"}, b"")
     guard = ReplayGuard(ardis, 60)
     assert await guard.first_use("d" * 64 + tenant) and not await guard.first_use("d" * 64 + tenant)
 
@@ -329,9 +313,7 @@ def jcfg() -> JwtConfig:
 
 
 async def test_jwks_url_cached_and_refreshed_for_new_kid(jwks_server: JwksServer) -> None:
-    verifier = JwtVerifier(
-        jcfg(), JwksProvider(url=jwks_server.url, timeout_s=2, cache_s=300, min_refresh_s=0)
-    )
+    verifier = JwtVerifier(jcfg(), JwksProvider(url=jwks_server.url, timeout_s=2, cache_s=300, min_refresh_s=0))
     assert (await verifier.verify(RSA.sign(claims("acme")))).tenant_id == "acme"
     assert (await verifier.verify(RSA.sign(claims("acme")))).tenant_id == "acme"
     assert jwks_server.hits == 1
@@ -343,9 +325,7 @@ async def test_jwks_url_cached_and_refreshed_for_new_kid(jwks_server: JwksServer
 
 
 async def test_jwks_unknown_kid_refetch_is_bounded(jwks_server: JwksServer) -> None:
-    verifier = JwtVerifier(
-        jcfg(), JwksProvider(url=jwks_server.url, timeout_s=2, cache_s=300, min_refresh_s=60)
-    )
+    verifier = JwtVerifier(jcfg(), JwksProvider(url=jwks_server.url, timeout_s=2, cache_s=300, min_refresh_s=60))
     await verifier.verify(RSA.sign(claims()))
     for i in range(5):
         with pytest.raises(Unauthenticated):

@@ -182,9 +182,7 @@ def test_api_key_format_and_hash() -> None:
     assert alg == ALG_HMAC and digest != rec.key_hash
 
 
-@pytest.mark.parametrize(
-    "bad", ["", "msk_", "msk_zz_abc", "Bearer x", "msk_0123456789abcdef_short", "x" * 80]
-)
+@pytest.mark.parametrize("bad", ["", "msk_", "msk_zz_abc", "Bearer x", "msk_0123456789abcdef_short", "x" * 80])
 def test_api_key_malformed(bad: str) -> None:
     assert key_prefix(bad) is None
 
@@ -283,9 +281,7 @@ def test_signature_roundtrip_and_tampering() -> None:
     body = b'{"x":1}'
     sig = sign_request(SECRET, "post", "/api/v2/memory/store?wait=visible", ts, body)
     assert sig.startswith("v1=")
-    verify_request_signature(
-        SECRET, "POST", "/api/v2/memory/store?wait=visible", ts, sig, body, now + 10, 300
-    )
+    verify_request_signature(SECRET, "POST", "/api/v2/memory/store?wait=visible", ts, sig, body, now + 10, 300)
     bad: list[tuple[Any, ...]] = [
         ("GET", "/api/v2/memory/store?wait=visible", ts, sig, body, now, "signature_mismatch"),
         ("POST", "/api/v2/memory/store", ts, sig, body, now, "signature_mismatch"),
@@ -303,9 +299,7 @@ def test_signature_roundtrip_and_tampering() -> None:
             verify_request_signature(SECRET, method, target, t, s, b, at, 300)
         assert info.value.reason == reason
     with pytest.raises(Unauthenticated):
-        verify_request_signature(
-            b"other", "POST", "/api/v2/memory/store?wait=visible", ts, sig, body, now, 300
-        )
+        verify_request_signature(b"other", "POST", "/api/v2/memory/store?wait=visible", ts, sig, body, now, 300)
 
 
 # --- RBAC ---------------------------------------------------------------------------------
@@ -434,9 +428,7 @@ def test_audit_entry_holds_ids_not_content() -> None:
     assert e.resource_ids == ["m1", "m2"] and e.latency_ms == 3.212 and e.request_id == "r" * 64
     assert e.details == {"count": 2, "source": "hotset", "as_agent": "a1", "kind": "api_key"}
     assert "secret" not in e.to_json().decode() and "content" not in e.to_json().decode()
-    many = audit_entry(
-        p, "memory.read", status_code=404, latency_ms=-1, resource_ids=[f"m{i}" for i in range(250)]
-    )
+    many = audit_entry(p, "memory.read", status_code=404, latency_ms=-1, resource_ids=[f"m{i}" for i in range(250)])
     assert len(many.resource_ids) == MAX_RESOURCE_IDS and many.details["resource_ids_total"] == 250
     assert not many.success and many.latency_ms == 0.0
     # Built without re-validation: the same entry, and the same bytes, as validating its values.

@@ -79,9 +79,7 @@ def test_openapi_conformance_all_checks(api_settings: Settings) -> None:
             except Unsatisfiable:
                 continue  # no parameters to make invalid (/health, /ready, /metrics)
             except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - collect all, then report
-                failures.append(
-                    f"{operation.method.upper()} {operation.path} [{mode.value}]: {describe(exc)}"[:4000]
-                )
+                failures.append(f"{operation.method.upper()} {operation.path} [{mode.value}]: {describe(exc)}"[:4000])
     assert ran >= 20
     assert not failures, "\n\n".join(failures)
 

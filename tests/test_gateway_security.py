@@ -70,9 +70,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-async def secure(
-    stack: Stack, worker: Proc, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Gateway]:
+async def secure(stack: Stack, worker: Proc, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
     del worker
     async with running(secure_settings(stack, tmp_path_factory.mktemp("jwks"))) as gw:
         yield gw
@@ -154,9 +152,7 @@ async def test_jwt_schemes_and_attacks_through_the_gateway(secure: Gateway, tena
         "wrong audience": RSA.sign(claims(tenant, aud="other-service")),
         "wrong issuer": RSA.sign(claims(tenant, iss="https://evil.test")),
         "tampered": RSA.sign(claims(tenant))[:-6] + "AAAAAA",
-        "HS256 with the RSA public key": raw_token(
-            {"alg": "HS256", "kid": RSA.kid}, claims(tenant), RSA.public_pem
-        ),
+        "HS256 with the RSA public key": raw_token({"alg": "HS256", "kid": RSA.kid}, claims(tenant), RSA.public_pem),
         "unknown kid": RSA.sign(claims(tenant), kid="nope"),
     }
     for name, token in attacks.items():
@@ -222,9 +218,7 @@ async def test_cross_tenant_attempts_fail_and_leak_nothing(secure: Gateway, tena
         # (search echoes the caller's own query: compare everything but that echo)
         seen = json.dumps({k: v for k, v in r.json().items() if k not in ("query", "terms")})
         assert secret not in seen and memory_id not in seen and handoff_id not in seen
-    assert (await intruder.request("GET", f"{API}/memory/search", params={"q": secret})).json()[
-        "results"
-    ] == []
+    assert (await intruder.request("GET", f"{API}/memory/search", params={"q": secret})).json()["results"] == []
     # Acknowledge or delete the owner's ids: 404 / a no-op in the intruder's own namespace.
     assert (await intruder.request("POST", f"{API}/handoffs/{handoff_id}/ack")).status_code == 404
     r = await intruder.request("DELETE", f"{API}/memory/{memory_id}", params={"wait": "visible"})
@@ -273,9 +267,7 @@ async def test_agent_scoped_key(secure: Gateway, tenant: str) -> None:
             path,
             r.text,
         )
-    assert (
-        await planner.request("GET", f"{API}/handoffs", params={"to_agent": "planner"})
-    ).status_code == 200
+    assert (await planner.request("GET", f"{API}/handoffs", params={"to_agent": "planner"})).status_code == 200
 
 
 async def test_two_gateways_share_one_rate_limit(stack: Stack, tmp_path: Path, tenant: str) -> None:
@@ -305,9 +297,7 @@ async def test_reads_and_writes_are_audited_without_content(secure: Gateway, ten
     await client.request(
         "GET", f"{API}/memory/retrieve", params={"memory_id": memory_id}, headers={"X-Request-ID": f"{rid}-r"}
     )
-    await client.request(
-        "GET", f"{API}/memory/search", params={"q": secret}, headers={"X-Request-ID": f"{rid}-s"}
-    )
+    await client.request("GET", f"{API}/memory/search", params={"q": secret}, headers={"X-Request-ID": f"{rid}-s"})
     await client.request("DELETE", f"{API}/memory/{memory_id}", headers={"X-Request-ID": f"{rid}-d"})
     await secure.app.state.security.audit.flush()
 
@@ -325,9 +315,7 @@ async def test_reads_and_writes_are_audited_without_content(secure: Gateway, ten
     assert (by["r"]["action"], by["r"]["resource_ids"]) == ("memory.read", [memory_id])
     assert (by["s"]["action"], by["s"]["resource_ids"]) == ("memory.search", [memory_id])
     assert (by["d"]["action"], by["d"]["resource_ids"]) == ("memory.delete", [memory_id])
-    assert all(
-        e["tenant_id"] == tenant and e["principal"].startswith("key:") and e["success"] for e in entries
-    )
+    assert all(e["tenant_id"] == tenant and e["principal"].startswith("key:") and e["success"] for e in entries)
     assert secret not in json.dumps(entries)
 
     # ... and on into the warehouse through the worker's sink.
@@ -344,9 +332,7 @@ async def test_reads_and_writes_are_audited_without_content(secure: Gateway, ten
         finally:
             conn.close()
 
-    found = wait_until(
-        lambda: (lambda rs: rs if len(rs) == 4 else None)(rows()), timeout_s=60, interval_s=0.5
-    )
+    found = wait_until(lambda: (lambda rs: rs if len(rs) == 4 else None)(rows()), timeout_s=60, interval_s=0.5)
     assert {r[1] for r in found} == {"memory.write", "memory.read", "memory.search", "memory.delete"}
     assert secret not in repr(found)
 

@@ -66,13 +66,9 @@ def test_rank_combines_relevance_recency_importance_and_filters() -> None:
     ranked = search.rank(docs, p, df, n, now_ms)
     assert [s.doc.memory_id for s in ranked] == ["dense", "once", "old"]
     assert ranked[0].relevance > ranked[1].relevance and ranked[0].recency > ranked[2].recency
-    with_super = search.rank(
-        docs, search.SearchParams(terms=("kafka",), include_superseded=True), df, n, now_ms
-    )
+    with_super = search.rank(docs, search.SearchParams(terms=("kafka",), include_superseded=True), df, n, now_ms)
     assert "super" in {s.doc.memory_id for s in with_super}
-    important = search.rank(
-        [doc("a", "kafka", importance=1.0), doc("b", "kafka", importance=0.0)], p, df, n, now_ms
-    )
+    important = search.rank([doc("a", "kafka", importance=1.0), doc("b", "kafka", importance=0.0)], p, df, n, now_ms)
     assert [s.doc.memory_id for s in important] == ["a", "b"]
 
 
@@ -93,9 +89,7 @@ def test_search_filters(params: dict[str, Any], expected: set[str]) -> None:
         doc("priv", "kafka", session_id="s2"),
     ]
     p = search.SearchParams(terms=("kafka",), **params)
-    assert {
-        s.doc.memory_id for s in search.rank(docs, p, {"kafka": 3}, 3, NOW.timestamp() * 1000)
-    } == expected
+    assert {s.doc.memory_id for s in search.rank(docs, p, {"kafka": 3}, 3, NOW.timestamp() * 1000)} == expected
 
 
 def test_from_hotset_applies_superseded_by_and_hides_tombstones() -> None:

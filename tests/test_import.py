@@ -13,19 +13,44 @@ from tests.conftest import Proc, Stack, stored, wait_until
 
 
 def test_import_publishes_valid_lines_and_reports_invalid(
-    worker: Proc, stack: Stack, rds: redis.Redis, tenant: str, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    worker: Proc,
+    stack: Stack,
+    rds: redis.Redis,
+    tenant: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from app.settings import get_settings
 
     for k, v in stack.env.items():
         monkeypatch.setenv(k, v)
     get_settings.cache_clear()
-    good = [{"schema_version": 1, "event_id": f"imp{i}", "tenant_id": tenant, "type": "event",
-             "content": {"text": f"imported {i}"}, "occurred_at": "2026-05-01T00:00:00Z"} for i in range(3)]
+    good = [
+        {
+            "schema_version": 1,
+            "event_id": f"imp{i}",
+            "tenant_id": tenant,
+            "type": "event",
+            "content": {"text": f"imported {i}"},
+            "occurred_at": "2026-05-01T00:00:00Z",
+        }
+        for i in range(3)
+    ]
     f = tmp_path / "events.jsonl"
-    f.write_bytes(b"\n".join([orjson.dumps(good[0]), b"{broken", orjson.dumps(good[1]), b"",
-                              orjson.dumps({**good[2], "type": "memo"}), orjson.dumps(good[2])]) + b"\n")
+    f.write_bytes(
+        b"\n".join(
+            [
+                orjson.dumps(good[0]),
+                b"{broken",
+                orjson.dumps(good[1]),
+                b"",
+                orjson.dumps({**good[2], "type": "memo"}),
+                orjson.dumps(good[2]),
+            ]
+        )
+        + b"\n"
+    )
     try:
         assert main(["import", str(f), "--dry-run"]) == 1
         assert "would publish 3 events" in capsys.readouterr().out

@@ -36,10 +36,22 @@ def test_policies_end_to_end(worker: Proc, settings: Settings, rds: redis.Redis,
         event(tenant, "dup2", content={"text": "standup   at NINE"}, occurred_at="2026-03-01T10:05:00Z"),
         event(tenant, "forget", content={"text": "do not keep this"}, remember=False),
         event(tenant, "pub", content={"text": "hello all"}, channel={"id": "general", "visibility": "public"}),
-        event(tenant, "d-new", type="decision", key="db", content={"text": "use snowflake"},
-              occurred_at="2026-03-03T00:00:00Z"),
-        event(tenant, "d-old", type="decision", key="db", content={"text": "use postgres"},
-              occurred_at="2026-03-02T00:00:00Z"),
+        event(
+            tenant,
+            "d-new",
+            type="decision",
+            key="db",
+            content={"text": "use snowflake"},
+            occurred_at="2026-03-03T00:00:00Z",
+        ),
+        event(
+            tenant,
+            "d-old",
+            type="decision",
+            key="db",
+            content={"text": "use postgres"},
+            occurred_at="2026-03-02T00:00:00Z",
+        ),
         event(tenant, "t1", type="task", key="migrate", content={"text": "migrate db", "status": "open"}),
         event(tenant, "bad-type", type="memo"),
     ]
@@ -101,10 +113,21 @@ def tenant_state(rds: redis.Redis, tenant: str) -> dict[str, Any]:
 
 
 def test_replay_changes_nothing(worker: Proc, settings: Settings, rds: redis.Redis, tenant: str) -> None:
-    events = [event(tenant, f"r{i}", content={"text": f"replay {i % 7}"}, occurred_at=f"2026-03-01T10:{i:02d}:00Z")
-              for i in range(40)]
-    events += [event(tenant, f"dec{i}", type="decision", key="k", content={"text": f"decide {i}"},
-                     occurred_at=f"2026-03-02T00:00:{59 - i:02d}Z") for i in range(5)]
+    events = [
+        event(tenant, f"r{i}", content={"text": f"replay {i % 7}"}, occurred_at=f"2026-03-01T10:{i:02d}:00Z")
+        for i in range(40)
+    ]
+    events += [
+        event(
+            tenant,
+            f"dec{i}",
+            type="decision",
+            key="k",
+            content={"text": f"decide {i}"},
+            occurred_at=f"2026-03-02T00:00:{59 - i:02d}Z",
+        )
+        for i in range(5)
+    ]
     wait_committed(settings, settings.worker_group, publish(settings, events))
     before = tenant_state(rds, tenant)
 

@@ -91,10 +91,8 @@ def test_replayed_event_is_not_a_duplicate_of_itself() -> None:
 
 
 def test_supersession_newest_occurred_at_wins_even_out_of_order() -> None:
-    newer = prep(msg(type="decision", key="db", content={"text": "use snowflake"},
-                     occurred_at="2026-01-03T00:00:00Z"))
-    older = prep(msg(type="decision", key="db", content={"text": "use postgres"},
-                     occurred_at="2026-01-02T00:00:00Z"))
+    newer = prep(msg(type="decision", key="db", content={"text": "use snowflake"}, occurred_at="2026-01-03T00:00:00Z"))
+    older = prep(msg(type="decision", key="db", content={"text": "use postgres"}, occurred_at="2026-01-02T00:00:00Z"))
     state = HotsetState()
     i_new, i_old = plan([newer, older], state, 3600)
     assert i_new.active_value is not None and i_new.supersedes is None
@@ -149,7 +147,7 @@ def test_republished_event_id_is_a_replay() -> None:
         {},
         {"occurred_at": "2026-03-04T05:06:07.123456+02:00", "importance": 0.25, "citations": ["a", "b"]},
         {"occurred_at": "2026-03-04T05:06:07.5Z", "importance": 1, "ttl_seconds": 60},
-        {"content": {"text": "ünïcode ✓ \"quoted\" \\ \n line", "extra": {"deep": [1, 2.5, None, True]}}},
+        {"content": {"text": 'ünïcode ✓ "quoted" \\ \n line', "extra": {"deep": [1, 2.5, None, True]}}},
         {"type": "decision", "key": "db", "metadata": {"k": {"n": 1e-7, "s": "password=hunter22"}}},
         {"op": "delete", "memory_id": "m-given", "content": None},
         {"channel": {"id": "c1", "visibility": "public"}, "agent_id": "a", "user_id": "u"},

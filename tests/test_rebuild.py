@@ -27,8 +27,13 @@ def warehouse_count(settings: Settings, tenant: str) -> int:
 
 
 def test_rebuild_restores_memories_indexes_and_supersession(
-    worker: Proc, stack: Stack, settings: Settings, rds: redis.Redis, tenant: str,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    worker: Proc,
+    stack: Stack,
+    settings: Settings,
+    rds: redis.Redis,
+    tenant: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
 
@@ -36,18 +41,36 @@ def test_rebuild_restores_memories_indexes_and_supersession(
         return (now - timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
 
     def ev(eid: str, minutes: int, **kw: object) -> dict[str, object]:
-        return {"schema_version": 1, "event_id": eid, "tenant_id": tenant, "type": "event", "session_id": "s",
-                "content": {"text": f"cold cache {eid}"}, "occurred_at": at(minutes), **kw}
+        return {
+            "schema_version": 1,
+            "event_id": eid,
+            "tenant_id": tenant,
+            "type": "event",
+            "session_id": "s",
+            "content": {"text": f"cold cache {eid}"},
+            "occurred_at": at(minutes),
+            **kw,
+        }
 
-    publish(settings, [
-        ev("e1", 5), ev("e2", 4),
-        ev("d-old", 3, type="decision", key="db", content={"text": "use postgres"}),
-        ev("d-new", 2, type="decision", key="db", content={"text": "use snowflake"}),
-        ev("stale", 3 * 24 * 60),  # an event older than its 2-day hotset TTL
-        ev("gone", 1),
-        {"schema_version": 1, "event_id": "del", "tenant_id": tenant, "op": "delete",
-         "memory_id": derive_memory_id(tenant, "gone"), "occurred_at": at(0)},
-    ])
+    publish(
+        settings,
+        [
+            ev("e1", 5),
+            ev("e2", 4),
+            ev("d-old", 3, type="decision", key="db", content={"text": "use postgres"}),
+            ev("d-new", 2, type="decision", key="db", content={"text": "use snowflake"}),
+            ev("stale", 3 * 24 * 60),  # an event older than its 2-day hotset TTL
+            ev("gone", 1),
+            {
+                "schema_version": 1,
+                "event_id": "del",
+                "tenant_id": tenant,
+                "op": "delete",
+                "memory_id": derive_memory_id(tenant, "gone"),
+                "occurred_at": at(0),
+            },
+        ],
+    )
     wait_until(lambda: warehouse_count(settings, tenant) == 6, timeout_s=90)
     before = stored(rds, tenant, derive_memory_id(tenant, "d-new"))
     assert before is not None

@@ -160,9 +160,7 @@ def new_api_key(
 _DUMMY = ApiKeyRecord("0" * 16, "-", frozenset(), "0" * 64, ALG_SHA, 0.0, revoked=True)
 
 
-def verify_api_key(
-    presented: str, record: ApiKeyRecord | None, pepper: bytes | None, now: float
-) -> Principal:
+def verify_api_key(presented: str, record: ApiKeyRecord | None, pepper: bytes | None, now: float) -> Principal:
     """The principal of a presented key, or Unauthenticated (one message for every failure)."""
     rec = record or _DUMMY
     if rec.hash_alg == ALG_HMAC and not pepper:
@@ -210,9 +208,7 @@ class ApiKeyStore:
         expires_in_s: int | None = None,
     ) -> tuple[str, ApiKeyRecord]:
         while True:
-            key, record = new_api_key(
-                tenant_id, roles, self.pepper, time.time(), agent_id, name, expires_in_s
-            )
+            key, record = new_api_key(tenant_id, roles, self.pepper, time.time(), agent_id, name, expires_in_s)
             # HSETNX on the hash field claims the prefix; a (2^-64) collision simply retries.
             if await _aw(self.redis.hsetnx(keys.api_key(record.prefix), "hash", record.key_hash)):
                 break

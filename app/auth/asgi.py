@@ -101,9 +101,7 @@ def auth_error_response(exc: AuthError) -> Response:
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after_s)
     body = {"error": {"code": exc.code, "message": exc.message, "details": details}}
-    return Response(
-        orjson.dumps(body), status_code=exc.status, media_type="application/json", headers=headers
-    )
+    return Response(orjson.dumps(body), status_code=exc.status, media_type="application/json", headers=headers)
 
 
 def install(app: FastAPI) -> None:
@@ -152,13 +150,7 @@ def body_ids(body: Any) -> list[str]:
         for name in _LIST_FIELDS:
             items = body.get(name)
             if isinstance(items, list):
-                ids += [
-                    str(i[f])
-                    for i in items
-                    if isinstance(i, dict)
-                    for f in ID_FIELDS
-                    if isinstance(i.get(f), str)
-                ]
+                ids += [str(i[f]) for i in items if isinstance(i, dict) for f in ID_FIELDS if isinstance(i.get(f), str)]
     return ids
 
 
@@ -181,9 +173,7 @@ class AuditMiddleware:
             await self.app(scope, receive, send)
             return
         state: dict[str, Any] = scope.setdefault("state", {})
-        incoming = (
-            dict(scope.get("headers") or ()).get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
-        )
+        incoming = dict(scope.get("headers") or ()).get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
         request_id = incoming if _REQUEST_ID_RE.fullmatch(incoming) else unique_id()
         state["request_id"] = request_id
         started = time.perf_counter()

@@ -32,9 +32,7 @@ class Credential:
     value: str
 
 
-def extract_credential(
-    headers: Mapping[str, str], dev_header: str | None, dev_enabled: bool = True
-) -> Credential:
+def extract_credential(headers: Mapping[str, str], dev_header: str | None, dev_enabled: bool = True) -> Credential:
     """Pick the one credential of a request (header names case-insensitive). Two different
     credentials are refused rather than guessed between."""
     lower: dict[str, str] = {}
@@ -60,9 +58,7 @@ def extract_credential(
         return found[0]
     if dev_header is not None and (tenant := lower.get(dev_header.lower())) is not None:
         if not dev_enabled:
-            raise Unauthenticated(
-                f"the development header {dev_header} is disabled", reason="dev_header_disabled"
-            )
+            raise Unauthenticated(f"the development header {dev_header} is disabled", reason="dev_header_disabled")
         return Credential("dev", tenant.strip())
     raise Unauthenticated("credentials required (Authorization: Bearer or X-API-Key)", reason="missing")
 
@@ -106,9 +102,7 @@ class Authenticator:
         )
 
     async def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        cred = extract_credential(
-            headers, self.settings.dev_tenant_header, self.settings.dev_tenant_header_enabled
-        )
+        cred = extract_credential(headers, self.settings.dev_tenant_header, self.settings.dev_tenant_header_enabled)
         if cred.kind == "api_key":
             return await self.api_keys.authenticate(cred.value)
         if cred.kind == "jwt":
@@ -126,9 +120,7 @@ class Authenticator:
         lower = {k.lower() for k in headers}
         return SIGNATURE_HEADER.lower() in lower or TIMESTAMP_HEADER.lower() in lower
 
-    async def check_signature(
-        self, method: str, target: str, headers: Mapping[str, str], body: bytes
-    ) -> None:
+    async def check_signature(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> None:
         """Verify the request signature when one is expected (see `signature_expected`)."""
         if not self.signature_expected(method, headers):
             return

@@ -72,9 +72,7 @@ def add_keys_parser(sub: Any) -> None:
     ks = p.add_subparsers(dest="keys_command", required=True)
     c = ks.add_parser("create", help="issue a key (printed once) for a tenant")
     c.add_argument("--tenant", required=True)
-    c.add_argument(
-        "--role", action="append", required=True, choices=[r.value for r in Role], help="repeat for several"
-    )
+    c.add_argument("--role", action="append", required=True, choices=[r.value for r in Role], help="repeat for several")
     c.add_argument("--agent", help="bind the key to one agent id (it can act only as that agent)")
     c.add_argument("--name", help="a label to recognise the key by")
     c.add_argument("--expires-in", help="lifetime, e.g. 30d, 12h, 90m (default: no expiry)")

@@ -80,7 +80,5 @@ class RateLimiter:
         decision = await self.hit(principal, cost)
         if not decision.allowed:
             scope = decision.scope
-            raise RateLimited(
-                f"rate limit exceeded ({scope})", decision.retry_after_s, reason=f"rate_{scope}"
-            )
+            raise RateLimited(f"rate limit exceeded ({scope})", decision.retry_after_s, reason=f"rate_{scope}")
         return decision

@@ -29,9 +29,7 @@ def server_context(settings: Settings, cert_file: str, key_file: str | None) -> 
     return harden(ctx, settings.tls_min_version)
 
 
-def uvicorn_ssl_kwargs(
-    settings: Settings, cert_file: str | None = None, key_file: str | None = None
-) -> dict[str, Any]:
+def uvicorn_ssl_kwargs(settings: Settings, cert_file: str | None = None, key_file: str | None = None) -> dict[str, Any]:
     """`uvicorn.run(..., **kwargs)` arguments; empty (plain HTTP) when no certificate is given.
 
     The command-line `--cert/--key` win over `MEMSTREAM_TLS_CERT_FILE/_KEY_FILE`.

@@ -69,9 +69,7 @@ class Context:
     omitted: int
 
 
-def _eligible(
-    doc: Doc, section: Section, session_id: str | None, agent_id: str | None, vis: frozenset[str]
-) -> bool:
+def _eligible(doc: Doc, section: Section, session_id: str | None, agent_id: str | None, vis: frozenset[str]) -> bool:
     if doc.deleted or doc.superseded_by is not None or doc.visibility not in vis or not doc.text:
         return False
     want = SECTION_TYPE[section]
@@ -110,9 +108,7 @@ def assemble(
     omitted = 0
     for section in SECTIONS:
         docs = [
-            d
-            for d in candidates.get(section, ())
-            if d is not None and _eligible(d, section, session_id, agent_id, vis)
+            d for d in candidates.get(section, ()) if d is not None and _eligible(d, section, session_id, agent_id, vis)
         ]
         taken = 0
         for doc in _order(section, docs):
@@ -146,4 +142,3 @@ def _item(doc: Doc, section: Section, cost: int) -> ContextItem:
         occurred_at=doc.occurred_at,
         tokens=cost,
     )
-

@@ -61,9 +61,7 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> Response:
     body = {"error": {"code": code or _CODES.get(status, "error"), "message": message, "details": details}}
-    return Response(
-        orjson.dumps(body, default=str), status_code=status, media_type="application/json", headers=headers
-    )
+    return Response(orjson.dumps(body, default=str), status_code=status, media_type="application/json", headers=headers)
 
 
 def hotset_unavailable(exc: RedisError) -> Response:
@@ -94,9 +92,7 @@ def field_errors(errors: list[Any], prefix: tuple[str | int, ...] = ()) -> list[
 
 
 def validation_error(exc: ValidationError, prefix: tuple[str | int, ...] = ("body",)) -> ApiError:
-    return ApiError(
-        422, "request validation failed", details=field_errors(exc.errors(include_url=False), prefix)
-    )
+    return ApiError(422, "request validation failed", details=field_errors(exc.errors(include_url=False), prefix))
 
 
 def install(app: FastAPI) -> None:

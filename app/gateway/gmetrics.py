@@ -17,9 +17,7 @@ READS_HOTSET, READS_WAREHOUSE = READS.labels("hotset"), READS.labels("warehouse"
 WAREHOUSE_CALLS = Counter(
     "memstream_gateway_warehouse_calls_total", "Warehouse queries from the gateway, by outcome", ["outcome"]
 )
-PUBLISHED = Counter(
-    "memstream_gateway_published_total", "Events the gateway published, by outcome", ["outcome"]
-)
+PUBLISHED = Counter("memstream_gateway_published_total", "Events the gateway published, by outcome", ["outcome"])
 
 
 _REQUEST_CHILDREN: dict[tuple[str, str, int], Any] = {}

@@ -98,9 +98,7 @@ async def batch(body: BatchRequest, caller: Caller, svc: Svc, wait: Wait = None)
     for (i, _), res in zip(events, await _finish(svc, written, wait), strict=True):
         results.append({"index": i, **res})
     results.sort(key=lambda r: int(r["index"]))
-    return json_response(
-        {"accepted": len(events), "rejected": len(results) - len(events), "items": results}, 202
-    )
+    return json_response({"accepted": len(events), "rejected": len(results) - len(events), "items": results}, 202)
 
 
 async def retrieve_reply(scope: Scope, caller: Principal, svc: Services, q: RetrieveQuery) -> Response:

@@ -80,9 +80,7 @@ async def ready(request: Request, svc: Annotated[Services, Depends(services)]) -
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={
-        200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}
-    },
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}},
 )
 async def metrics() -> Response:
     """Prometheus text exposition (the process registry: gateway and shared metrics)."""

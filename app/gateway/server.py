@@ -9,17 +9,13 @@ from app.auth.tls import uvicorn_ssl_kwargs
 from app.settings import Settings
 
 
-def tls_options(
-    settings: Settings, cert_file: str | None = None, key_file: str | None = None
-) -> dict[str, Any]:
+def tls_options(settings: Settings, cert_file: str | None = None, key_file: str | None = None) -> dict[str, Any]:
     """uvicorn TLS arguments (TLS >= 1.2): from --cert/--key, else MEMSTREAM_TLS_CERT_FILE/_KEY_FILE;
     none (plain HTTP) when neither is given."""
     return uvicorn_ssl_kwargs(settings, cert_file, key_file)
 
 
-def server_options(
-    settings: Settings, cert_file: str | None = None, key_file: str | None = None
-) -> dict[str, Any]:
+def server_options(settings: Settings, cert_file: str | None = None, key_file: str | None = None) -> dict[str, Any]:
     has = importlib.util.find_spec
     return {
         "host": settings.gateway_host,

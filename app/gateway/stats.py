@@ -19,9 +19,7 @@ LAG_CACHE_S = 5.0
 _lag_cache: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 
 
-def consumer_lag(
-    settings: Settings, group: str, topic: str, timeout_s: float = LAG_TIMEOUT_S
-) -> dict[str, Any]:
+def consumer_lag(settings: Settings, group: str, topic: str, timeout_s: float = LAG_TIMEOUT_S) -> dict[str, Any]:
     """Committed offsets of `group` against the high watermarks of `topic` (blocking; run in a thread)."""
     consumer = Consumer(
         {
@@ -60,9 +58,7 @@ async def cached_lag(settings: Settings, group: str, topic: str) -> dict[str, An
     if hit is not None and time.monotonic() - hit[0] < LAG_CACHE_S:
         return hit[1]
     try:
-        value = await asyncio.wait_for(
-            asyncio.to_thread(consumer_lag, settings, group, topic), LAG_TIMEOUT_S + 1
-        )
+        value = await asyncio.wait_for(asyncio.to_thread(consumer_lag, settings, group, topic), LAG_TIMEOUT_S + 1)
     except (KafkaException, TimeoutError, OSError) as exc:
         return {"group": group, "topic": topic, "total": None, "partitions": {}, "error": str(exc)[:200]}
     _lag_cache[key] = (time.monotonic(), value)

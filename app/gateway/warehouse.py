@@ -202,9 +202,7 @@ class Warehouse:
             raise WarehouseUnavailable(self.last_error or "warehouse unavailable")
         loop = asyncio.get_running_loop()
         try:
-            rows = await asyncio.wait_for(
-                loop.run_in_executor(self._pool, self._execute, sql, params), self.timeout_s
-            )
+            rows = await asyncio.wait_for(loop.run_in_executor(self._pool, self._execute, sql, params), self.timeout_s)
         except (SnowflakeError, OSError, TimeoutError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             self._open_until = time.monotonic() + CIRCUIT_OPEN_S

@@ -49,9 +49,7 @@ class Written:
 def build_event(fields: EventFields, tenant: str, loc: tuple[str | int, ...] = ("body",)) -> MemoryEvent:
     """The contract event for a request: tenant from the credentials, defaults filled in."""
     if fields.tenant_id is not None and fields.tenant_id != tenant:
-        raise ApiError(
-            403, "tenant_id does not match the caller's tenant", details={"loc": ".".join(map(str, loc))}
-        )
+        raise ApiError(403, "tenant_id does not match the caller's tenant", details={"loc": ".".join(map(str, loc))})
     data = fields.model_dump(exclude_none=True)
     data["tenant_id"] = tenant
     data.setdefault("event_id", str(uuid.uuid4()))
@@ -80,9 +78,7 @@ class Publisher:
         """Resolve once the broker acknowledged every event (acks=all); 503 otherwise."""
         topic = self.settings.topic_events
         try:
-            delivered = await self.producer.send_many(
-                [(topic, e.tenant_id.encode(), encode(e)) for e in events]
-            )
+            delivered = await self.producer.send_many([(topic, e.tenant_id.encode(), encode(e)) for e in events])
         except BrokerUnavailable as exc:
             gmetrics.PUBLISHED.labels("unavailable").inc(len(events))
             raise ApiError(
