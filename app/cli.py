@@ -128,7 +128,15 @@ def add_dev_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=Path(".memstream"))
 
 
+def _stop_on_signal(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
+    # SIGTERM (kill, a supervisor) would end Python without the `finally`, orphaning the broker,
+    # Redis and the emulator; a shell's background job starts with SIGINT ignored.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop_on_signal)
     stack = DevStack(args)
     try:
         stack.start()
@@ -149,6 +157,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut the clean-up short
         stack.stop()
 
 
