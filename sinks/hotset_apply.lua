@@ -31,6 +31,9 @@ for _, op in ipairs(ops) do
     local apply = true
     if op.k == 'w' or op.k == 'x' or op.k == 'r' then
       local cur = version_of(op.m)
+      -- This very version already stored by a gateway re-warm (a warehouse read racing the
+      -- worker): the value stands, but only this event's write indexes it.
+      local complete = op.k == 'w' and cur == op.v
       if cur and cur >= op.v then
         apply = false
       else
@@ -43,7 +46,7 @@ for _, op in ipairs(ops) do
           redis.call('SET', op.m, op.v .. '0' .. op.j .. SEP .. sb, 'EX', op.ttl)
         end
       end
-      if apply and op.k ~= 'x' then
+      if (apply or complete) and op.k ~= 'x' then
         for _, ix in ipairs(op.ix) do redis.call('ZADD', ix, op.s, op.id) end
         if op.af ~= '' then
           local a = redis.call('HGET', op.a, op.af)
@@ -57,7 +60,7 @@ for _, op in ipairs(ops) do
           end
         end
         if op.dk ~= '' then redis.call('SET', op.dk, op.dv, 'EX', op.st) end
-        if not cur and op.k == 'w' then count('type:' .. op.t, 1) end
+        if apply and not cur and op.k == 'w' then count('type:' .. op.t, 1) end
       end
     end
     if apply then

@@ -138,7 +138,7 @@ async def worker_ready(gw: Gateway, timeout_s: float = 90.0) -> None:
     out = await gw.store("probe", {"type": "event", "content": {"text": "probe"}}, wait=False)
     deadline = asyncio.get_running_loop().time() + timeout_s
     while asyncio.get_running_loop().time() < deadline:
-        v, seen = await gw.services.reader.progress("probe", out["memory_id"], out["event_id"])
+        [(v, seen)] = await gw.services.reader.progress([("probe", out["memory_id"], out["event_id"])])
         if v is not None or seen:
             return
         await asyncio.sleep(0.1)

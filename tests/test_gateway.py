@@ -203,6 +203,17 @@ async def test_delete_forgets(gateway: Gateway, tenant: str) -> None:
     assert_error(gone, 404, "deleted")
 
 
+async def test_delete_orders_after_a_memory_stamped_in_the_future(gateway: Gateway, tenant: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    ahead = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()  # a client clock ahead of ours
+    out = await gateway.store(tenant, ev(content={"text": "from the future"}, occurred_at=ahead))
+    r = await gateway.delete(tenant, f"/api/v2/memory/{out['memory_id']}", params={"wait": "visible"})
+    assert r.status_code == 202 and r.json()["version"] > out["version"], r.text
+    gone = await gateway.get(tenant, "/api/v2/memory/retrieve", params={"memory_id": out["memory_id"]})
+    assert_error(gone, 404, "deleted")
+
+
 async def test_wait_visible_times_out_with_504(stack: Stack, warehouse_table: Settings, tenant: str) -> None:
     # A topic prefix no worker consumes: the write is acknowledged but never becomes visible.
     settings = stack.settings(topic_prefix="no-worker.", wait_visible_timeout_s=0.3)
@@ -296,7 +307,9 @@ async def test_warehouse_down_is_degraded_not_500(stack: Stack, tenant: str) -> 
 @pytest.mark.parametrize("fast_reads", [True, False], ids=["hot", "fastapi"])
 async def test_redis_down_is_503_and_writes_still_land(stack: Stack, tenant: str, fast_reads: bool) -> None:
     dead = f"redis://127.0.0.1:{devstack.free_port()}/0"
-    settings = stack.settings(redis_url=dead, redis_timeout_s=0.5, gateway_fast_reads=fast_reads)
+    settings = stack.settings(
+        redis_url=dead, redis_timeout_s=0.5, gateway_fast_reads=fast_reads, wait_visible_timeout_s=1
+    )
     async with running(settings) as gw:
         ready = await gw.client.get("/ready")
         assert ready.status_code == 503 and ready.json()["error"]["details"]["checks"]["redis"]["status"] == "down"
@@ -312,6 +325,11 @@ async def test_redis_down_is_503_and_writes_still_land(stack: Stack, tenant: str
         # Writes go to the broker, not to Redis: accepted while the hotset is down.
         w = await gw.post(tenant, "/api/v2/memory/store", json={"type": "event", "content": {"text": "kept"}})
         assert w.status_code == 202, w.text
+        # Read-your-writes cannot be confirmed: accepted, not visible (504 with the write), not 503.
+        w = await gw.post(
+            tenant, STORE, json={"type": "event", "content": {"text": "kept"}}, params={"wait": "visible"}
+        )
+        assert assert_error(w, 504, "visibility_timeout")["details"]["pending"][0]["offset"] >= 0
 
 
 # ---- search ------------------------------------------------------------------------------------
@@ -322,6 +340,50 @@ async def seed(gateway: Gateway, tenant: str, items: list[dict[str, Any]]) -> li
     assert r.status_code == 202 and r.json()["rejected"] == 0, r.text
     out: list[dict[str, Any]] = r.json()["items"]
     return out
+
+
+async def test_search_ranks_the_newer_of_the_hotset_and_warehouse_copies(
+    gateway: Gateway, warehouse_table: Settings, rds: redis.Redis, tenant: str
+) -> None:
+    """The warehouse lags the hotset by a flush: its older copy of a memory must not outrank what
+    the hotset knows (a delete, a new visibility, a supersession), nor an older hotset copy it."""
+    from app.gateway.warehouse import row_to_record
+
+    def v(n: int) -> str:
+        return f"{n:032d}"
+
+    def hot(row: dict[str, Any], version: int, deleted: bool = False, **update: Any) -> None:
+        rec = row_to_record({**row, "version": version}, "memory.events").model_copy(update=update)
+        rds.set(
+            keys.memory(tenant, rec.memory_id),
+            hotset_format.encode(v(version), rec.to_json().decode(), deleted=deleted),
+        )
+
+    pub = {"visibility": "public"}
+    hot(insert_row(warehouse_table, tenant, "gone", content={"text": "quokka gone"}, **pub), 2000, deleted=True)
+    hidden = insert_row(warehouse_table, tenant, "hidden", content={"text": "quokka hidden"}, **pub)
+    hot(hidden, 2000, visibility="private")
+    fresh = insert_row(warehouse_table, tenant, "fresh", version=2000, content={"text": "quokka new"}, **pub)
+    hot(fresh, 1000, content={"text": "quokka old"})
+    insert_row(warehouse_table, tenant, "lagging", type="decision", key="q", content={"text": "quokka lagging"}, **pub)
+    rds.hset(keys.active(tenant), keys.active_field("decision", "q"), f"{v(3000)}|winner")
+
+    async def found(**params: Any) -> dict[str, dict[str, Any]]:
+        r = await gateway.get(tenant, "/api/v2/memory/search", params={"q": "quokka", **params})
+        assert r.status_code == 200 and r.json()["warehouse"] == "used", r.text
+        return {h["memory_id"]: h for h in r.json()["results"]}
+
+    public = await found(channel_visibility="public")
+    assert set(public) == {"fresh"}
+    assert public["fresh"]["source"] == "warehouse" and public["fresh"]["record"]["content"]["text"] == "quokka new"
+    everything = await found(include_superseded="true")
+    assert set(everything) == {"fresh", "hidden", "lagging"}
+    assert everything["hidden"]["source"] == "hotset" and everything["hidden"]["record"]["visibility"] == "private"
+    assert everything["lagging"]["record"]["superseded_by"] == "winner"
+    # Retrieve re-warms the lagging decision as superseded, and says so.
+    r = await gateway.get(tenant, "/api/v2/memory/retrieve", params={"memory_id": "lagging"})
+    assert r.json()["source"] == "warehouse" and r.json()["record"]["superseded_by"] == "winner", r.text
+    assert stored(rds, tenant, "lagging").superseded_by == "winner"  # type: ignore[union-attr]
 
 
 async def test_search_ranks_filters_and_respects_visibility(gateway: Gateway, tenant: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from app.gateway import context, search, visibility
-from app.gateway.docs import Doc, from_hotset
+from app.gateway.docs import ABSENT, Doc, Slot, from_hotset
 from app.gateway.schemas import Limit100, QueryBool
 from app.gateway.warehouse import row_to_record, search_sql
 from app.hotset_format import StoredMemory
@@ -220,3 +220,27 @@ def test_store_body_uses_the_event_models_field_types(ttl: object, ok: bool) -> 
     else:
         with pytest.raises(ValidationError):
             StoreRequest.model_validate(body)
+
+
+def test_reconcile_keeps_the_newer_copy_of_each_warehouse_hit() -> None:
+    def rec(mid: str, version: int, **cols: Any) -> Any:
+        row = {"tenant_id": "t", "id": mid, "version": version, "type": "decision", "key": mid,
+               "content": {"text": f"{mid} v{version}"}, "occurred_at": NOW.replace(tzinfo=None)}  # fmt: skip
+        return row_to_record({**row, **cols}, "memory.events")
+
+    def slot(r: Any, deleted: bool = False) -> Slot:
+        return Slot(r.version, None if deleted else doc(r.memory_id, r.content["text"]), deleted)
+
+    v = "{:032d}".format
+    records = [rec("absent", 10), rec("older-hot", 20), rec("same", 30), rec("tomb", 40), rec("lagging", 50)]
+    hot = [ABSENT, slot(rec("older-hot", 5)), slot(rec("same", 30)), slot(rec("tomb", 41), deleted=True), ABSENT]
+    active = [(v(10), "absent"), None, None, None, (v(60), "winner")]
+    out = search.reconcile(records, hot, active)
+    assert list(out) == ["absent", "older-hot", "same", "tomb", "lagging"]
+    assert out["absent"] is not None and out["absent"].source == "warehouse" and out["absent"].superseded_by is None
+    assert out["older-hot"] is not None and out["older-hot"].text == "older-hot v20"  # the warehouse is newer
+    assert out["same"] is not None and out["same"].source == "hotset"  # the hotset's markers are current
+    assert out["tomb"] is None
+    assert out["lagging"] is not None and out["lagging"].superseded_by == "winner"
+    # An active entry older than the record, or the record itself, supersedes nothing.
+    assert search.reconcile([rec("x", 50)], [ABSENT], [(v(40), "other")])["x"].superseded_by is None  # type: ignore[union-attr]

@@ -147,3 +147,49 @@ async def test_writers_overwrite_a_value_not_in_the_layout(hotset: Hotset, rds: 
     assert stored(rds, tenant, new_id) is not None
     reader = HotsetReader(hotset.redis)
     assert (await reader.get(tenant, old_id)).version is None  # read as absent
+
+
+async def test_a_rewarm_of_the_same_version_leaves_the_worker_its_indexing(
+    hotset: Hotset, rds: redis.Redis, tenant: str
+) -> None:
+    # The gateway read the warehouse and re-warmed a version the worker had not applied yet (its
+    # Redis write was being retried): the worker's write must still index it and supersede.
+    decision = {"type": "decision", "key": "db"}
+    await apply(hotset, [event(tenant, "old", occurred_at=at(10), content={"text": "postgres"}, **decision)])
+    new = event(tenant, "new", occurred_at=at(5), content={"text": "snowflake"}, **decision)
+    pos = SourcePosition(topic="t", partition=0, offset=1)
+    record = prepare(MemoryEvent.model_validate_json(orjson.dumps(new)), pos).record
+    assert await HotsetReader(hotset.redis).rewarm(record, 60)
+    old_id, new_id = derive_memory_id(tenant, "old"), derive_memory_id(tenant, "new")
+    assert rds.zscore(keys.recent(tenant), new_id) is None
+    await apply(hotset, [new], 1)
+    assert rds.zscore(keys.recent(tenant), new_id) is not None
+    assert rds.zscore(keys.term(tenant, "snowflake"), new_id) is not None
+    assert rds.hget(keys.active(tenant), keys.active_field("decision", "db")) == f"{record.version}|{new_id}"
+    older = stored(rds, tenant, old_id)
+    assert older is not None and older.superseded_by == new_id
+    assert stored(rds, tenant, new_id).version == record.version  # type: ignore[union-attr]
+
+
+async def test_rewarm_marks_a_memory_superseded_by_the_active_one_the_warehouse_does_not_know(
+    hotset: Hotset, rds: redis.Redis, tenant: str
+) -> None:
+    decision = {"type": "decision", "key": "db"}
+    await apply(hotset, [event(tenant, "new", occurred_at=at(5), content={"text": "snowflake"}, **decision)])
+    new_id = derive_memory_id(tenant, "new")
+    # The older decision expired from the hotset before the newer one arrived, and the warehouse
+    # has not flushed the supersession yet: it still says superseded_by null.
+    old = event(tenant, "old", occurred_at=at(10), content={"text": "postgres"}, **decision)
+    pos = SourcePosition(topic="t", partition=0, offset=0)
+    record = prepare(MemoryEvent.model_validate_json(orjson.dumps(old)), pos).record
+    assert record.superseded_by is None
+    reader = HotsetReader(hotset.redis)
+    rewarmed = await reader.rewarm(record, 60)
+    assert rewarmed is not None and rewarmed.superseded_by == new_id
+    assert stored(rds, tenant, record.memory_id).superseded_by == new_id  # type: ignore[union-attr]
+    # Its own active entry, or an older one, does not supersede it.
+    again = event(tenant, "newest", occurred_at=at(1), content={"text": "duckdb"}, **decision)
+    rec3 = prepare(MemoryEvent.model_validate_json(orjson.dumps(again)), pos).record
+    rds.hset(keys.active(tenant), keys.active_field("decision", "db"), f"{rec3.version}|{rec3.memory_id}")
+    rewarmed3 = await reader.rewarm(rec3, 60)
+    assert rewarmed3 is not None and rewarmed3.superseded_by is None

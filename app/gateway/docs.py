@@ -10,6 +10,7 @@ memory is a couple of objects for the cyclic collector to walk instead of a tree
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -122,6 +123,23 @@ class Doc:
         if self._terms is None:
             self._terms = dict(term_counts(f"{self.key or ''} {self.text}"))
         return self._terms
+
+
+@dataclass(frozen=True)
+class Slot:
+    """What the hotset holds for one memory id: a version (None: nothing of ours) and its Doc
+    (None for a tombstone)."""
+
+    version: str | None
+    doc: Doc | None
+    deleted: bool
+
+    @property
+    def present(self) -> bool:
+        return self.version is not None
+
+
+ABSENT = Slot(None, None, False)
 
 
 def from_hotset(memory_id: str, stored: StoredMemory) -> Doc | None:

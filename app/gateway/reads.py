@@ -20,28 +20,15 @@ from redis.exceptions import RedisError
 
 from app import hotset_format, keys
 from app.gateway.context import FETCH, SECTION_TYPE, Section
-from app.gateway.docs import Doc, from_hotset
+from app.gateway.docs import ABSENT, Doc, Slot, from_hotset
 from app.gateway.search import RECENCY_HALF_LIFE_S, SearchParams
-from app.models import VERSION_WIDTH, MemoryRecord
+from app.models import SUPERSEDING_TYPES, VERSION_WIDTH, MemoryRecord
 
 log = logging.getLogger(__name__)
 
 HIT, MISS = "gateway:hotset_hits", "gateway:hotset_misses"
 SEARCH_FETCH_MAX = 200  # ids stage 1 hands to stage 2 (fetched in rounds, best first)
 CACHED_VALUE_MAX = 4096  # larger values (long chunks) are parsed on every read: the cache stays small
-
-
-@dataclass(frozen=True)
-class Slot:
-    """What the hotset holds for one memory id."""
-
-    version: str | None
-    doc: Doc | None
-    deleted: bool
-
-    @property
-    def present(self) -> bool:
-        return self.version is not None
 
 
 @dataclass
@@ -89,21 +76,59 @@ class HotsetReader:
             for mid, v in zip(ids, values, strict=True)
         ]
 
-    async def progress(self, tenant: str, memory_id: str, event_id: str) -> tuple[str | None, bool]:
-        """(stored version, event processed?) for read-your-writes polling."""
+    async def lookup(
+        self, tenant: str, records: Sequence[MemoryRecord]
+    ) -> tuple[list[Slot], list[tuple[str, str] | None]]:
+        """For warehouse records, in one round trip: the hotset's slot of each memory id and the
+        (version, memory id) active for its (type, key), if any (see search.reconcile)."""
+        if not records:
+            return [], []
+        fields = [_active_field(r) for r in records]
+        wanted = sorted({f for f in fields if f})
         pipe = self.redis.pipeline(transaction=False)
-        pipe.getrange(keys.memory(tenant, memory_id), 0, VERSION_WIDTH - 1)
-        pipe.exists(keys.seen(tenant, event_id))
-        v, seen = await pipe.execute()
-        return v or None, bool(seen)
+        pipe.mget([keys.memory(tenant, r.memory_id) for r in records])
+        if wanted:
+            pipe.hmget(keys.active(tenant), wanted)
+        replies = await pipe.execute()
+        values: list[str | None] = replies[0]
+        active_of: dict[str, tuple[str, str]] = {}
+        for f, raw in zip(wanted, replies[1] if wanted else [], strict=True):
+            if raw and "|" in raw:
+                v, _, mid = raw.partition("|")
+                active_of[f] = (v, mid)
+        slots = [self._slot(r.memory_id, v) if v else ABSENT for r, v in zip(records, values, strict=True)]
+        return slots, [active_of.get(f) if f else None for f in fields]
 
-    async def rewarm(self, record: MemoryRecord, ttl_s: int) -> bool:
-        """Write a warehouse record back into the hotset unless the hotset holds a newer version."""
-        changed = await self._rewarm(
-            keys=[keys.memory(record.tenant_id, record.memory_id)],
-            args=[record.version, record.to_json(), record.superseded_by or "", ttl_s],
+    async def progress(self, writes: Sequence[tuple[str, str, str]]) -> list[tuple[str | None, bool]]:
+        """For (tenant, memory id, event id) each: (stored version, event processed?), for
+        read-your-writes polling, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for tenant, memory_id, event_id in writes:
+            pipe.getrange(keys.memory(tenant, memory_id), 0, VERSION_WIDTH - 1)
+            pipe.exists(keys.seen(tenant, event_id))
+        replies = await pipe.execute()
+        return [(v or None, bool(seen)) for v, seen in zip(replies[::2], replies[1::2], strict=True)]
+
+    async def rewarm(self, record: MemoryRecord, ttl_s: int) -> MemoryRecord | None:
+        """Write a warehouse record back into the hotset unless the hotset holds this version or a
+        newer one (then None). Returns the record as the hotset now holds it: superseded when a
+        newer memory is active for its key, although the warehouse did not know yet."""
+        stored_sb = await self._rewarm(
+            keys=[keys.memory(record.tenant_id, record.memory_id), keys.active(record.tenant_id)],
+            args=[
+                record.version,
+                record.to_json(),
+                record.superseded_by or "",
+                ttl_s,
+                _active_field(record),
+                record.memory_id,
+            ],
         )
-        return bool(changed)
+        if stored_sb is None:
+            return None
+        if (stored_sb or None) != record.superseded_by:
+            return record.model_copy(update={"superseded_by": stored_sb or None})
+        return record
 
     def count(self, tenant: str, hit: bool) -> None:
         self._counts[(tenant, HIT if hit else MISS)] += 1
@@ -210,7 +235,12 @@ class HotsetReader:
             await asyncio.gather(*self._background, return_exceptions=True)
 
 
-ABSENT = Slot(None, None, False)
+def _active_field(record: MemoryRecord) -> str:
+    """The active-pointer field that may supersede this record, or '' (the warehouse's
+    superseded_by lags the hotset's by a flush)."""
+    if record.type is not None and record.type in SUPERSEDING_TYPES and record.key:
+        return keys.active_field(record.type.value, record.key)
+    return ""
 
 
 def _slot(memory_id: str, value: str) -> Slot:

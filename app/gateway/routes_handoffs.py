@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -27,7 +27,7 @@ from app.gateway.schemas import (
     StoreResult,
 )
 from app.gateway.visibility import visible
-from app.gateway.writes import validated
+from app.gateway.writes import stamp_after, validated
 from app.models import Visibility
 
 router = APIRouter(prefix="/api/v2/handoffs", tags=["handoffs"])
@@ -174,9 +174,7 @@ async def ack_handoff(
 
 
 def _ack_event(record: dict[str, Any], tenant: str, ack: HandoffAckRequest, now: datetime) -> dict[str, Any]:
-    occurred = datetime.fromisoformat(str(record["occurred_at"]))
-    # The ack must be a newer version even when the packet was stamped in the future.
-    when = max(now, occurred + timedelta(milliseconds=1))
+    when = stamp_after(now, datetime.fromisoformat(str(record["occurred_at"])))
     metadata = {**(record.get("metadata") or {}), "acked_at": when.isoformat()}
     if ack.agent_id:
         metadata["acked_by"] = ack.agent_id

@@ -29,7 +29,7 @@ from app.gateway.schemas import (
 )
 from app.gateway.search import SearchParams, query_terms
 from app.gateway.stats import tenant_stats
-from app.gateway.writes import Written, build_event, validated
+from app.gateway.writes import Written, build_event, stamp_after, validated
 from app.models import MemoryEvent
 
 router = APIRouter(prefix="/api/v2/memory", tags=["memory"])
@@ -156,6 +156,7 @@ async def forget(
     caller: Caller, svc: Svc, memory_id: Annotated[str, Path(min_length=1, max_length=128)], wait: Wait = None
 ) -> Response:
     """Forget a memory: publishes a delete event (the hotset and the warehouse drop it)."""
+    occurred = await service.latest_occurred(svc, caller.tenant_id, memory_id)
     event = validated(
         {
             "schema_version": 1,
@@ -163,7 +164,7 @@ async def forget(
             "op": "delete",
             "tenant_id": caller.tenant_id,
             "memory_id": memory_id,
-            "occurred_at": datetime.now(UTC),
+            "occurred_at": stamp_after(datetime.now(UTC), occurred),
         },
         ("path",),
     )

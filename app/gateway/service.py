@@ -6,14 +6,17 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
+
+from redis.exceptions import RedisError
 
 from app.gateway import gmetrics
 from app.gateway.context import Context, assemble
 from app.gateway.deps import Services
-from app.gateway.docs import Doc, from_record
+from app.gateway.docs import ABSENT, Doc, from_record
 from app.gateway.errors import ApiError
-from app.gateway.search import Scored, SearchParams, passes, rank
+from app.gateway.search import Scored, SearchParams, passes, rank, reconcile
 from app.gateway.warehouse import WarehouseUnavailable
 from app.models import Visibility
 
@@ -46,8 +49,26 @@ async def retrieve(svc: Services, tenant: str, memory_id: str) -> Doc:
         raise ApiError(404, "memory was deleted", "deleted")
     gmetrics.READS_WAREHOUSE.inc()
     ttl = svc.settings.hotset_ttl_seconds.get(record.type.value if record.type else "event", 86400)
-    await svc.reader.rewarm(record, record.ttl_seconds or ttl)
+    record = await svc.reader.rewarm(record, record.ttl_seconds or ttl) or record
     return from_record(record, "warehouse")
+
+
+async def latest_occurred(svc: Services, tenant: str, memory_id: str) -> datetime | None:
+    """The event time of the newest version readable (hotset, else warehouse), or None when
+    there is none or neither can say: a delete must order after it to be applied."""
+    try:
+        slot = await svc.reader.get(tenant, memory_id)
+    except RedisError:
+        slot = ABSENT
+    if slot.doc is not None:
+        return slot.doc.occurred_at
+    if slot.present:
+        return None  # a tombstone: already deleted
+    try:
+        record = await svc.warehouse.get(tenant, memory_id)
+    except WarehouseUnavailable:
+        return None
+    return record.occurred_at if record is not None else None
 
 
 @dataclass
@@ -69,7 +90,7 @@ async def search(svc: Services, tenant: str, p: SearchParams, fallback: bool) ->
     batch = max(8 * p.limit, 80)
     # Stage 2 fetches at most MAX_FETCH_ROUNDS batches: stage 1 need not rank more than that.
     cands = await svc.reader.search_candidates(tenant, p, pool, now_ms, MAX_FETCH_ROUNDS * batch)
-    docs: list[Doc] = []
+    docs: dict[str, Doc] = {}
     passing = 0
     stale: dict[str, list[str]] = defaultdict(list)
     for round_ in range(MAX_FETCH_ROUNDS):
@@ -81,8 +102,8 @@ async def search(svc: Services, tenant: str, p: SearchParams, fallback: bool) ->
                 for key in cands.sources.get(mid, ()):
                     stale[key].append(mid)
                 continue
-            docs.append(slot.doc)
-        passing = sum(1 for d in docs if passes(d, p))
+            docs[mid] = slot.doc
+        passing = sum(1 for d in docs.values() if passes(d, p))
         if passing >= 2 * p.limit:
             break
     svc.reader.prune(stale)
@@ -100,8 +121,12 @@ async def search(svc: Services, tenant: str, p: SearchParams, fallback: bool) ->
             examined += len(records)
             if records:
                 sources.append("warehouse")
-            docs.extend(from_record(r) for r in records)
-    return SearchOutcome(rank(docs, p, cands.df, cands.n_docs, now_ms), examined, sources, warehouse)
+            newest = reconcile(records, *await svc.reader.lookup(tenant, records))
+            for mid, doc in newest.items():
+                docs.pop(mid, None)
+                if doc is not None:
+                    docs[mid] = doc
+    return SearchOutcome(rank(docs.values(), p, cands.df, cands.n_docs, now_ms), examined, sources, warehouse)
 
 
 async def context(

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from app.gateway import gmetrics
 from app.gateway.errors import ApiError, validation_error
@@ -19,6 +21,8 @@ from app.gateway.schemas import EventFields, WriteStatus
 from app.kafka import AsyncProducer, BrokerUnavailable, Delivered
 from app.models import MemoryEvent, make_version
 from app.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,12 @@ def build_event(fields: EventFields, tenant: str, loc: tuple[str | int, ...] = (
     return validated(data, loc)
 
 
+def stamp_after(now: datetime, occurred: datetime | None) -> datetime:
+    """An event time that orders after `occurred` (a version stamped in the future by a client
+    clock ahead of ours), so a delete or an ack is the newer version and is applied."""
+    return now if occurred is None else max(now, occurred + timedelta(milliseconds=1))
+
+
 def validated(data: dict[str, Any], loc: tuple[str | int, ...] = ("body",)) -> MemoryEvent:
     try:
         return MemoryEvent.model_validate(data)
@@ -92,16 +102,24 @@ class Publisher:
 
     async def wait_visible(self, written: list[Written]) -> list[WriteStatus]:
         """Poll the hotset until each write is readable (version stored >= ours) or was processed
-        without being stored (the event-id ledger has it); 504 at the deadline."""
+        without being stored (the event-id ledger has it); 504 at the deadline, also when Redis
+        cannot answer (the broker has the write: it is accepted, only not seen visible)."""
         deadline = time.monotonic() + self.settings.wait_visible_timeout_s
         status: list[WriteStatus | None] = [None] * len(written)
         delay = 0.005
         while True:
-            for i, w in enumerate(written):
-                if status[i] is not None:
-                    continue
-                v, seen = await self.reader.progress(w.event.tenant_id, w.memory_id, w.event.event_id)
-                if v is not None and v >= w.version:
+            todo = [i for i, s in enumerate(status) if s is None]
+            try:
+                # Bounded by the deadline: a slow Redis must not hold the caller past it.
+                async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
+                    progress = await self.reader.progress(
+                        [(written[i].event.tenant_id, written[i].memory_id, written[i].event.event_id) for i in todo]
+                    )
+            except (RedisError, TimeoutError) as exc:
+                log.debug("visibility poll failed (the write is accepted): %s", exc)
+                progress = [(None, False)] * len(todo)
+            for i, (v, seen) in zip(todo, progress, strict=True):
+                if v is not None and v >= written[i].version:
                     status[i] = "visible"
                 elif seen:
                     status[i] = "skipped"
