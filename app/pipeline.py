@@ -23,6 +23,7 @@ from app.models import (
     DeadLetter,
     MemoryEvent,
     MemoryRecord,
+    MemoryType,
     SourcePosition,
     make_version,
 )
@@ -182,8 +183,9 @@ def to_record(event: MemoryEvent, pos: SourcePosition, redactions: Counter[str])
 
 
 def dedupe_digest(event: MemoryEvent) -> str | None:
-    """Same normalized text in the same tenant and scope -> same digest."""
-    if event.op != "upsert" or event.content is None:
+    """Same normalized text in the same tenant and scope -> same digest. Handoffs are never
+    duplicates: each packet is a delivery to an agent (a retry repeats its event id instead)."""
+    if event.op != "upsert" or event.content is None or event.type == MemoryType.HANDOFF:
         return None
     scope = (
         event.type or "",

@@ -549,6 +549,15 @@ async def test_context_assembles_sections_in_prompt_order(gateway: Gateway, tena
 # ---- handoffs ----------------------------------------------------------------------------------
 
 
+async def test_the_same_handoff_to_two_agents_reaches_both(gateway: Gateway, tenant: str) -> None:
+    body = {"task": "review PR 42", "from_agent": "coder", "session_id": "s1"}
+    for agent in ("bob", "carol"):
+        r = await gateway.post(tenant, "/api/v2/handoffs", params={"wait": "visible"}, json={**body, "to_agent": agent})
+        assert r.status_code == 202 and r.json()["status"] == "visible", r.text
+        listed = (await gateway.get(tenant, "/api/v2/handoffs", params={"to_agent": agent})).json()["handoffs"]
+        assert [h["task"] for h in listed] == ["review PR 42"]
+
+
 async def test_handoff_create_list_ack_exactly_once(gateway: Gateway, tenant: str) -> None:
     r = await gateway.post(
         tenant, "/api/v2/handoffs", params={"wait": "visible"},

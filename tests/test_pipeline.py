@@ -80,6 +80,14 @@ def test_dedupe_within_window_same_scope() -> None:
     assert kinds == ["write", "duplicate", "write", "write"]
 
 
+def test_handoffs_with_the_same_text_are_separate_packets() -> None:
+    def handoff(to: str) -> Prepared:
+        return prep(msg(type="handoff", content={"text": "review PR 42", "to_agent": to, "task": "review PR 42"}))
+
+    kinds = [i.kind for i in plan([handoff("bob"), handoff("carol"), handoff("bob")], HotsetState(), 3600)]
+    assert kinds == ["write", "write", "write"]
+
+
 def test_replayed_event_is_not_a_duplicate_of_itself() -> None:
     m = msg(content={"text": "same"})
     state = HotsetState()
