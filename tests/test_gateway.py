@@ -386,6 +386,33 @@ async def test_search_ranks_the_newer_of_the_hotset_and_warehouse_copies(
     assert stored(rds, tenant, "lagging").superseded_by == "winner"  # type: ignore[union-attr]
 
 
+async def test_a_public_read_cannot_be_widened_by_a_repeated_or_misspelt_parameter(
+    gateway: Gateway, tenant: str
+) -> None:
+    [private, public] = await seed(gateway, tenant, [
+        ev(content={"text": "zebra private"}, channel={"id": "dm", "visibility": "private"}, agent_id="a"),
+        ev(content={"text": "zebra public"}, channel={"id": "general", "visibility": "public"}, agent_id="a"),
+    ])  # fmt: skip
+    retrieve = "/api/v2/memory/retrieve"
+    r = await gateway.get(tenant, retrieve, params={"memory_id": private["memory_id"], "channel_visibility": "public"})
+    assert_error(r, 404, "not_found")
+    r = await gateway.get(tenant, retrieve, params={"memory_id": public["memory_id"], "channel_visibility": "public"})
+    assert r.status_code == 200, r.text
+    for path, base in (
+        ("/api/v2/memory/search", [("q", "zebra")]),
+        ("/api/v2/context", [("agent_id", "a")]),
+        ("/api/v2/handoffs", [("to_agent", "a")]),
+        (retrieve, [("memory_id", private["memory_id"])]),
+    ):
+        twice = [*base, ("channel_visibility", "public"), ("channel_visibility", "private")]
+        err = assert_error(await gateway.get(tenant, path, params=twice), 422, "validation_error")
+        assert err["details"] == [
+            {"loc": "query.channel_visibility", "msg": "give this parameter once", "type": "repeated"}
+        ]
+        misspelt = assert_error(await gateway.get(tenant, path, params=[*base, ("Channel_Visibility", "public")]), 422)
+        assert misspelt["details"][0]["loc"] == "query.Channel_Visibility", misspelt
+
+
 async def test_search_ranks_filters_and_respects_visibility(gateway: Gateway, tenant: str) -> None:
     pub = {"id": "general", "visibility": "public"}
     ids = await seed(gateway, tenant, [
@@ -641,8 +668,16 @@ async def test_hot_reads_answer_as_the_fastapi_routes_do(
     ])  # fmt: skip
     insert_row(warehouse_table, tenant, "cold", content={"text": "kafka in the warehouse only"})
     p1 = derive_memory_id(tenant, "p1")
-    requests: list[tuple[str, dict[str, Any], dict[str, str]]] = [
+    requests: list[tuple[str, Any, dict[str, str]]] = [
         ("/api/v2/memory/retrieve", {"memory_id": p1}, {}),
+        ("/api/v2/memory/retrieve", {"memory_id": p1, "channel_visibility": "public"}, {}),
+        ("/api/v2/memory/retrieve", [("memory_id", p1), ("channel_visibility", "public")] * 2, {}),  # 422
+        (
+            "/api/v2/memory/search",
+            [("q", "kafka"), ("channel_visibility", "public"), ("channel_visibility", "private")],
+            {},
+        ),
+        ("/api/v2/context", {"session_id": "s1", "channel_visiblity": "public"}, {}),  # 422: misspelt
         ("/api/v2/memory/retrieve", {"memory_id": p1, "memory_type": "event"}, {}),
         ("/api/v2/memory/retrieve", {"memory_id": p1, "memory_type": "rule"}, {}),  # 404
         ("/api/v2/memory/retrieve", {"memory_id": "nowhere"}, {}),  # 404 after the warehouse

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
@@ -89,6 +90,28 @@ def field_errors(errors: list[Any], prefix: tuple[str | int, ...] = ()) -> list[
             }
         )
     return out
+
+
+def single_valued(pairs: Iterable[tuple[str, str]]) -> None:
+    """422 for a query parameter given more than once: the reads take one value each, and taking
+    the last (as frameworks do) let `channel_visibility=public&channel_visibility=private` widen
+    a public read."""
+    seen: set[str] = set()
+    repeated: list[str] = []
+    for name, _ in pairs:
+        if name in seen and name not in repeated:
+            repeated.append(name)
+        seen.add(name)
+    if repeated:
+        details = [{"loc": f"query.{n}", "msg": "give this parameter once", "type": "repeated"} for n in repeated]
+        raise ApiError(422, "request validation failed", details=details)
+
+
+async def _single_valued_query(request: Request) -> None:
+    single_valued(request.query_params.multi_items())
+
+
+SingleValued = Depends(_single_valued_query)  # on the read routes; app.gateway.hot checks it too
 
 
 def validation_error(exc: ValidationError, prefix: tuple[str | int, ...] = ("body",)) -> ApiError:

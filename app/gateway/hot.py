@@ -29,7 +29,7 @@ from app.auth.endpoints import API
 from app.auth.errors import AuthError
 from app.auth.principal import Principal
 from app.gateway.deps import Services
-from app.gateway.errors import ApiError, error_response, field_errors, hotset_unavailable
+from app.gateway.errors import ApiError, error_response, field_errors, hotset_unavailable, single_valued
 from app.gateway.routes_context import context_reply
 from app.gateway.routes_memory import retrieve_reply, search_reply
 from app.gateway.schemas import ContextQuery, RetrieveQuery, SearchQuery
@@ -84,9 +84,11 @@ class HotReads:
         state = scope["app"].state
         security: Security = state.security
         try:
+            pairs = query_pairs(scope["query_string"])
+            single_valued(pairs)  # a route dependency, so before the credential, as FastAPI does
             caller = await security.authenticate(Request(scope, receive))
             try:
-                query = hot.query.model_validate(dict(query_pairs(scope["query_string"])))
+                query = hot.query.model_validate(dict(pairs))
             except ValidationError as exc:
                 details = field_errors(exc.errors(include_url=False), ("query",))
                 return error_response(422, "request validation failed", details=details)

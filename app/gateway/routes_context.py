@@ -12,7 +12,7 @@ from app.auth.rbac import scoped_agent
 from app.gateway import service
 from app.gateway.context import TOKEN_COUNTING
 from app.gateway.deps import Principal, Services, principal, services
-from app.gateway.errors import responses
+from app.gateway.errors import SingleValued, responses
 from app.gateway.routes_memory import audited_json
 from app.gateway.schemas import ContextQuery, ContextResult
 
@@ -47,7 +47,7 @@ async def context_reply(scope: Scope, caller: Principal, svc: Services, q: Conte
     return audited_json(scope, body)
 
 
-@router.get("/context", response_model=ContextResult, responses=responses(401, 422))
+@router.get("/context", response_model=ContextResult, responses=responses(401, 422), dependencies=[SingleValued])
 async def get_context(
     request: Request,
     caller: Annotated[Principal, Depends(principal)],

@@ -14,21 +14,18 @@ from app import keys
 from app.auth.rbac import scoped_agent
 from app.gateway import service
 from app.gateway.deps import Principal, Services, principal, services
-from app.gateway.errors import ApiError, responses
+from app.gateway.errors import ApiError, SingleValued, responses
 from app.gateway.routes_memory import WRITE_ERRORS, Wait, json_response
 from app.gateway.schemas import (
     HandoffAckRequest,
     HandoffAckResult,
     HandoffList,
+    HandoffListQuery,
     HandoffRequest,
-    Limit100,
-    QueryBool,
-    QueryId,
     StoreResult,
 )
 from app.gateway.visibility import visible
 from app.gateway.writes import stamp_after, validated
-from app.models import Visibility
 
 router = APIRouter(prefix="/api/v2/handoffs", tags=["handoffs"])
 Svc = Annotated[Services, Depends(services)]
@@ -68,16 +65,10 @@ async def create_handoff(body: HandoffRequest, caller: Caller, svc: Svc, wait: W
     return json_response(written[0].result("accepted"), 202)
 
 
-@router.get("", response_model=HandoffList, responses=responses(401, 422))
-async def list_handoffs(
-    caller: Caller,
-    svc: Svc,
-    to_agent: Annotated[QueryId, Query()],
-    include_acked: Annotated[QueryBool, Query()] = False,
-    channel_visibility: Annotated[Visibility | None, Query()] = None,
-    limit: Limit100 = 20,
-) -> Response:
+@router.get("", response_model=HandoffList, responses=responses(401, 422), dependencies=[SingleValued])
+async def list_handoffs(caller: Caller, svc: Svc, q: Annotated[HandoffListQuery, Query()]) -> Response:
     """Handoffs addressed to `to_agent`, newest first; pending ones only unless `include_acked`."""
+    to_agent, include_acked, channel_visibility, limit = q.to_agent, q.include_acked, q.channel_visibility, q.limit
     scoped_agent(caller, to_agent)  # an agent-scoped key reads only its own inbox
     tenant = caller.tenant_id
     ids = await svc.reader.handoff_ids(tenant, to_agent, min(limit * 3, 300))

@@ -15,7 +15,7 @@ from app.auth.asgi import note_response_body
 from app.auth.scope import scope_event
 from app.gateway import service
 from app.gateway.deps import Principal, Services, principal, services
-from app.gateway.errors import ApiError, responses
+from app.gateway.errors import ApiError, SingleValued, responses
 from app.gateway.schemas import (
     BatchRequest,
     BatchResult,
@@ -29,6 +29,7 @@ from app.gateway.schemas import (
 )
 from app.gateway.search import SearchParams, query_terms
 from app.gateway.stats import tenant_stats
+from app.gateway.visibility import visible
 from app.gateway.writes import Written, build_event, stamp_after, validated
 from app.models import MemoryEvent
 
@@ -105,10 +106,14 @@ async def retrieve_reply(scope: Scope, caller: Principal, svc: Services, q: Retr
     doc = await service.retrieve(svc, caller.tenant_id, q.memory_id)
     if q.memory_type is not None and doc.type != q.memory_type.value:
         raise ApiError(404, f"memory is not of type {q.memory_type.value}")
+    if not visible(doc.visibility, q.channel_visibility):
+        raise ApiError(404, "memory not found")  # as for an unknown id: a public read learns nothing
     return audited_json(scope, {"source": doc.source, "record": doc.record})
 
 
-@router.get("/retrieve", response_model=RetrieveResult, responses=responses(401, 404, 422, 503))
+@router.get(
+    "/retrieve", response_model=RetrieveResult, responses=responses(401, 404, 422, 503), dependencies=[SingleValued]
+)
 async def retrieve(request: Request, caller: Caller, svc: Svc, q: Annotated[RetrieveQuery, Query()]) -> Response:
     """One record: the hotset first, then the warehouse (which re-warms the hotset)."""
     return await retrieve_reply(request.scope, caller, svc, q)
@@ -139,7 +144,7 @@ async def search_reply(scope: Scope, caller: Principal, svc: Services, q: Search
     )
 
 
-@router.get("/search", response_model=SearchResult, responses=responses(401, 422))
+@router.get("/search", response_model=SearchResult, responses=responses(401, 422), dependencies=[SingleValued])
 async def search(request: Request, caller: Caller, svc: Svc, q: Annotated[SearchQuery, Query()]) -> Response:
     """Ranked keyword search: BM25 relevance with recency and importance, over a bounded pool."""
     return await search_reply(request.scope, caller, svc, q)

@@ -149,14 +149,23 @@ class BatchResult(BaseModel):
     items: list[BatchItemOk | BatchItemError]
 
 
-# Query parameters of the per-turn reads, as models: FastAPI describes them in the OpenAPI
-# document (one parameter per field) and app.gateway.hot validates with the same models.
-class RetrieveQuery(BaseModel):
+# Query parameters of the reads, as models: FastAPI describes them in the OpenAPI document (one
+# parameter per field) and app.gateway.hot validates with the same models.
+class ReadQuery(BaseModel):
+    # A misspelt parameter is refused, not ignored: `channel_visiblity=public` would otherwise
+    # read as no restriction at all. Each may be given once (app.gateway.errors.single_valued).
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetrieveQuery(ReadQuery):
     memory_id: QueryId
     memory_type: MemoryType | None = Field(None, description="404 unless the memory has this type")
+    channel_visibility: Visibility | None = Field(
+        None, description="visibility of the channel the read is for: 404 for a memory it may not see"
+    )
 
 
-class SearchQuery(BaseModel):
+class SearchQuery(ReadQuery):
     q: Annotated[str, Field(min_length=1, max_length=512, description="keywords (same tokenizer as indexing)")]
     type: MemoryType | None = None
     session_id: QueryId | None = None
@@ -169,11 +178,18 @@ class SearchQuery(BaseModel):
     fallback: QueryBool = Field(True, description="false: answer from the hotset only")
 
 
-class ContextQuery(BaseModel):
+class ContextQuery(ReadQuery):
     session_id: QueryId | None = None
     agent_id: QueryId | None = None
     channel_visibility: Visibility | None = None
     budget_tokens: Budget = Field(2000, description=TOKEN_COUNTING)
+
+
+class HandoffListQuery(ReadQuery):
+    to_agent: QueryId
+    include_acked: QueryBool = False
+    channel_visibility: Visibility | None = None
+    limit: Limit100 = 20
 
 
 class RetrieveResult(BaseModel):
