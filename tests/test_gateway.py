@@ -185,11 +185,23 @@ async def test_batch_per_item_results(gateway: Gateway, tenant: str) -> None:
     assert body["items"][0]["status"] == "visible"
     assert body["items"][2]["memory_id"] == derive_memory_id(tenant, "b3")
     assert body["items"][1]["status"] == 422 and body["items"][1]["error"]["details"][0]["loc"] == "body.items.1"
-    # A malformed item rejects the whole batch, with its path.
-    err = assert_error(
-        await gateway.post(tenant, "/api/v2/memory/batch", json={"items": [ev(), ev(importance=2)]}), 422
-    )
-    assert err["details"][0]["loc"].startswith("body.items.1.importance")
+    # A malformed item (a bad type, an unknown field, not an object) is reported on its own too.
+    mixed = [ev(event_id="b4"), ev(importance=False), ev(typo=1), "not an object", ev(ttl_seconds="5")]
+    r = await gateway.post(tenant, "/api/v2/memory/batch", json={"items": mixed})
+    assert r.status_code == 202 and (r.json()["accepted"], r.json()["rejected"]) == (1, 4), r.text
+    bad = {
+        i["index"]: i["error"]["details"][0]["loc"].split(".constrained")[0]
+        for i in r.json()["items"]
+        if i["status"] == 422
+    }
+    assert bad == {
+        1: "body.items.1.importance",
+        2: "body.items.2.typo",
+        3: "body.items.3",
+        4: "body.items.4.ttl_seconds",
+    }
+    err = assert_error(await gateway.post(tenant, "/api/v2/memory/batch", json={"items": [ev(importance=2)]}), 422)
+    assert err["details"][0]["error"]["details"][0]["loc"].startswith("body.items.0.importance")  # none published
     too_many = [ev()] * (gateway.settings.gateway_batch_max_items + 1)
     assert_error(await gateway.post(tenant, "/api/v2/memory/batch", json={"items": too_many}), 422)
     assert_error(await gateway.post(tenant, "/api/v2/memory/batch", json={"items": [ev(op="delete")]}), 422)

@@ -9,13 +9,14 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
+from pydantic import ValidationError
 from starlette.types import Scope
 
 from app.auth.asgi import note_response_body
 from app.auth.scope import scope_event
 from app.gateway import service
 from app.gateway.deps import Principal, Services, principal, services
-from app.gateway.errors import ApiError, SingleValued, responses
+from app.gateway.errors import ApiError, SingleValued, responses, validation_error
 from app.gateway.schemas import (
     BatchRequest,
     BatchResult,
@@ -82,9 +83,14 @@ async def batch(body: BatchRequest, caller: Caller, svc: Svc, wait: Wait = None)
         )
     events: list[tuple[int, MemoryEvent]] = []
     results: list[dict[str, Any]] = []
-    for i, item in enumerate(body.items):
+    for i, raw in enumerate(body.items):
+        loc = ("body", "items", i)
         try:
-            events.append((i, scope_event(caller, build_event(item, caller.tenant_id, ("body", "items", i)))))
+            try:
+                item = StoreRequest.model_validate(raw)
+            except ValidationError as exc:
+                raise validation_error(exc, loc) from exc
+            events.append((i, scope_event(caller, build_event(item, caller.tenant_id, loc))))
         except ApiError as exc:
             results.append(
                 {
