@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections import Counter
 
-_WORD = re.compile(r"[0-9a-z]+(?:['_-][0-9a-z]+)*")
+_WORD = re.compile(r"[0-9a-z]+(?:['_-][0-9a-z]+)*")  # ASCII text: the common case, and the fast one
+# Scripts written without spaces between words (Han, kana, Thai, Lao): a run of them is indexed
+# as overlapping character bigrams, as search engines do for CJK, so a query finds words inside.
+_RUN = "\u0e00-\u0eff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
+# Letters and digits of any script, and the combining marks that Indic scripts write inside words
+# (not `\w` characters: without them a Hindi word fell apart at each vowel sign).
+_MARKS = "\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u0900-\u0dff\u1ab0-\u1aff\u1dc0-\u1dff"
+_LETTER = f"(?:[^\\W_{_RUN}]|[{_MARKS}])"
+_UNICODE_WORD = re.compile(f"[{_RUN}]+|{_LETTER}+(?:['_-]{_LETTER}+)*")
+_IN_RUN = re.compile(f"[{_RUN}]")
 STOPWORDS = frozenset(
     [
         "a",
@@ -69,7 +79,18 @@ def normalize(text: str) -> str:
 
 
 def tokens(text: str) -> list[str]:
-    return [w for w in _WORD.findall(text.lower()) if len(w) > 1 and w not in STOPWORDS and len(w) <= 40]
+    """Index and query terms: lower-cased words of 2-40 characters, stopwords out; text beyond
+    ASCII is NFKC-normalized first, and runs of Han, kana, Thai or Lao become character bigrams
+    (a lone character stays a term)."""
+    if text.isascii():
+        return [w for w in _WORD.findall(text.lower()) if len(w) > 1 and w not in STOPWORDS and len(w) <= 40]
+    out: list[str] = []
+    for w in _UNICODE_WORD.findall(unicodedata.normalize("NFKC", text).lower()):
+        if _IN_RUN.match(w):
+            out.extend([w] if len(w) == 1 else [w[i : i + 2] for i in range(len(w) - 1)])
+        elif 1 < len(w) <= 40 and w not in STOPWORDS:
+            out.append(w)
+    return out
 
 
 def term_counts(text: str) -> Counter[str]:

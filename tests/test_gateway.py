@@ -425,6 +425,16 @@ async def test_a_public_read_cannot_be_widened_by_a_repeated_or_misspelt_paramet
         assert misspelt["details"][0]["loc"] == "query.Channel_Visibility", misspelt
 
 
+async def test_search_finds_words_of_any_script(gateway: Gateway, tenant: str) -> None:
+    out = await gateway.store(tenant, ev(content={"text": "Réunion au café: 日本語テキストの確認, привет"}))
+    for q in ("café", "日本語", "ПРИВЕТ"):
+        r = await gateway.get(tenant, "/api/v2/memory/search", params={"q": q, "fallback": "false"})
+        assert [(h["memory_id"], h["source"]) for h in r.json()["results"]] == [(out["memory_id"], "hotset")], (
+            q,
+            r.text,
+        )
+
+
 async def test_search_ranks_filters_and_respects_visibility(gateway: Gateway, tenant: str) -> None:
     pub = {"id": "general", "visibility": "public"}
     ids = await seed(gateway, tenant, [

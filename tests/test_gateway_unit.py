@@ -14,6 +14,7 @@ from app.gateway.docs import ABSENT, Doc, Slot, from_hotset
 from app.gateway.schemas import Limit100, QueryBool
 from app.gateway.warehouse import row_to_record, search_sql
 from app.hotset_format import StoredMemory
+from app.text import tokens
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -44,6 +45,27 @@ def test_visibility_rules() -> None:
 def test_query_terms_use_the_index_tokenizer() -> None:
     assert search.query_terms("The Kafka, kafka and REDIS!") == ("kafka", "redis")
     assert search.query_terms("the and of") == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "terms"),
+    [
+        ("Café naïve résumé Straße", ["café", "naïve", "résumé", "straße"]),
+        ("Cafe\u0301 \uff4b\uff41\uff46\uff4b\uff41", ["café", "kafka"]),  # NFKC: composed accents, full-width letters
+        ("Привет, мир", ["привет", "мир"]),
+        ("नमस्ते दुनिया", ["नमस्ते", "दुनिया"]),  # vowel signs stay inside the word
+        ("日本語テキスト", ["日本", "本語", "語テ", "テキ", "キス", "スト"]),
+        ("猫 and kafka", ["猫", "kafka"]),
+        ("emoji🦄party the end", ["emoji", "party", "end"]),
+    ],
+)
+def test_tokens_of_any_script(text: str, terms: list[str]) -> None:
+    assert tokens(text) == terms
+
+
+def test_a_cjk_query_finds_a_word_inside_a_longer_run() -> None:
+    doc_terms = set(tokens("会議は日本語テキストで行います"))
+    assert set(search.query_terms("日本語")) <= doc_terms
 
 
 def test_idf_prefers_rare_terms() -> None:
