@@ -193,3 +193,16 @@ async def test_rewarm_marks_a_memory_superseded_by_the_active_one_the_warehouse_
     rds.hset(keys.active(tenant), keys.active_field("decision", "db"), f"{rec3.version}|{rec3.memory_id}")
     rewarmed3 = await reader.rewarm(rec3, 60)
     assert rewarmed3 is not None and rewarmed3.superseded_by is None
+
+
+async def test_prune_spares_a_member_whose_memory_came_back(hotset: Hotset, rds: redis.Redis, tenant: str) -> None:
+    index = keys.recent(tenant)
+    rds.zadd(index, {"gone": 1, "dead": 2, "back": 3, "foreign": 4})
+    rds.set(keys.memory(tenant, "dead"), hotset_format.encode(V1, "{}", deleted=True))
+    rds.set(keys.memory(tenant, "foreign"), "not ours")
+    # A read saw all four absent or deleted; the worker wrote "back" again before the prune ran.
+    rds.set(keys.memory(tenant, "back"), hotset_format.encode(V2, '{"occurred_at":"2026-03-01T10:00:00Z"}'))
+    reader = HotsetReader(hotset.redis)
+    reader.prune(tenant, {index: ["gone", "dead", "back", "foreign"]})
+    await reader.drain()
+    assert rds.zrange(index, 0, -1) == ["back"]

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -51,6 +52,7 @@ class HotsetReader:
         self._rewarm = redis.register_script(lua.joinpath("rewarm.lua").read_text(encoding="utf-8"))
         self._search = redis.register_script(lua.joinpath("search_candidates.lua").read_text(encoding="utf-8"))
         self._context_ids = redis.register_script(lua.joinpath("context_ids.lua").read_text(encoding="utf-8"))
+        self._prune = redis.register_script(lua.joinpath("prune.lua").read_text(encoding="utf-8"))
         # Hit/miss counters are kept in process and flushed to the tenant's stats hash in batches,
         # so the retrieve fast path stays a single Redis round trip.
         self._counts: Counter[tuple[str, str]] = Counter()
@@ -194,7 +196,7 @@ class HotsetReader:
             for mid in ids:
                 if not slots[mid].present or slots[mid].deleted:
                     stale[index[section]].append(mid)
-        self.prune(stale)
+        self.prune(tenant, stale)
         return out
 
     # ---- handoffs ----------------------------------------------------------------------------
@@ -210,19 +212,16 @@ class HotsetReader:
         return [bool(x) for x in await pipe.execute()]
 
     # ---- maintenance -------------------------------------------------------------------------
-    def prune(self, stale: dict[str, list[str]]) -> None:
-        """Remove stale members from indexes, off the request path. Best effort: a later read
-        prunes again if this fails."""
+    def prune(self, tenant: str, stale: dict[str, list[str]]) -> None:
+        """Remove stale members from indexes, off the request path, each only if its memory is
+        still absent or deleted (prune.lua). Best effort: a later read prunes again."""
         stale = {k: v for k, v in stale.items() if v}
         if not stale:
             return
 
         async def run() -> None:
             try:
-                pipe = self.redis.pipeline(transaction=False)
-                for key, ids in stale.items():
-                    pipe.zrem(key, *ids)
-                await pipe.execute()
+                await self._prune(keys=list(stale), args=[keys.memory(tenant, ""), orjson.dumps(list(stale.values()))])
             except RedisError as exc:
                 log.debug("index prune failed: %s", exc)
 

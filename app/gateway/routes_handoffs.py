@@ -107,7 +107,7 @@ async def list_handoffs(caller: Caller, svc: Svc, q: Annotated[HandoffListQuery,
         )
         if len(out) >= limit:
             break
-    svc.reader.prune({keys.handoffs_to(tenant, to_agent): stale})
+    svc.reader.prune(tenant, {keys.handoffs_to(tenant, to_agent): stale})
     return json_response({"to_agent": to_agent, "handoffs": out})
 
 

@@ -106,7 +106,7 @@ async def search(svc: Services, tenant: str, p: SearchParams, fallback: bool) ->
         passing = sum(1 for d in docs.values() if passes(d, p))
         if passing >= 2 * p.limit:
             break
-    svc.reader.prune(stale)
+    svc.reader.prune(tenant, stale)
     examined = cands.examined
     sources: list[Literal["hotset", "warehouse"]] = ["hotset"] if docs else []
     warehouse: Literal["used", "not_needed", "unavailable"] = "not_needed"
