@@ -317,10 +317,14 @@ class HealthResult(BaseModel):
 
 class StatsResult(BaseModel):
     tenant_id: str
-    counts_by_type: dict[str, int]
+    counts_by_type: dict[str, int] = Field(
+        description="memories written per type, counted once per memory id; deletes and expiry are not subtracted"
+    )
     counters: dict[str, int]
-    hotset_size: int = Field(description="memories in the tenant's recency index (may include expiring ones)")
-    hotset_by_type: dict[str, int]
+    hotset_size: int = Field(
+        description="memories in the recency index (may include expired or deleted ones until a read prunes them)"
+    )
+    hotset_by_type: dict[str, int] = Field(description="the same, per type index")
     cache: dict[str, float | int]
     consumer_lag: dict[str, Any]
     dead_letters: int
