@@ -184,6 +184,11 @@ def test_context_visibility_and_agent_scope() -> None:
     assert {i.memory_id for i in ctx.items} == {"pub"}  # the identities are private
     ctx = context.assemble(cands, 1000, agent_id="a1")
     assert {i.memory_id for i in ctx.items} == {"pub", "priv", "mine"}
+    # Summaries: the session's whoever wrote it; without a session, only this agent's or unowned.
+    summaries = sections(summary=[doc("s2", "their summary", type="summary", agent_id="a2", session_id="s")])
+    assert [i.memory_id for i in context.assemble(summaries, 1000, session_id="s", agent_id="a1").items] == ["s2"]
+    assert context.assemble(summaries, 1000, agent_id="a1").items == []
+    assert [i.memory_id for i in context.assemble(summaries, 1000).items] == ["s2"]
 
 
 def test_row_to_record_maps_warehouse_types() -> None:

@@ -78,11 +78,11 @@ def _eligible(doc: Doc, section: Section, session_id: str | None, agent_id: str 
     if section == "recent":
         # Standing knowledge has its own sections; the transcript is the session's events.
         return doc.type not in _RECENT_SKIP and (session_id is None or doc.session_id == session_id)
-    if section == "summary":
-        return session_id is None or doc.session_id == session_id
+    if section == "summary" and session_id is not None:
+        return doc.session_id == session_id  # the session's summary, whoever wrote it
+    # identity, rules, decisions, tasks (and, without a session, summaries): tenant-wide, or this agent's.
     if section == "tasks" and doc.status == "done":
         return False
-    # identity, rules, decisions, tasks: tenant-wide, or addressed to this agent.
     return agent_id is None or doc.agent_id is None or doc.agent_id == agent_id
 
 
