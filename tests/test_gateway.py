@@ -690,6 +690,12 @@ async def test_hot_reads_answer_as_the_fastapi_routes_do(
     ])  # fmt: skip
     insert_row(warehouse_table, tenant, "cold", content={"text": "kafka in the warehouse only"})
     p1 = derive_memory_id(tenant, "p1")
+
+    async def sunk() -> bool:  # both paths must see the same warehouse: wait for the sink's flush
+        got = [await gateway.services.warehouse.get(tenant, derive_memory_id(tenant, e)) for e in ("p1", "p2", "p3")]
+        return all(r is not None for r in got)
+
+    await wait_for(sunk)
     requests: list[tuple[str, Any, dict[str, str]]] = [
         ("/api/v2/memory/retrieve", {"memory_id": p1}, {}),
         ("/api/v2/memory/retrieve", {"memory_id": p1, "channel_visibility": "public"}, {}),
