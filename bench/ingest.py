@@ -102,20 +102,24 @@ def memstream_writes(rds: redis.Redis, tenants: list[str]) -> int:
     return sum(int(v or 0) for v in vals)
 
 
-def bench_memstream(env: Env, n: int, rounds: int) -> float:
-    settings = env.settings("bm.")
-    ensure_topics(settings)
+def spawn_ingest_worker(env: Env, name: str) -> subprocess.Popen[bytes]:
+    """`memstream worker` on topics and group prefixed `<name>.`. Ingest only: the warehouse sink
+    has its own benchmark (bench/sink.py) and process option."""
     worker_env = {
         "MEMSTREAM_KAFKA_BOOTSTRAP": env.bootstrap,
         "MEMSTREAM_REDIS_URL": env.redis_url,
-        "MEMSTREAM_TOPIC_PREFIX": "bm.",
-        "MEMSTREAM_WORKER_GROUP": "bm.worker",
+        "MEMSTREAM_TOPIC_PREFIX": f"{name}.",
+        "MEMSTREAM_WORKER_GROUP": f"{name}.worker",
         "MEMSTREAM_LOG_LEVEL": "WARNING",
     }
-    # Ingest only: the warehouse sink has its own benchmark (bench/sink.py) and process option.
-    proc = spawn(
-        [sys.executable, "-m", "app.cli", "worker", "--agents", "ingest"], worker_env, env.tmp / "bm-worker.log"
-    )
+    argv = [sys.executable, "-m", "app.cli", "worker", "--agents", "ingest"]
+    return spawn(argv, worker_env, env.tmp / f"{name}-worker.log")
+
+
+def bench_memstream(env: Env, n: int, rounds: int) -> float:
+    settings = env.settings("bm.")
+    ensure_topics(settings)
+    proc = spawn_ingest_worker(env, "bm")
     try:
         warm = payloads(1, ["bmwarm"], "warm")
         produce_all(env.bootstrap, settings.topic_events, warm)
@@ -252,16 +256,7 @@ def bench_latency(env: Env, rate: int, seconds: float) -> list[float]:
     # Every applied event sets its ledger key exactly once (duplicates too), in the same Lua call
     # that writes the memory: its notification is the moment the event is visible.
     env.rds.config_set("notify-keyspace-events", "K$")
-    worker_env = {
-        "MEMSTREAM_KAFKA_BOOTSTRAP": env.bootstrap,
-        "MEMSTREAM_REDIS_URL": env.redis_url,
-        "MEMSTREAM_TOPIC_PREFIX": "bl.",
-        "MEMSTREAM_WORKER_GROUP": "bl.worker",
-        "MEMSTREAM_LOG_LEVEL": "WARNING",
-    }
-    proc = spawn(
-        [sys.executable, "-m", "app.cli", "worker", "--agents", "ingest"], worker_env, env.tmp / "bl-worker.log"
-    )
+    proc = spawn_ingest_worker(env, "bl")
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
     prefix = f"__keyspace@0__:{keys.seen(tenant, '')}"
