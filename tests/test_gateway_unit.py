@@ -14,6 +14,7 @@ from app.gateway.docs import ABSENT, Doc, Slot, from_hotset
 from app.gateway.schemas import Limit100, QueryBool
 from app.gateway.warehouse import row_to_record, search_sql
 from app.hotset_format import StoredMemory
+from app.pipeline import ActiveEntry
 from app.text import tokens
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -261,7 +262,7 @@ def test_reconcile_keeps_the_newer_copy_of_each_warehouse_hit() -> None:
     v = "{:032d}".format
     records = [rec("absent", 10), rec("older-hot", 20), rec("same", 30), rec("tomb", 40), rec("lagging", 50)]
     hot = [ABSENT, slot(rec("older-hot", 5)), slot(rec("same", 30)), slot(rec("tomb", 41), deleted=True), ABSENT]
-    active = [(v(10), "absent"), None, None, None, (v(60), "winner")]
+    active = [ActiveEntry(v(10), "absent"), None, None, None, ActiveEntry(v(60), "winner")]
     out = search.reconcile(records, hot, active)
     assert list(out) == ["absent", "older-hot", "same", "tomb", "lagging"]
     assert out["absent"] is not None and out["absent"].source == "warehouse" and out["absent"].superseded_by is None
@@ -270,4 +271,4 @@ def test_reconcile_keeps_the_newer_copy_of_each_warehouse_hit() -> None:
     assert out["tomb"] is None
     assert out["lagging"] is not None and out["lagging"].superseded_by == "winner"
     # An active entry older than the record, or the record itself, supersedes nothing.
-    assert search.reconcile([rec("x", 50)], [ABSENT], [(v(40), "other")])["x"].superseded_by is None  # type: ignore[union-attr]
+    assert search.reconcile([rec("x", 50)], [ABSENT], [ActiveEntry(v(40), "other")])["x"].superseded_by is None  # type: ignore[union-attr]

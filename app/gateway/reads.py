@@ -24,6 +24,7 @@ from app.gateway.context import FETCH, SECTION_TYPE, Section
 from app.gateway.docs import ABSENT, Doc, Slot, from_hotset
 from app.gateway.search import RECENCY_HALF_LIFE_S, SearchParams
 from app.models import SUPERSEDING_TYPES, VERSION_WIDTH, MemoryRecord
+from app.pipeline import ActiveEntry
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,9 @@ class HotsetReader:
             for mid, v in zip(ids, values, strict=True)
         ]
 
-    async def lookup(
-        self, tenant: str, records: Sequence[MemoryRecord]
-    ) -> tuple[list[Slot], list[tuple[str, str] | None]]:
+    async def lookup(self, tenant: str, records: Sequence[MemoryRecord]) -> tuple[list[Slot], list[ActiveEntry | None]]:
         """For warehouse records, in one round trip: the hotset's slot of each memory id and the
-        (version, memory id) active for its (type, key), if any (see search.reconcile)."""
+        memory active for its (type, key), if any (see search.reconcile)."""
         if not records:
             return [], []
         fields = [_active_field(r) for r in records]
@@ -93,11 +92,9 @@ class HotsetReader:
             pipe.hmget(keys.active(tenant), wanted)
         replies = await pipe.execute()
         values: list[str | None] = replies[0]
-        active_of: dict[str, tuple[str, str]] = {}
-        for f, raw in zip(wanted, replies[1] if wanted else [], strict=True):
-            if raw and "|" in raw:
-                v, _, mid = raw.partition("|")
-                active_of[f] = (v, mid)
+        active_of = {
+            f: ActiveEntry.decode(raw) for f, raw in zip(wanted, replies[1] if wanted else [], strict=True) if raw
+        }
         slots = [self._slot(r.memory_id, v) if v else ABSENT for r, v in zip(records, values, strict=True)]
         return slots, [active_of.get(f) if f else None for f in fields]
 

@@ -21,6 +21,7 @@ from typing import NamedTuple
 from app.gateway.docs import Doc, Slot, from_record
 from app.gateway.visibility import allowed
 from app.models import MemoryRecord, Visibility
+from app.pipeline import ActiveEntry
 from app.text import tokens
 
 MAX_QUERY_TERMS = 16
@@ -146,21 +147,21 @@ def rank(docs: Iterable[Doc], p: SearchParams, df: Mapping[str, int], n_docs: in
 
 
 def reconcile(
-    records: Sequence[MemoryRecord], hot: Sequence[Slot], active: Sequence[tuple[str, str] | None]
+    records: Sequence[MemoryRecord], hot: Sequence[Slot], active: Sequence[ActiveEntry | None]
 ) -> dict[str, Doc | None]:
     """The copy of each warehouse hit's memory that a search may rank: the newer of the hotset's
     and the warehouse's (None: the newer one is a tombstone). The warehouse lags the hotset by a
     flush, so an older copy there must not outrank what the hotset knows, deletes included.
 
     `hot` and `active` line up with `records`: the hotset's slot of the same memory id and the
-    (version, memory id) active for the record's (type, key), when it has one.
+    memory active for the record's (type, key), when it has one.
     """
     out: dict[str, Doc | None] = {}
     for rec, slot, act in zip(records, hot, active, strict=True):
         if slot.version is not None and slot.version >= rec.version:
             out[rec.memory_id] = slot.doc
             continue
-        if rec.superseded_by is None and act is not None and act[1] != rec.memory_id and act[0] > rec.version:
-            rec = rec.model_copy(update={"superseded_by": act[1]})  # a newer memory holds the key
+        if rec.superseded_by is None and act and act.memory_id != rec.memory_id and act.version > rec.version:
+            rec = rec.model_copy(update={"superseded_by": act.memory_id})  # a newer memory holds the key
         out[rec.memory_id] = from_record(rec)
     return out
