@@ -20,7 +20,7 @@ from app.auth.audit import AuditSink
 from app.auth.principal import Principal, Role
 from app.auth.rbac import Action
 from app.auth.signing import sign_request
-from tests.conftest import Stack
+from tests.support.stack import Stack
 
 
 class ListProducer:

@@ -26,8 +26,8 @@ from app.auth.jwt_auth import JwksProvider, JwtConfig, JwtVerifier
 from app.auth.principal import Principal, Role
 from app.auth.ratelimit import Limit, RateLimiter
 from app.auth.signing import ReplayGuard, sign_request
-from tests.auth_util import AUDIENCE, HS_SECRET, ISSUER, KeyPair, claims
-from tests.conftest import ROOT, Stack
+from tests.support.auth import AUDIENCE, HS_SECRET, ISSUER, KeyPair, claims
+from tests.support.stack import ROOT, Stack
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from app import devstack
 from app.auth.tls import server_context, uvicorn_ssl_kwargs
 from app.settings import Settings
-from tests.auth_util import self_signed
+from tests.support.auth import self_signed
 
 
 def settings(**over: object) -> Settings:

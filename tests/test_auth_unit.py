@@ -28,7 +28,7 @@ from app.auth.rbac import PERMISSIONS, Action, authorize, matrix_markdown, scope
 from app.auth.signing import sign_request, verify_request_signature
 from app.models import AuditEntry
 from app.settings import Settings
-from tests.auth_util import AUDIENCE, HS_SECRET, ISSUER, KeyPair, claims, raw_token
+from tests.support.auth import AUDIENCE, HS_SECRET, ISSUER, KeyPair, claims, raw_token
 
 RSA = KeyPair("RSA", "rsa-1")
 EC = KeyPair("EC", "ec-1")

@@ -14,10 +14,8 @@ import redis
 from app import devstack, hotset_format, keys
 from app.models import derive_memory_id
 from app.settings import Settings
-from tests.conftest import Proc, Stack, stored
-from tests.gateway_fixtures import Gateway, gateway, insert_row, running, warehouse_table, worker_ready
-
-__all__ = ["gateway", "warehouse_table"]
+from tests.support.gateway import Gateway, insert_row, running, worker_ready
+from tests.support.stack import Proc, Stack, stored
 
 STORE = "/api/v2/memory/store"
 

@@ -23,10 +23,8 @@ from app.auth.principal import Role
 from app.gateway import create_app
 from app.redis_client import create_redis
 from app.settings import Settings
-from tests.conftest import Proc
-from tests.gateway_fixtures import warehouse_table
+from tests.support.stack import Proc
 
-__all__ = ["warehouse_table"]
 MAX_EXAMPLES = 15
 # The event's cross-field rules (an upsert needs type and content, a task needs content.status, a
 # handoff content.to_agent and content.task, a summary citations) are not in the JSON Schema, so a

@@ -24,10 +24,10 @@ from app.auth.principal import Role
 from app.auth.rbac import PERMISSIONS
 from app.settings import Settings
 from app.snowflake_conn import connect
-from tests.auth_util import AUDIENCE, HS_SECRET, ISSUER, KeyPair, claims, raw_token, self_signed
-from tests.conftest import Proc, Stack, wait_until
-from tests.gateway_fixtures import Gateway, running
-from tests.kafka_util import read_topic
+from tests.support.auth import AUDIENCE, HS_SECRET, ISSUER, KeyPair, claims, raw_token, self_signed
+from tests.support.gateway import Gateway, running
+from tests.support.kafka import read_topic
+from tests.support.stack import Proc, Stack, wait_until
 
 API = "/api/v2"
 RSA = KeyPair("RSA", "gw-rsa")

@@ -16,8 +16,8 @@ from app.models import MemoryEvent, MemoryRecord, SourcePosition, derive_memory_
 from app.pipeline import plan, prepare
 from app.settings import DEFAULT_TTLS
 from sinks.hotset import Hotset
-from tests.conftest import Stack, stored
-from tests.kafka_util import event
+from tests.support.kafka import event
+from tests.support.stack import Stack, stored
 
 V1, V2 = f"{1:032d}", f"{2:032d}"
 

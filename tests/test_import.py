@@ -9,7 +9,7 @@ import redis
 from app import keys
 from app.cli import main
 from app.models import derive_memory_id
-from tests.conftest import Proc, Stack, stored, wait_until
+from tests.support.stack import Proc, Stack, stored, wait_until
 
 
 def test_import_publishes_valid_lines_and_reports_invalid(

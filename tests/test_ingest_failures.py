@@ -11,8 +11,8 @@ import redis
 
 from app import devstack, keys
 from app.settings import Settings
-from tests.conftest import Proc, Stack, isolated_topics, wait_until
-from tests.kafka_util import publish, wait_committed
+from tests.support.kafka import publish, wait_committed
+from tests.support.stack import Proc, Stack, isolated_topics, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ import redis
 from app import keys
 from app.models import derive_memory_id
 from app.settings import Settings
-from tests.conftest import Proc, stored, wait_until
-from tests.kafka_util import event, kcat_publish, publish, read_topic, wait_committed
+from tests.support.kafka import event, kcat_publish, publish, read_topic, wait_committed
+from tests.support.stack import Proc, stored, wait_until
 
 
 def record(rds: redis.Redis, tenant: str, memory_id: str) -> dict[str, Any] | None:

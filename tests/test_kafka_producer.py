@@ -8,7 +8,7 @@ import pytest
 
 from app import devstack
 from app.kafka import AsyncProducer, BrokerUnavailable
-from tests.conftest import Stack
+from tests.support.stack import Stack
 
 
 async def test_close_fails_a_send_still_waiting_instead_of_leaving_it_hanging(stack: Stack) -> None:

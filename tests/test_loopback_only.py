@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.conftest import ROOT, Stack
+from tests.support.stack import ROOT, Stack
 
 PROBE = textwrap.dedent(
     """

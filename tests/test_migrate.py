@@ -14,7 +14,7 @@ from app import migrate
 from app.migrate import ChecksumMismatch, MigrationError, split_statements
 from app.snowflake_conn import connect
 from sinks.warehouse import AuditLogsTable, MemoryRecordsTable
-from tests.conftest import ROOT, Stack
+from tests.support.stack import ROOT, Stack
 
 MIGRATIONS = sorted((ROOT / "deploy" / "snowflake").glob("V*.sql"))
 SQLFLUFF = Path(sys.executable).with_name("sqlfluff")

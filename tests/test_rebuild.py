@@ -12,8 +12,8 @@ from app.cli import main
 from app.models import derive_memory_id
 from app.settings import Settings
 from app.snowflake_conn import connect
-from tests.conftest import Proc, Stack, stored, wait_until
-from tests.kafka_util import publish
+from tests.support.kafka import publish
+from tests.support.stack import Proc, Stack, stored, wait_until
 
 
 def warehouse_count(settings: Settings, tenant: str) -> int:

@@ -11,8 +11,8 @@ import pytest
 from app.models import AuditEntry, MemoryRecord
 from app.settings import Settings
 from sinks.warehouse import AuditLogsTable, MemoryRecordsTable, WarehouseSink, classify
-from tests.conftest import Stack
-from tests.warehouse_util import audit_entry, count, query, record, snapshot
+from tests.support.stack import Stack
+from tests.support.warehouse import audit_entry, count, query, record, snapshot
 
 
 @pytest.fixture

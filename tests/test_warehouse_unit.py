@@ -29,7 +29,7 @@ from sinks.warehouse import (
     classify,
     parse,
 )
-from tests.warehouse_util import audit_entry, record
+from tests.support.warehouse import audit_entry, record
 
 RECORDS = MemoryRecordsTable()
 AUDIT = AuditLogsTable()

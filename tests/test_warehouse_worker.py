@@ -22,9 +22,9 @@ from app import devstack, keys, migrate
 from app.kafka import committed_offsets, publish_sync
 from app.models import derive_memory_id
 from app.settings import Settings
-from tests.conftest import Proc, Stack, isolated_topics, stored, wait_until
-from tests.kafka_util import publish
-from tests.warehouse_util import TopicReader, audit_entry, count, dead_letters, event, query, record, snapshot
+from tests.support.kafka import publish
+from tests.support.stack import Proc, Stack, isolated_topics, stored, wait_until
+from tests.support.warehouse import TopicReader, audit_entry, count, dead_letters, event, query, record, snapshot
 
 pytestmark = pytest.mark.slow
 

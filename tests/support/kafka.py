@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from app.kafka import caught_up, publish_sync
 from app.settings import Settings
-from tests.conftest import wait_until
+from tests.support.stack import wait_until
 
 
 def event(tenant: str, eid: str, **over: Any) -> dict[str, Any]:

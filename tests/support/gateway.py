@@ -20,9 +20,9 @@ from app.gateway import create_app
 from app.gateway.deps import Services
 from app.settings import Settings
 from app.snowflake_conn import connect
-from tests.conftest import Proc, Stack
+from tests.support.stack import Proc, Stack
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 V001 = ROOT / "deploy" / "snowflake" / "V001__memory_records.sql"
 _VARIANTS = ("content", "metadata", "citations", "redactions")
 

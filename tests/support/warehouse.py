@@ -15,7 +15,7 @@ from app.models import DeadLetter, MemoryEvent, MemoryRecord
 from app.pipeline import Incoming, prepare
 from app.settings import Settings
 from app.snowflake_conn import connect
-from tests.kafka_util import event
+from tests.support.kafka import event
 
 
 def record(tenant: str, eid: str, offset: int = 0, **over: Any) -> MemoryRecord:
