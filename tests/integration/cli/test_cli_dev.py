@@ -18,7 +18,7 @@ import pytest
 
 from app import devstack
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _listening(port: int) -> bool:

@@ -363,7 +363,7 @@ def test_parse_roles_and_matrix_doc() -> None:
 
 
 def test_docs_hold_the_permission_matrix() -> None:
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text()
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "security.md").read_text()
     between = doc.split("<!-- matrix:start -->\n", 1)[1].split("\n<!-- matrix:end -->", 1)[0]
     assert between == matrix_markdown()
 
@@ -445,7 +445,7 @@ def test_audit_entry_holds_ids_not_content() -> None:
 def test_docs_hold_the_endpoint_table() -> None:
     from app.auth.endpoints import ROUTE_ACTIONS, endpoints_markdown
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text()
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "security.md").read_text()
     between = doc.split("<!-- endpoints:start -->\n", 1)[1].split("\n<!-- endpoints:end -->", 1)[0]
     assert between == endpoints_markdown()
     assert set(ROUTE_ACTIONS.values()) == set(Action) - {Action.ADMIN_KEYS}

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from app.models import MAX_TEXT_BYTES, MEMORY_ID_NAMESPACE, MemoryEvent, derive_memory_id, make_version
 from app.schema import render
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def ev(**over: object) -> dict[str, object]:
