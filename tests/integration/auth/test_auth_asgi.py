@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
-from urllib.parse import parse_qsl
 
 import httpx
 import orjson
@@ -15,7 +14,7 @@ import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI
 
 from app.auth.apikeys import ApiKeyStore
-from app.auth.asgi import AuditMiddleware, Security, current_principal, install, query_pairs, resource_ids
+from app.auth.asgi import AuditMiddleware, Security, current_principal, install
 from app.auth.audit import AuditSink
 from app.auth.principal import Principal, Role
 from app.auth.rbac import Action
@@ -152,31 +151,3 @@ async def test_signed_writes(stack: Stack, ardis: aioredis.Redis, tenant: str) -
         assert r.status_code == 401 and r.json()["error"]["details"] == {"reason": "signature_replay"}
         r = await client.post("/items", content=body, headers=signed)  # signed for another target
         assert r.status_code == 401 and r.json()["error"]["details"] == {"reason": "signature_mismatch"}
-
-
-def test_resource_ids() -> None:
-    body = {"memory_id": "a", "items": [{"memory_id": "b"}, {"handoff_id": "c"}, "x"], "results": None}
-    assert resource_ids({"memory_id": "p"}, [("memory_id", "q"), ("q", "text")], body) == [
-        "p",
-        "q",
-        "a",
-        "b",
-        "c",
-    ]
-    assert resource_ids({}, [], [1, 2]) == []
-
-
-@pytest.mark.parametrize(
-    "qs",
-    [
-        b"",
-        b"memory_id=m-1&memory_type=event",
-        b"q=kafka+streams&limit=10",
-        b"q=%C3%A9t%C3%A9%20x&q=second",  # percent-encoded UTF-8; a repeated name
-        b"a&&b=&=c&d=1=2&&",  # no value, empty value, empty name, '=' in the value, empty parts
-        b"bad=%E9%ZZ&plus=%2B+",  # invalid escapes are kept or replaced as urllib does
-        "raw=café".encode("latin-1") + b"&k;v=1",  # raw non-ASCII bytes; ';' is not a separator
-    ],
-)
-def test_query_pairs_parse_as_urllib_does(qs: bytes) -> None:
-    assert query_pairs(qs) == parse_qsl(qs.decode("latin-1"), keep_blank_values=True)

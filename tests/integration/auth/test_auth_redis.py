@@ -1,5 +1,5 @@
 """Security adapters against a real redis-server: API keys, rate limits, signature replays, JWKS
-from a file and a loopback URL, and the `memstream keys` command."""
+from a loopback URL, and the `memstream keys` command."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -348,18 +347,3 @@ async def test_jwks_url_timeout_and_down() -> None:
         assert time.monotonic() - started < 0.2
     finally:
         slow.close()
-
-
-async def test_jwks_file(tmp_path: Path) -> None:
-    path = tmp_path / "jwks.json"
-    path.write_text(json.dumps({"keys": [RSA.jwk]}))
-    verifier = JwtVerifier(jcfg(), JwksProvider(file=str(path)))
-    assert (await verifier.verify(RSA.sign(claims("acme")))).tenant_id == "acme"
-    path.write_text("not json")
-    import os
-
-    os.utime(path, (time.time() + 5, time.time() + 5))
-    with pytest.raises(AuthUnavailable):
-        await verifier.verify(RSA.sign(claims("acme")))
-    with pytest.raises(ValueError):
-        JwksProvider(file=str(path), url="http://127.0.0.1:1/")

@@ -15,7 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from app import devstack
-from app.auth.tls import server_context, uvicorn_ssl_kwargs
+from app.auth.tls import uvicorn_ssl_kwargs
 from app.settings import Settings
 from tests.support.auth import self_signed
 
@@ -83,16 +83,3 @@ def test_untrusted_and_plaintext_and_old_tls_refused(https: tuple[int, Path]) ->
         pytest.skip("this OpenSSL cannot even offer TLS 1.1")
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, pytest.raises(ssl.SSLError):
         old.wrap_socket(raw, server_hostname="127.0.0.1")
-
-
-def test_tls_kwargs(tmp_path: Path) -> None:
-    cert, key = self_signed(tmp_path)
-    assert uvicorn_ssl_kwargs(settings()) == {}
-    from_env = uvicorn_ssl_kwargs(settings(tls_cert_file=str(cert), tls_key_file=str(key)))
-    assert from_env["ssl_certfile"] == str(cert) and from_env["ssl_keyfile"] == str(key)
-    with pytest.raises(ValueError, match="without a certificate"):
-        uvicorn_ssl_kwargs(settings(tls_key_file=str(key)))
-    with pytest.raises(ValueError, match="not found"):
-        uvicorn_ssl_kwargs(settings(), str(tmp_path / "missing.pem"), str(key))
-    ctx = server_context(settings(tls_min_version="TLSv1.3"), str(cert), str(key))
-    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_3
