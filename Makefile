@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo dev test lint typecheck schema docs bench-quick clean
+.PHONY: install demo dev test test-unit lint typecheck schema docs bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +22,9 @@ dev: $(STAMP)  ## run the whole stack until Ctrl-C
 
 test: $(STAMP)  ## all tests against real Kafka (Tansu), Redis and the Snowflake emulator, with coverage
 	$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
+
+test-unit: $(STAMP)  ## pure-logic tests only (tests/unit): no services, no network, no subprocess
+	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
