@@ -16,11 +16,12 @@ from typing import Any
 import orjson
 import redis
 
-from app import devstack, hotset_format, keys
+from app import devstack
 from app.cli import DevStack
 from app.kafka import caught_up, publish_sync
 from app.settings import Settings
 from app.workload import conversation_events, scenario_events
+from sinks.hotset import keys, layout
 
 TENANTS = ["acme", "globex", "initech"]
 
@@ -64,11 +65,11 @@ def show_hotset(rds: Any, tenants: list[str]) -> None:  # a sync redis.Redis
     active = rds.hget(keys.active("acme"), keys.active_field("decision", "warehouse"))
     if active:
         mid = active.split("|", 1)[1]
-        value = hotset_format.decode(rds.get(keys.memory("acme", mid)))
+        value = layout.decode(rds.get(keys.memory("acme", mid)))
         rec = orjson.loads(value.record_json) if value else {"content": {"text": "(expired)"}}
         print(f"active decision 'warehouse' for acme: {rec['content']['text']!r} ({mid})")
     for mid in rds.zrevrange(keys.by_session("acme", "demo-session"), 0, -1):
-        value = hotset_format.decode(rds.get(keys.memory("acme", mid)))
+        value = layout.decode(rds.get(keys.memory("acme", mid)))
         if value and "REDACTED" in value.record_json:
             print("a redacted memory:", orjson.loads(value.record_json)["content"]["text"])
             break

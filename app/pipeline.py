@@ -8,7 +8,7 @@ given a snapshot of hotset state, and returns intents for the Redis and Kafka ad
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import Literal
@@ -16,7 +16,6 @@ from typing import Literal
 import orjson
 from pydantic import ValidationError
 
-from app import keys
 from app.models import (
     SUPERSEDING_TYPES,
     Content,
@@ -29,6 +28,8 @@ from app.models import (
 )
 from app.redact import may_contain_secret, redact_text, redact_value
 from app.text import digest, index_terms, normalize
+from sinks.hotset import keys
+from sinks.hotset.state import ActiveEntry, DedupeEntry, HotsetState
 
 ORIGINAL_B64_LIMIT = 256 * 1024
 
@@ -221,43 +222,6 @@ def prepare(event: MemoryEvent, pos: SourcePosition) -> Prepared:
 
 
 # ---- stateful stages ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DedupeEntry:
-    memory_id: str
-    occurred_us: int
-
-    def encode(self) -> str:
-        return f"{self.occurred_us}|{self.memory_id}"
-
-    @classmethod
-    def decode(cls, raw: str) -> DedupeEntry:
-        occ, _, mid = raw.partition("|")
-        return cls(memory_id=mid, occurred_us=int(occ))
-
-
-@dataclass(frozen=True)
-class ActiveEntry:
-    version: str
-    memory_id: str
-
-    def encode(self) -> str:
-        return f"{self.version}|{self.memory_id}"
-
-    @classmethod
-    def decode(cls, raw: str) -> ActiveEntry:
-        v, _, mid = raw.partition("|")
-        return cls(version=v, memory_id=mid)
-
-
-@dataclass
-class HotsetState:
-    """What `plan` needs to know of the hotset, keyed by (tenant, digest) and (tenant, field)."""
-
-    dedupe: dict[tuple[str, str], DedupeEntry] = field(default_factory=dict)
-    active: dict[tuple[str, str], ActiveEntry] = field(default_factory=dict)
-    seen: set[tuple[str, str]] = field(default_factory=set)  # (tenant, event_id) already applied
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,14 @@ from typing import Any
 
 import snowflake.connector
 
-from app import keys
 from app.gateway.warehouse import SELECT, row_to_record
 from app.models import SUPERSEDING_TYPES, MemoryRecord
-from app.pipeline import ActiveEntry, Intent
+from app.pipeline import Intent
 from app.redis_client import create_redis
 from app.settings import Settings
 from app.snowflake_conn import connect_kwargs
 from app.text import index_terms
-from sinks.hotset import Hotset
+from sinks.hotset import ActiveEntry, Hotset, keys
 
 BATCH = 1000
 

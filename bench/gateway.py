@@ -384,7 +384,7 @@ def main() -> int:
         seeded_s = time.perf_counter() - t
         import redis as redis_sync
 
-        from app import keys
+        from sinks.hotset import keys
 
         r = redis_sync.Redis.from_url(redis_url, decode_responses=True)
         hotset_size = int(r.zcard(keys.recent(TENANT)))

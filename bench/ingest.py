@@ -33,10 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 sys.path.insert(0, str(ROOT))
 
-from app import devstack, keys  # noqa: E402
+from app import devstack  # noqa: E402
 from app.kafka import ensure_topics, publish_sync  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.workload import conversation_events  # noqa: E402
+from sinks.hotset import keys  # noqa: E402
 
 
 def wait(predicate: Any, timeout_s: float, what: str) -> None:

@@ -21,9 +21,9 @@ from typing import TypeVar, cast
 
 import redis.asyncio as aioredis
 
-from app import keys
 from app.auth.errors import Unauthenticated
 from app.auth.principal import Principal, Role, parse_roles, valid_agent, valid_tenant
+from sinks.hotset import keys
 
 log = logging.getLogger(__name__)
 

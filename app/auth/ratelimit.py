@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from importlib import resources
 from typing import Literal
 
 import redis.asyncio as aioredis
 
-from app import keys
 from app.auth.errors import RateLimited
 from app.auth.principal import Principal
 from app.settings import Settings
+from sinks.hotset import Lua, keys, script
 
 Scope = Literal["key", "tenant"]
 
@@ -45,8 +44,7 @@ class RateLimiter:
         self.redis = redis
         self.per_key = per_key if per_key and per_key.per_minute > 0 else None
         self.per_tenant = per_tenant if per_tenant and per_tenant.per_minute > 0 else None
-        source = resources.files("app.auth").joinpath("ratelimit.lua").read_text(encoding="utf-8")
-        self._script = redis.register_script(source)
+        self._script = script(redis, Lua.RATELIMIT)
 
     @classmethod
     def from_settings(cls, redis: aioredis.Redis, s: Settings) -> RateLimiter:

@@ -17,8 +17,8 @@ import re
 
 import redis.asyncio as aioredis
 
-from app import keys
 from app.auth.errors import Unauthenticated
+from sinks.hotset import keys
 
 TIMESTAMP_HEADER = "X-Memstream-Timestamp"
 SIGNATURE_HEADER = "X-Memstream-Signature"

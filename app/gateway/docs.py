@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 import orjson
 
-from app.hotset_format import StoredMemory
 from app.models import MemoryRecord
 from app.text import estimate_tokens, normalize, term_counts
+from sinks.hotset import StoredMemory
 
 Source = Literal["hotset", "warehouse"]
 

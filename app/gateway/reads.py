@@ -1,4 +1,4 @@
-"""Redis hotset reads for the gateway (the hotset's layout is defined by sinks/hotset_apply.lua).
+"""Redis hotset reads for the gateway (the hotset's keys, layout and scripts: sinks/hotset/).
 
 Index members can be stale: the memory's hash expired (per-type TTL) or was deleted. Reads skip
 them and remove them from the index they came from in the background, so indexes shrink back to
@@ -13,18 +13,16 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from app import hotset_format, keys
 from app.gateway.context import FETCH, SECTION_TYPE, Section
 from app.gateway.docs import ABSENT, Doc, Slot, from_hotset
 from app.gateway.search import RECENCY_HALF_LIFE_S, SearchParams
 from app.models import SUPERSEDING_TYPES, VERSION_WIDTH, MemoryRecord
-from app.pipeline import ActiveEntry
+from sinks.hotset import ActiveEntry, Lua, keys, layout, script
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +47,10 @@ class HotsetReader:
         # so parsed values are memoized by the value itself: agents re-read the same memories
         # every turn, and parsing them was most of a context call.
         self._cached = functools.lru_cache(maxsize=doc_cache_size)(_slot) if doc_cache_size else _slot
-        lua = resources.files("app.gateway")
-        self._rewarm = redis.register_script(lua.joinpath("rewarm.lua").read_text(encoding="utf-8"))
-        self._search = redis.register_script(lua.joinpath("search_candidates.lua").read_text(encoding="utf-8"))
-        self._context_ids = redis.register_script(lua.joinpath("context_ids.lua").read_text(encoding="utf-8"))
-        self._prune = redis.register_script(lua.joinpath("prune.lua").read_text(encoding="utf-8"))
+        self._rewarm = script(redis, Lua.REWARM)
+        self._search = script(redis, Lua.SEARCH_CANDIDATES)
+        self._context_ids = script(redis, Lua.CONTEXT_IDS)
+        self._prune = script(redis, Lua.PRUNE)
         # Hit/miss counters are kept in process and flushed to the tenant's stats hash in batches,
         # so the retrieve fast path stays a single Redis round trip.
         self._counts: Counter[tuple[str, str]] = Counter()
@@ -152,7 +149,7 @@ class HotsetReader:
     async def search_candidates(
         self, tenant: str, p: SearchParams, pool: int, now_ms: float, top: int = SEARCH_FETCH_MAX
     ) -> Candidates:
-        """Stage 1 in one Lua call (search_candidates.lua): document frequencies, the candidate pool
+        """Stage 1 in one Lua call (Lua.SEARCH_CANDIDATES): document frequencies, the candidate pool
         from the smallest of postings and filter indexes, and the best ids by prescore."""
         term_keys = [keys.term(tenant, t) for t in p.terms]
         filter_keys = _filter_keys(tenant, p)
@@ -211,7 +208,7 @@ class HotsetReader:
     # ---- maintenance -------------------------------------------------------------------------
     def prune(self, tenant: str, stale: dict[str, list[str]]) -> None:
         """Remove stale members from indexes, off the request path, each only if its memory is
-        still absent or deleted (prune.lua). Best effort: a later read prunes again."""
+        still absent or deleted (Lua.PRUNE). Best effort: a later read prunes again."""
         stale = {k: v for k, v in stale.items() if v}
         if not stale:
             return
@@ -241,7 +238,7 @@ def _active_field(record: MemoryRecord) -> str:
 
 def _slot(memory_id: str, value: str) -> Slot:
     try:
-        stored = hotset_format.decode(value)
+        stored = layout.decode(value)
     except ValueError:
         log.warning("hotset value of %s is not in the hotset layout: read as absent", memory_id)
         return ABSENT

@@ -10,7 +10,6 @@ import orjson
 from fastapi import APIRouter, Body, Depends, Path, Query
 from fastapi.responses import Response
 
-from app import keys
 from app.auth.rbac import scoped_agent
 from app.gateway import service
 from app.gateway.deps import Principal, Services, principal, services
@@ -26,6 +25,7 @@ from app.gateway.schemas import (
 )
 from app.gateway.visibility import visible
 from app.gateway.writes import stamp_after, validated
+from sinks.hotset import keys
 
 router = APIRouter(prefix="/api/v2/handoffs", tags=["handoffs"])
 Svc = Annotated[Services, Depends(services)]

@@ -5,7 +5,7 @@ Two stages keep a search over a large hotset bounded:
    query terms when there are no more than the pool (the intersection of their postings), then
    each term's newest postings, the rarest term first. `prescore` ranks the pool from the postings
    alone (which query terms a memory holds, weighted by IDF, plus recency from the posting
-   score), with no record fetched. It runs inside Redis (search_candidates.lua mirrors `idf` and
+   score), with no record fetched. It runs inside Redis (Lua.SEARCH_CANDIDATES mirrors `idf` and
    `prescore`): moving thousands of postings into Python costs more than scoring them.
 2. `rank` scores the best of them fully: BM25 with real term frequencies and document length,
    then `score = 0.7 * relevance + 0.2 * recency + 0.1 * importance`.
@@ -21,8 +21,8 @@ from typing import NamedTuple
 from app.gateway.docs import Doc, Slot, from_record
 from app.gateway.visibility import allowed
 from app.models import MemoryRecord, Visibility
-from app.pipeline import ActiveEntry
 from app.text import tokens
+from sinks.hotset import ActiveEntry
 
 MAX_QUERY_TERMS = 16
 K1 = 1.2

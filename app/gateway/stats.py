@@ -8,11 +8,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from app import keys
 from app.gateway.deps import Services
 from app.gateway.reads import HIT, MISS
 from app.models import MemoryType
 from app.settings import Settings
+from sinks.hotset import keys
 
 LAG_TIMEOUT_S = 3.0
 LAG_CACHE_S = 5.0

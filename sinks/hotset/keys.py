@@ -1,4 +1,4 @@
-"""Redis key names: the one place that knows them.
+"""Redis key names and prefixes: the one place that knows them.
 
 Every key of a tenant carries the tenant in a hash tag (`{tenant}`) so that a multi-key script
 touches one cluster slot.
@@ -14,8 +14,8 @@ def _t(tenant: str) -> str:
 
 
 def memory(tenant: str, memory_id: str) -> str:
-    """String: version, deleted flag, record JSON and superseded_by (layout: app/hotset_format.py).
-    `mem`, not the hash layout's former `m`: a hotset written by an older worker is not misread."""
+    """String: version, deleted flag, record JSON and superseded_by (layout: sinks/hotset/layout.py).
+    The segment is `mem`, distinct from the hash layout's `m`, so a hash-layout hotset is never misread."""
     return f"{_t(tenant)}:mem:{memory_id}"
 
 

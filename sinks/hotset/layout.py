@@ -1,15 +1,15 @@
-"""The value of a memory in the Redis hotset: one string per memory (key: `app.keys.memory`).
+"""The value of a memory in the Redis hotset: one string per memory (key: `keys.memory`).
 
     <version: 32 digits><deleted: "0" | "1"><record JSON>\\x1e<superseded_by, may be empty>
 
-One string rather than a hash so that reading many memories is a single MGET: the Lua loop of
-HMGETs it replaces cost ~5 µs of Redis time per memory, MGET well under 1. The version is
-fixed-width (app.models.VERSION_WIDTH), so the Lua writers compare it with GETRANGE 0 31 without
-reading the record. JSON never holds a raw control character, so the first \\x1e after the
+One string rather than a hash so that reading many memories is a single MGET, far cheaper in Redis
+time per memory than a Lua loop of HMGETs (docs/performance.md). The version is fixed-width
+(app.models.VERSION_WIDTH), so the Lua writers compare it with GETRANGE 0 31 without reading the
+record. JSON never holds a raw control character, so the first \\x1e after the
 header ends the record and whatever follows is the id of the memory that superseded this one.
 
-The Lua writers (sinks/hotset_apply.lua, app/gateway/rewarm.lua) build the same layout; tests
-hold them to `encode` and `decode` here. A value not in this layout (written by something else)
+The Lua writers (scripts Lua.APPLY and Lua.REWARM) build the same layout; tests hold them to
+`encode` and `decode` here. A value not in this layout (written by something else)
 reads as absent and is overwritten by the next write or re-warm of that memory.
 """
 

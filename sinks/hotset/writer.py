@@ -4,22 +4,21 @@ tenant per batch (argument packing, not Redis, is the cost per command: ops trav
 from __future__ import annotations
 
 from collections import defaultdict
-from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis.asyncio as aioredis
 
-from app import keys
 from app.models import MemoryType
-from app.pipeline import ActiveEntry, DedupeEntry, HotsetState, Intent, Prepared
+from sinks.hotset import keys
+from sinks.hotset.scripts import Lua, script
+from sinks.hotset.state import ActiveEntry, DedupeEntry, HotsetState
+
+if TYPE_CHECKING:  # app.pipeline imports the state entries from this package
+    from app.pipeline import Intent, Prepared
 
 # "replay" writes nothing; "restore" (memstream rebuild) writes like "write" without the event ledger
 _KIND = {"write": "w", "delete": "x", "duplicate": "d", "dropped": "p", "restore": "r"}
-
-
-def _script(redis: aioredis.Redis, name: str) -> Any:
-    return redis.register_script(resources.files("sinks").joinpath(name).read_text(encoding="utf-8"))
 
 
 class Hotset:
@@ -29,8 +28,8 @@ class Hotset:
         # Ledger, dedupe and tombstone keys outlive the dedupe window (which is event time) so
         # that a replay within this horizon decides exactly as the first pass did.
         self.state_ttl_s = state_ttl_s
-        self._apply = _script(redis, "hotset_apply.lua")
-        self._state = _script(redis, "hotset_state.lua")
+        self._apply = script(redis, Lua.APPLY)
+        self._state = script(redis, Lua.STATE)
 
     async def read_state(self, batch: list[Prepared]) -> HotsetState:
         """One script call per tenant for every dedupe digest, active pointer and event id."""

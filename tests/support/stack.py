@@ -18,9 +18,11 @@ from typing import Any
 import pytest
 import redis
 
-from app import devstack, hotset_format, keys, migrate
+from app import devstack, migrate
 from app.kafka import ensure_topics
 from app.settings import Settings
+from sinks.hotset import keys
+from sinks.hotset import layout as hotset_format
 
 ROOT = Path(__file__).resolve().parents[2]
 

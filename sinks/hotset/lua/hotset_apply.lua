@@ -1,13 +1,13 @@
 -- Apply a batch of one tenant's write intents atomically, in order.
 -- KEYS[1]: the tenant's stats hash. Every key named in ARGV carries the same {tenant} hash tag,
--- so the whole call stays in one cluster slot. Key names come from app/keys.py via ARGV.
+-- so the whole call stays in one cluster slot. Key names come from sinks/hotset/keys.py via ARGV.
 -- ARGV[1]: JSON array of ops {k kind (w write | x delete | d duplicate | p privacy drop |
 --   r restore from the warehouse: a write that skips the event ledger and counters), m memory key, v version, j record json, ttl,
 --   st state ttl, s score, l ledger key, a active hash, af field, av value, sk superseded memory
 --   key, dk dedupe key, dv dedupe value, id memory id, sb superseded_by, t type, ix index keys,
 --   c counters}. Versions are fixed-width digit strings: string order is version order, so a
 --   replay or an older version never overwrites a newer one. Returns how many ops changed state.
--- Memory values are one string each (layout: app/hotset_format.py):
+-- Memory values are one string each (layout: sinks/hotset/layout.py):
 --   <version: 32 digits><deleted 0|1><record json>\30<superseded_by>
 local SEP = '\30'
 local function sb_of(value)

@@ -1,7 +1,7 @@
 -- Remove index members whose memory is gone, unless it came back meanwhile: the read that saw it
 -- absent or deleted ran before this, and the worker may have written it again since.
 -- KEYS: index keys. ARGV: 1 the tenant's memory key prefix, 2 JSON list (per key) of memory ids.
--- Value layout: app/hotset_format.py (<version 32><deleted 0|1>...). Returns members removed.
+-- Value layout: sinks/hotset/layout.py (<version 32><deleted 0|1>...). Returns members removed.
 local ids = cjson.decode(ARGV[2])
 local removed = 0
 for i, key in ipairs(KEYS) do

@@ -1,6 +1,6 @@
 -- Re-warm one memory from a warehouse read, with the sink's version guard: never overwrite a
 -- version the hotset already holds or a newer one (including a newer tombstone).
--- Value layout: app/hotset_format.py (<version 32><deleted 0|1><record json>\30<superseded_by>).
+-- Value layout: sinks/hotset/layout.py (<version 32><deleted 0|1><record json>\30<superseded_by>).
 -- KEYS: 1 memory key, 2 the tenant's active hash. ARGV: 1 version, 2 record json,
 -- 3 superseded_by or '', 4 ttl seconds, 5 active field ('<type>\31<key>') or '', 6 memory id.
 -- Returns the superseded_by stored ('' for none), or false when nothing was written.

@@ -17,7 +17,6 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from app import keys
 from app.auth.apikeys import ApiKeyStore
 from app.auth.authenticator import Authenticator
 from app.auth.errors import AuthUnavailable, RateLimited, Unauthenticated
@@ -25,6 +24,7 @@ from app.auth.jwt_auth import JwksProvider, JwtConfig, JwtVerifier
 from app.auth.principal import Principal, Role
 from app.auth.ratelimit import Limit, RateLimiter
 from app.auth.signing import ReplayGuard, sign_request
+from sinks.hotset import keys
 from tests.support.auth import AUDIENCE, HS_SECRET, ISSUER, KeyPair, claims
 from tests.support.stack import ROOT, Stack
 

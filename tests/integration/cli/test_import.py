@@ -6,9 +6,9 @@ import orjson
 import pytest
 import redis
 
-from app import keys
 from app.cli import main
 from app.models import derive_memory_id
+from sinks.hotset import keys
 from tests.support.stack import Proc, Stack, stored, wait_until
 
 

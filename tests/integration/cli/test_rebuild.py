@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from app import keys
 from app.cli import main
 from app.models import derive_memory_id
 from app.settings import Settings
 from app.snowflake_conn import connect
+from sinks.hotset import keys
 from tests.support.kafka import publish
 from tests.support.stack import Proc, Stack, stored, wait_until
 

@@ -11,9 +11,11 @@ import httpx
 import pytest
 import redis
 
-from app import devstack, hotset_format, keys
+from app import devstack
 from app.models import derive_memory_id
 from app.settings import Settings
+from sinks.hotset import keys
+from sinks.hotset import layout as hotset_format
 from tests.support.gateway import Gateway, insert_row, running, worker_ready
 from tests.support.stack import Proc, Stack, stored
 

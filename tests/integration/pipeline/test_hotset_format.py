@@ -11,12 +11,12 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from app import hotset_format, keys
 from app.gateway.reads import HotsetReader
 from app.models import MemoryEvent, MemoryRecord, SourcePosition, derive_memory_id
 from app.pipeline import plan, prepare
 from app.settings import DEFAULT_TTLS
-from sinks.hotset import Hotset
+from sinks.hotset import Hotset, keys
+from sinks.hotset import layout as hotset_format
 from tests.support.kafka import event
 from tests.support.stack import Stack, stored
 

@@ -9,8 +9,9 @@ import httpx
 import pytest
 import redis
 
-from app import devstack, keys
+from app import devstack
 from app.settings import Settings
+from sinks.hotset import keys
 from tests.support.kafka import publish, wait_committed
 from tests.support.stack import Proc, Stack, isolated_topics, wait_until
 

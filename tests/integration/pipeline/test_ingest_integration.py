@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 import redis
 
-from app import keys
 from app.models import derive_memory_id
 from app.settings import Settings
+from sinks.hotset import keys
 from tests.support.kafka import event, kcat_publish, publish, read_topic, wait_committed
 from tests.support.stack import Proc, stored, wait_until
 

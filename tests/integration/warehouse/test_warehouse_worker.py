@@ -18,10 +18,11 @@ import orjson
 import pytest
 import redis
 
-from app import devstack, keys, migrate
+from app import devstack, migrate
 from app.kafka import committed_offsets, publish_sync
 from app.models import derive_memory_id
 from app.settings import Settings
+from sinks.hotset import keys
 from tests.support.kafka import publish
 from tests.support.stack import Proc, Stack, isolated_topics, stored, wait_until
 from tests.support.warehouse import TopicReader, audit_entry, count, dead_letters, event, query, record, snapshot

@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from app.models import DeadLetter, MemoryEvent, MemoryRecord
-from app.pipeline import HotsetState, Incoming, Prepared, plan, prepare, validate
+from app.pipeline import Incoming, Prepared, plan, prepare, validate
+from sinks.hotset import HotsetState
 
 N = 0
 

@@ -13,9 +13,8 @@ from app.gateway import context, search, visibility
 from app.gateway.docs import ABSENT, Doc, Slot, from_hotset
 from app.gateway.schemas import Limit100, QueryBool
 from app.gateway.warehouse import row_to_record, search_sql
-from app.hotset_format import StoredMemory
-from app.pipeline import ActiveEntry
 from app.text import tokens
+from sinks.hotset import ActiveEntry, StoredMemory
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 

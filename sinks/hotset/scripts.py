@@ -1,0 +1,39 @@
+"""The one loader of the hotset's Lua scripts (lua/*.lua): the sink's, the gateway's and the rate
+limiter's.
+
+Each source is read from the package once per process. `script` binds it to a client as redis-py's
+Script: a call runs EVALSHA and, when the server's script cache lacks it (first use, SCRIPT FLUSH,
+a restart), loads it and retries; called with `client=pipeline`, the script is queued in the
+pipeline, which loads any missing script before it executes.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import cache
+from importlib import resources
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+
+class Lua(StrEnum):
+    """Every hotset script, by its file name in lua/ (without `.lua`)."""
+
+    APPLY = "hotset_apply"  # sink: apply one tenant's write intents
+    STATE = "hotset_state"  # sink: read what the planner needs for one tenant's batch
+    REWARM = "rewarm"  # gateway: re-warm one memory from the warehouse, version-guarded
+    SEARCH_CANDIDATES = "search_candidates"  # gateway: stage 1 of search
+    CONTEXT_IDS = "context_ids"  # gateway: the id lists of a context call
+    PRUNE = "prune"  # gateway: drop index members whose memory is gone
+    RATELIMIT = "ratelimit"  # auth: token buckets, all or nothing
+
+
+@cache
+def source(name: Lua) -> str:
+    return resources.files(__package__).joinpath("lua", f"{name.value}.lua").read_text(encoding="utf-8")
+
+
+def script(redis: aioredis.Redis, name: Lua) -> AsyncScript:
+    """`name` bound to `redis`: `await s(keys=[...], args=[...], client=pipe_or_none)`."""
+    return redis.register_script(source(name))

@@ -1,0 +1,49 @@
+"""The hotset state the pure planner (app.pipeline.plan) reads: dedupe and active-pointer entries
+and the event ledger, as plain values. Pure: the writer fills a HotsetState from one script call
+per tenant (Lua.STATE) and the planner updates it in place as it decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DedupeEntry:
+    """Value of a dedupe key (`keys.dedupe`): '<occurred_at in µs>|<memory_id>'."""
+
+    memory_id: str
+    occurred_us: int
+
+    def encode(self) -> str:
+        return f"{self.occurred_us}|{self.memory_id}"
+
+    @classmethod
+    def decode(cls, raw: str) -> DedupeEntry:
+        occ, _, mid = raw.partition("|")
+        return cls(memory_id=mid, occurred_us=int(occ))
+
+
+@dataclass(frozen=True)
+class ActiveEntry:
+    """Value of a field of the active hash (`keys.active`): '<version>|<memory_id>'."""
+
+    version: str
+    memory_id: str
+
+    def encode(self) -> str:
+        return f"{self.version}|{self.memory_id}"
+
+    @classmethod
+    def decode(cls, raw: str) -> ActiveEntry:
+        v, _, mid = raw.partition("|")
+        return cls(version=v, memory_id=mid)
+
+
+@dataclass
+class HotsetState:
+    """What `plan` needs to know of the hotset, keyed by (tenant, digest) and (tenant, field)."""
+
+    dedupe: dict[tuple[str, str], DedupeEntry] = field(default_factory=dict)
+    active: dict[tuple[str, str], ActiveEntry] = field(default_factory=dict)
+    seen: set[tuple[str, str]] = field(default_factory=set)  # (tenant, event_id) already applied
