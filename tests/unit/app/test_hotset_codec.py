@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app import hotset_format
+from sinks.hotset import layout as hotset_format
 
 V1, V2 = f"{1:032d}", f"{2:032d}"
 
