@@ -52,104 +52,155 @@ class FileSecretsSource(PydanticBaseSettingsSource):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", validate_default=True)
 
-    env: Literal["development", "production"] = "production"
-    log_level: str = "INFO"
-    log_json: bool = False
+    env: Literal["development", "production"] = Field(
+        "production",
+        description="`development` enables development conveniences (the dev tenant header); `production` refuses them",
+    )
+    log_level: str = Field("INFO", description="log level of worker and gateway")
+    log_json: bool = Field(False, description="structured JSON logs")
 
     # Kafka
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: str | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: str | None = None
-    topic_prefix: str = ""
-    topic_partitions: int = Field(4, ge=1)
-    topic_replication: int = Field(1, ge=1)
-    worker_group: str = "memstream-worker"
-    warehouse_group: str = "memstream-warehouse"
-    kafka_session_timeout_s: float = Field(6.0, gt=0)
-    kafka_heartbeat_s: float = Field(1.0, gt=0)
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+    )
+    kafka_sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+    kafka_sasl_username: str | None = Field(None, description="SASL user")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (secret; `_FILE` supported)")
+    kafka_ssl_cafile: str | None = Field(None, description="CA bundle for Kafka TLS")
+    topic_prefix: str = Field(
+        "", description="prefix for every topic name (`memory.events` becomes `<prefix>memory.events`)"
+    )
+    topic_partitions: int = Field(
+        4, ge=1, description="partitions of each topic created by memstream (max useful workers)"
+    )
+    topic_replication: int = Field(1, ge=1, description="replication factor of created topics")
+    worker_group: str = Field("memstream-worker", description="consumer group of the ingest agent")
+    warehouse_group: str = Field("memstream-warehouse", description="consumer group of the warehouse sink")
+    kafka_session_timeout_s: float = Field(
+        6.0, gt=0, description="consumer session timeout (group joins take about half of it)"
+    )
+    kafka_heartbeat_s: float = Field(1.0, gt=0, description="consumer heartbeat interval")
 
     # Redis
-    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
-    redis_password: SecretStr | None = None
-    redis_max_connections: int = Field(20, ge=1)
-    redis_timeout_s: float = Field(2.0, gt=0)
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"),
+        description="Redis URL; `rediss://` for TLS (secret: may hold a password)",
+    )
+    redis_password: SecretStr | None = Field(None, description="Redis password (secret)")
+    redis_max_connections: int = Field(20, ge=1, description="connection pool size per process")
+    redis_timeout_s: float = Field(2.0, gt=0, description="socket connect/read timeout")
 
     # Snowflake (the real connector; a local fakesnow server in development)
-    snowflake_account: str = "memstream"
-    snowflake_user: str = "memstream"
-    snowflake_password: SecretStr | None = SecretStr("memstream")
-    snowflake_private_key_file: str | None = None
-    snowflake_private_key_passphrase: SecretStr | None = None
-    snowflake_host: str | None = "127.0.0.1"
-    snowflake_port: int | None = 8085
-    snowflake_protocol: Literal["http", "https"] = "http"
-    snowflake_database: str = "MEMSTREAM"
-    snowflake_schema: str = "AI_MEMORY"
-    snowflake_warehouse: str | None = None
-    snowflake_role: str | None = None
-    snowflake_network_timeout_s: int = Field(5, ge=1)
+    snowflake_account: str = Field("memstream", description="Snowflake account identifier")
+    snowflake_user: str = Field("memstream", description="Snowflake user")
+    snowflake_password: SecretStr | None = Field(
+        SecretStr("memstream"), description="password auth (secret); ignored when a private key file is set"
+    )
+    snowflake_private_key_file: str | None = Field(None, description="PEM private key for key-pair (JWT) auth")
+    snowflake_private_key_passphrase: SecretStr | None = Field(None, description="passphrase of that key (secret)")
+    snowflake_host: str | None = Field(
+        "127.0.0.1", description="host override (the local emulator); empty for real Snowflake"
+    )
+    snowflake_port: int | None = Field(8085, description="port override; empty for real Snowflake")
+    snowflake_protocol: Literal["http", "https"] = Field(
+        "http", description="`https` for real Snowflake, `http` for the local emulator"
+    )
+    snowflake_database: str = Field("MEMSTREAM", description="database holding schema `AI_MEMORY`")
+    snowflake_schema: str = Field("AI_MEMORY", description="schema of MEMORY_RECORDS and AUDIT_LOGS")
+    snowflake_warehouse: str | None = Field(None, description="virtual warehouse")
+    snowflake_role: str | None = Field(None, description="role")
+    snowflake_network_timeout_s: int = Field(5, ge=1, description="connector network and login timeout")
 
     # Pipeline policies
-    hotset_ttl_seconds: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_TTLS))
-    dedupe_window_seconds: int = Field(3600, ge=0)
-    state_ttl_seconds: int = Field(30 * 86400, ge=60)
-    ingest_batch_max: int = Field(1000, ge=1)
-    ingest_batch_within_s: float = Field(0.02, gt=0)
+    hotset_ttl_seconds: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_TTLS), description="per-type hotset TTLs as JSON, merged over the defaults"
+    )
+    dedupe_window_seconds: int = Field(
+        3600, ge=0, description="same normalized text in the same scope within this event-time window is a duplicate"
+    )
+    state_ttl_seconds: int = Field(
+        30 * 86400,
+        ge=60,
+        description="how long event ids, dedupe entries and tombstones are remembered (replay horizon)",
+    )
+    ingest_batch_max: int = Field(1000, ge=1, description="ingest batch size (messages)")
+    ingest_batch_within_s: float = Field(0.02, gt=0, description="ingest batch time limit")
 
     # Warehouse sink batching
-    sink_batch_max_rows: int = Field(5000, ge=1)
-    sink_batch_max_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    sink_batch_within_s: float = Field(1.0, gt=0)
+    sink_batch_max_rows: int = Field(5000, ge=1, description="warehouse batch: max rows")
+    sink_batch_max_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="warehouse batch: max bytes")
+    sink_batch_within_s: float = Field(1.0, gt=0, description="warehouse batch: max wait")
 
     # Gateway
-    gateway_host: str = "127.0.0.1"
-    gateway_port: int = Field(8080, ge=0, le=65535)
-    gateway_max_body_bytes: int = Field(1024 * 1024, ge=1024)
-    gateway_batch_max_items: int = Field(100, ge=1)
-    search_candidate_pool: int = Field(500, ge=10)
-    gateway_doc_cache_size: int = Field(20_000, ge=0)
-    gateway_fast_reads: bool = True
-    wait_visible_timeout_s: float = Field(5.0, gt=0)
-    dev_tenant_header: str = "X-Memstream-Dev-Tenant"
-    dev_tenant_header_enabled: bool = False
+    gateway_host: str = Field("127.0.0.1", description="gateway bind address")
+    gateway_port: int = Field(8080, ge=0, le=65535, description="gateway port")
+    gateway_max_body_bytes: int = Field(1024 * 1024, ge=1024, description="request body limit (413 above it)")
+    gateway_batch_max_items: int = Field(100, ge=1, description="max events per batch request")
+    search_candidate_pool: int = Field(500, ge=10, description="max candidates a search examines in the hotset")
+    gateway_doc_cache_size: int = Field(
+        20_000,
+        ge=0,
+        description=(
+            "hotset values kept parsed per gateway process (about 2 KB each; values over 4 KB are never kept; "
+            "0 = parse every read)"
+        ),
+    )
+    gateway_fast_reads: bool = Field(
+        True, description="serve retrieve, search and context without FastAPI's per-request machinery (same checks)"
+    )
+    wait_visible_timeout_s: float = Field(5.0, gt=0, description="bound of `?wait=visible` (504 after it)")
+    dev_tenant_header: str = Field("X-Memstream-Dev-Tenant", description="development-only tenant header")
+    dev_tenant_header_enabled: bool = Field(
+        False, description="accept the development tenant header (never in production)"
+    )
 
     # Security (docs/security.md). JWT: HS256 with a shared secret and/or RS256/ES256 with keys
     # from a JWKS file or URL; each algorithm is only ever checked against its own kind of key.
-    jwt_hs256_secret: SecretStr | None = None
-    jwt_jwks_file: str | None = None
-    jwt_jwks_url: str | None = None
-    jwt_jwks_timeout_s: float = Field(default=3.0, gt=0)
-    jwt_jwks_cache_s: float = Field(default=300.0, ge=0)
-    jwt_algorithms: list[str] = Field(default_factory=lambda: ["HS256", "RS256", "ES256"])
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
-    jwt_leeway_s: float = Field(default=30.0, ge=0, le=600)
-    jwt_tenant_claim: str = "tenant_id"
-    jwt_roles_claim: str = "roles"
-    jwt_agent_claim: str = "agent_id"
+    jwt_hs256_secret: SecretStr | None = Field(None, description="HS256 secret for bearer tokens (secret)")
+    jwt_jwks_file: str | None = Field(None, description="JWKS file with RS256/ES256 public keys")
+    jwt_jwks_url: str | None = Field(None, description="JWKS URL (fetched with a timeout, cached)")
+    jwt_jwks_timeout_s: float = Field(default=3.0, gt=0, description="JWKS fetch timeout")
+    jwt_jwks_cache_s: float = Field(default=300.0, ge=0, description="JWKS cache lifetime")
+    jwt_algorithms: list[str] = Field(
+        default_factory=lambda: ["HS256", "RS256", "ES256"], description="accepted JWT algorithms (JSON list)"
+    )
+    jwt_issuer: str | None = Field(None, description="required `iss`")
+    jwt_audience: str | None = Field(None, description="required `aud`")
+    jwt_leeway_s: float = Field(default=30.0, ge=0, le=600, description="clock skew allowed on `exp`/`nbf`")
+    jwt_tenant_claim: str = Field("tenant_id", description="claim holding the tenant id")
+    jwt_roles_claim: str = Field("roles", description="claim holding the roles")
+    jwt_agent_claim: str = Field("agent_id", description="claim binding a token to one agent")
     # API keys are stored as HMAC-SHA256(pepper, key) when a pepper is set, else SHA-256(key).
-    api_key_pepper: SecretStr | None = None
+    api_key_pepper: SecretStr | None = Field(None, description="server-side pepper for API key hashes (secret)")
     # Token buckets shared by all gateway instances through Redis; 0 disables a bucket.
-    rate_limit_per_key_per_minute: int = Field(default=600, ge=0)
-    rate_limit_per_tenant_per_minute: int = Field(default=3000, ge=0)
-    rate_limit_burst_factor: float = Field(default=1.0, ge=1.0, le=60.0)
+    rate_limit_per_key_per_minute: int = Field(
+        default=600, ge=0, description="requests per minute per credential (0 = unlimited)"
+    )
+    rate_limit_per_tenant_per_minute: int = Field(
+        default=3000, ge=0, description="requests per minute per tenant (0 = unlimited)"
+    )
+    rate_limit_burst_factor: float = Field(
+        default=1.0, ge=1.0, le=60.0, description="bucket size as a multiple of the per-minute rate"
+    )
     # Optional HMAC request signing for machine producers.
-    request_signing_secret: SecretStr | None = None
-    request_signing_required: bool = False
-    request_signing_window_s: int = Field(default=300, ge=1, le=3600)
+    request_signing_secret: SecretStr | None = Field(None, description="HMAC secret for signed requests (secret)")
+    request_signing_required: bool = Field(False, description="refuse unsigned requests")
+    request_signing_window_s: int = Field(
+        default=300, ge=1, le=3600, description="accepted clock difference / replay window for signatures"
+    )
     # Gateway HTTPS (TLS >= 1.2).
-    tls_cert_file: str | None = None
-    tls_key_file: str | None = None
-    tls_key_password: SecretStr | None = None
-    tls_min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
-    tls_ciphers: str = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!DSS:!RC4:!3DES"
+    tls_cert_file: str | None = Field(None, description="gateway HTTPS certificate (PEM)")
+    tls_key_file: str | None = Field(None, description="gateway HTTPS private key (PEM)")
+    tls_key_password: SecretStr | None = Field(None, description="password of that key (secret)")
+    tls_min_version: Literal["TLSv1.2", "TLSv1.3"] = Field("TLSv1.2", description="minimum TLS version")
+    tls_ciphers: str = Field(
+        "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!DSS:!RC4:!3DES", description="TLS 1.2 cipher list"
+    )
 
     # Worker observability
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int | None = None
+    metrics_host: str = Field("127.0.0.1", description="worker metrics bind address")
+    metrics_port: int | None = Field(None, description="worker Prometheus port (unset: no endpoint)")
 
     @model_validator(mode="after")
     def _production_guard(self) -> Settings:
