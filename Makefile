@@ -4,7 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo dev test test-unit lint typecheck schema docs bench-quick clean
+# `make test` and `make demo` provision first: system tools (redis-server, kcat, promtool) come
+# from apt when this user may install them (scripts/provision.sh); everything else from PyPI.
+.PHONY: provision install demo dev test test-unit lint typecheck schema docs bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -12,15 +14,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+provision:  ## system tools for test and demo: installs them, or prints the one command to run
+	PY=$(PY) scripts/provision.sh
+
 install: $(STAMP)
 
-demo: $(STAMP)  ## start the embedded stack, publish a sample workload, show what memstream holds
+demo: provision $(STAMP)  ## start the embedded stack, publish a sample workload, show what memstream holds
 	$(BIN)/python -m app.demo $(DEMO_ARGS)
 
 dev: $(STAMP)  ## run the whole stack until Ctrl-C
 	$(BIN)/memstream dev
 
-test: $(STAMP)  ## all tests against real Kafka (Tansu), Redis and the Snowflake emulator, with coverage
+test: provision $(STAMP)  ## all tests against real Kafka (Tansu), Redis and the Snowflake emulator, with coverage
 	$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
 
 test-unit: $(STAMP)  ## pure-logic tests only (tests/unit): no services, no network, no subprocess
@@ -33,8 +38,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-schema: $(STAMP)  ## regenerate schemas/memory-event.schema.json from the model
-	$(BIN)/python -m app.schema > schemas/memory-event.schema.json
+schema: $(STAMP)  ## regenerate schemas/*.schema.json (event, record, dead letter, audit entry) from the models
+	$(BIN)/python -m app.schema schemas
 
 docs: $(STAMP)  ## regenerate the configuration table in README.md from app/settings.py
 	$(BIN)/python -m app.config_doc
