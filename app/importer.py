@@ -1,6 +1,6 @@
 """`memstream import FILE.jsonl`: publish memory events from a JSON Lines file.
 
-Each line is one event (contract section 1). Lines are validated first; valid ones are published
+Each line is one event (docs/contract.md §1). Lines are validated first; valid ones are published
 to `memory.events` keyed by tenant with acks=all, invalid ones are reported with their line
 number and reason and not published. Re-importing a file is harmless: event ids are idempotency
 keys.

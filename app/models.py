@@ -1,4 +1,4 @@
-"""The public event model (contract section 1) and the canonical record it becomes."""
+"""The public event model (docs/contract.md §1) and the canonical record it becomes."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Local Snowflake for development and tests: a fakesnow server that keeps its data on disk.
 
-The stock server cannot persist across sessions (see docs/field notes): every login would open
-the database files again. Here one `FakeSnow(db_path=DIR)` serves every session, the login reply
+The stock server cannot persist across sessions (docs/adr/0001-local-broker-and-warehouse.md):
+every login would open the database files again. Here one `FakeSnow(db_path=DIR)` serves every session, the login reply
 carries a `masterToken` (so the connector closes its sessions), and SIGTERM checkpoints DuckDB.
 Run: `python -m app.warehouse_emulator --port 8085 --data-dir .memstream/warehouse`.
 """

@@ -1,6 +1,6 @@
 """From request headers to a Principal: the one place that decides who is calling.
 
-Credentials (contract §2): `Authorization: Bearer <JWT>` or `X-API-Key: <key>` (a key is also
+Credentials (docs/contract.md §2): `Authorization: Bearer <JWT>` or `X-API-Key: <key>` (a key is also
 accepted as a bearer token). The development tenant header is honoured only when
 `dev_tenant_header_enabled` is on and no real credential is presented.
 """

@@ -1,4 +1,4 @@
-"""The read gateway: memstream's HTTP API v2 (contract section 2).
+"""The read gateway: memstream's HTTP API v2 (docs/contract.md §2).
 
 Writes become events on `memory.events`; reads come from the Redis hotset and fall back to the
 warehouse. Ranking, context assembly and visibility rules are pure functions (search.py,

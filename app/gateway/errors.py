@@ -1,4 +1,4 @@
-"""The contract's error shape, `{"error": {"code", "message", "details"}}`, for every error."""
+"""The error shape of docs/contract.md §7, `{"error": {"code", "message", "details"}}`, for every error."""
 
 from __future__ import annotations
 

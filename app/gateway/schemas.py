@@ -77,7 +77,7 @@ def _encodable(model: BaseModel) -> None:
 
 
 class EventFields(BaseModel):
-    """The contract event (section 1) minus `tenant_id`, which comes from the credentials."""
+    """The event of docs/contract.md §1 minus `tenant_id`, which comes from the credentials."""
 
     model_config = ConfigDict(extra="forbid")
 
