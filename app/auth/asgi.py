@@ -129,7 +129,7 @@ def resource_ids(path_params: Mapping[str, Any], query: Iterable[tuple[str, str]
 
 def query_pairs(query_string: bytes) -> list[tuple[str, str]]:
     """`urllib.parse.parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)`, as
-    Starlette parses query strings, without its per-call overhead (it ran twice per request)."""
+    Starlette parses query strings, once per request and without its per-call overhead."""
     out = []
     for part in query_string.decode("latin-1").split("&"):
         if not part:

@@ -79,7 +79,7 @@ os.register_at_fork(after_in_child=_IDS.reset)  # a forked child must not repeat
 
 def unique_id() -> str:
     """32 hex digits, unique per process (random prefix, then a counter): log and request ids
-    need uniqueness, not secrecy, and a getrandom call per id was a syscall per request."""
+    need uniqueness, not secrecy, and a counter costs no system call per id."""
     return f"{_IDS.prefix}{next(_IDS.counter) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
@@ -109,8 +109,8 @@ def audit_entry(
         raise ValueError(f"not an auditable outcome: {action_name!r} {status_code}")
     if resource_type is not None and len(resource_type) > 64:
         raise ValueError("resource_type longer than 64 characters")
-    # Every value is within the entry's bounds by now (the principal's tenant was validated when
-    # it was authenticated): built without re-validation, once per request.
+    # Every value is within the entry's bounds here (the principal's tenant is validated when it
+    # is authenticated): built without re-validation, once per request.
     return AuditEntry.trusted(
         log_id=(log_id or unique_id())[:64],
         ts=ts or datetime.now(UTC),
@@ -144,8 +144,8 @@ class AuditSink:
     """Publishes audit entries to `memory.audit` off the request path, in batches, in order.
 
     A batch gathers what arrives within `linger_s` of its first entry: one produce and one
-    delivery wake-up per batch instead of per request (at a few hundred requests a second that
-    was a tenth of a retrieve's CPU). `submit` never blocks a request. The queue is bounded: when
+    delivery wake-up per batch rather than per request, which keeps the producer threads off the
+    request path's CPU (docs/performance.md). `submit` never blocks a request. The queue is bounded: when
     the broker is down long enough to fill it, entries are dropped, counted and logged rather than
     exhausting memory. `close` flushes what is queued (the gateway calls it on shutdown).
     """

@@ -65,8 +65,8 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
         audit = AuditSink(producer, settings.topic_audit)
         app.state.security = auth.Security(settings, redis, ROUTE_ACTIONS, audit)
         flusher = asyncio.create_task(_flush_loop(reader))
-        # What is loaded by now lives as long as the process: keep the cyclic collector from
-        # walking it on every full collection (which paused every request 50-150 ms).
+        # What start-up loaded lives as long as the process: keep the cyclic collector from
+        # walking it on every full collection, which pauses every request in flight.
         gc.collect()
         gc.freeze()
         try:
@@ -112,7 +112,7 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
 class _GatewayApp(FastAPI):
     """FastAPI with memstream's own middlewares around its whole stack rather than inside it:
     the hot reads (app.gateway.hot) then skip FastAPI's error, telemetry and body-limit layers as
-    well as its router. Everything else passes through to FastAPI's stack as before."""
+    well as its router. Everything else passes through FastAPI's whole stack."""
 
     outer: tuple[tuple[Any, dict[str, Any]], ...] = ()
 

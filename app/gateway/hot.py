@@ -1,13 +1,13 @@
 """The per-turn reads (retrieve, search, context) served as plain ASGI, past FastAPI's router.
 
 Agents call these on every turn. FastAPI's per-request machinery — matching across included
-routers, dependency solving, parameter extraction, its exception middlewares — cost about as much
-as a retrieve's own work. `HotReads` sits inside the gateway's middlewares (request metrics, body
-limit, request id and audit all apply as before) and answers these three GETs itself, with the
-same parts the FastAPI routes use: the route's query model validates the parameters, the one
-`Security` object authenticates, rate-limits and authorizes, the route's reply function does the
-work, and errors come out in the same shape and status. The FastAPI routes stay registered: they
-describe these endpoints in the OpenAPI document and serve them when
+routers, dependency solving, parameter extraction, its exception middlewares — costs as much as
+a retrieve's own work (docs/performance.md). `HotReads` sits inside the gateway's middlewares
+(request metrics, body limit, request id and audit all apply) and answers these three GETs
+itself, with the same parts the FastAPI routes use: the route's query model validates the
+parameters, the one `Security` object authenticates, rate-limits and authorizes, the route's
+reply function does the work, and errors come out in the same shape and status. The FastAPI
+routes stay registered: they describe these endpoints in the OpenAPI document and serve them when
 MEMSTREAM_GATEWAY_FAST_READS is off (tests hold both paths to the same answers).
 """
 

@@ -1,6 +1,6 @@
 """Redis hotset reads for the gateway (the hotset's keys, layout and scripts: sinks/hotset/).
 
-Index members can be stale: the memory's hash expired (per-type TTL) or was deleted. Reads skip
+Each memory is one string, read many at a time with MGET. Index members can be stale: the memory's string expired (per-type TTL) or was deleted. Reads skip
 them and remove them from the index they came from in the background, so indexes shrink back to
 what the hotset holds.
 """
@@ -45,7 +45,7 @@ class HotsetReader:
         self.redis = redis
         # A value fully determines its Slot (a new version, marker or tombstone is a new value),
         # so parsed values are memoized by the value itself: agents re-read the same memories
-        # every turn, and parsing them was most of a context call.
+        # every turn, and parsing them is most of a context call's work.
         self._cached = functools.lru_cache(maxsize=doc_cache_size)(_slot) if doc_cache_size else _slot
         self._rewarm = script(redis, Lua.REWARM)
         self._search = script(redis, Lua.SEARCH_CANDIDATES)
