@@ -1,8 +1,8 @@
 """Redis hotset reads for the gateway (the hotset's keys, layout and scripts: sinks/hotset/).
 
-Each memory is one string, read many at a time with MGET. Index members can be stale: the memory's string expired (per-type TTL) or was deleted. Reads skip
-them and remove them from the index they came from in the background, so indexes shrink back to
-what the hotset holds.
+Each memory is one string, read many at a time with MGET. Index members can be stale: the
+memory's string expired (per-type TTL) or was deleted. Reads skip them and remove them from the
+index they came from in the background, so indexes shrink back to what the hotset holds.
 """
 
 from __future__ import annotations
