@@ -1,4 +1,5 @@
-"""`memstream worker`: one Faust app running the ingest agent and the warehouse sink agent as services."""
+"""`memstream worker`: one Faust app running the ingest agent and the warehouse sink agent as
+services (each a handler on the batch-consumer loop, agents/loop.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def create_app_with_agents(settings: Settings, agents: tuple[str, ...] = AGENTS)
     processes to scale (or isolate) ingest and the warehouse sink independently."""
     from app.faust_app import create_app
 
-    app = create_app(settings, settings.worker_group, kafka=False)
+    app = create_app(settings, settings.worker_group)
     redis = create_redis(settings)
     hotset = Hotset(redis, settings.hotset_ttl_seconds, settings.state_ttl_seconds)
     producer = AsyncProducer(settings)

@@ -18,12 +18,12 @@ def run_forward(bootstrap: str, source: str, dest: str, group: str) -> None:
     import faust
     import uvloop
 
-    from app.faust_app import create_app
     from app.settings import Settings
+    from bench.faust_baseline import create_kafka_app
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.set_event_loop(asyncio.new_event_loop())
-    app = create_app(Settings(_env_file=None, kafka_bootstrap=bootstrap), group)
+    app = create_kafka_app(Settings(_env_file=None, kafka_bootstrap=bootstrap), group)
     src = app.topic(source, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     out = app.topic(dest, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
