@@ -150,7 +150,6 @@ class Stopping(Exception):
 class Taken(Generic[B]):
     batch: B
     offsets: Offsets
-    messages: int
 
 
 @dataclass
@@ -278,7 +277,7 @@ class BatchLoop(Generic[B]):
         offsets: Offsets = {}
         for item in items:
             offsets[(item.topic, item.partition)] = item.offset + 1
-        return Taken(self.handler.prepare(items), offsets, len(items))
+        return Taken(self.handler.prepare(items), offsets)
 
     def _commit(self, consumer: Consumer, *, asynchronous: bool) -> None:
         with self._inflight.cond:

@@ -3,7 +3,8 @@
 Compares, in one run on a fresh broker and Redis:
   memstream  the real worker (`memstream worker`): validate, redact, privacy, dedupe, supersede,
              publish records, versioned Lua writes to Redis
-  baseline   a bare Faust forward agent (consume + one send per message)
+  baseline   a bare Faust forward agent (consume + one send per message) on a Faust app with its
+             own Kafka clients, tuned as well as Faust allows here (bench/faust_baseline.py)
   ceiling    a plain confluent-kafka consumer + orjson + pipelined Redis writes, no policies
 Then measures publish->visible latency of the real worker at a fixed offered rate, timing each
 event from just before it is produced to the Redis keyspace notification of its write.

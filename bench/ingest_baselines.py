@@ -1,6 +1,7 @@
 """Baselines for bench/ingest.py, each run as its own process like the real worker.
 
-forward: a bare Faust agent that consumes raw bytes and sends each message on (one send each).
+forward: a bare Faust agent that consumes raw bytes and sends each message on (one send each),
+         on the tuned Faust app of bench/faust_baseline.py.
 ceiling: a plain confluent-kafka consumer doing orjson parse + one pipelined Redis write per
          batch, no policies (what the hardware allows without Faust's per-message path).
 """

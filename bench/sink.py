@@ -5,8 +5,10 @@ file-backed warehouse emulator process (the emulator slows as it holds more data
 database:
   baseline  the raw connector bulk path with no Kafka: staging lines prepared in memory, then per
             batch PUT + COPY into a temporary VARIANT table + the sink's MERGE
-  memstream the real worker (`memstream worker`) draining a backlog on `memory.records`: consume,
-            parse and validate, stage, MERGE, dead-letter nothing, commit offsets
+  memstream the real worker (`memstream worker --agents warehouse`: the warehouse handler on the
+            batch-consumer loop, agents/loop.py) draining a backlog on `memory.records`: consume,
+            parse and validate (while the previous batch is written), stage, MERGE, dead-letter
+            nothing, commit offsets
   lag       the worker at a fixed offered rate: publish -> the MERGE that made the record visible
 
 Throughput of both paths is measured the same way, from the warehouse's own clock: every MERGE
