@@ -18,7 +18,7 @@ from snowflake.connector.errors import (
 
 from agents.warehouse import _dead
 from app.models import AuditEntry, MemoryRecord
-from sinks.warehouse import (
+from sinks.warehouse.sink import (
     _FIELD_TYPES,
     AuditLogsTable,
     MemoryRecordsTable,
