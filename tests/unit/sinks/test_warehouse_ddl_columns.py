@@ -3,8 +3,6 @@ the types it stages them as, plus `loaded_at`: the DDL and the declaration canno
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import sqlglot
 from sqlglot import exp
@@ -12,8 +10,8 @@ from sqlglot import exp
 from sinks.warehouse import AuditLogsTable, Column, MemoryRecordsTable, TableSpec
 from sinks.warehouse.read import SELECT_RECORDS
 from sinks.warehouse.tables import LOADED_AT
+from tests.support.stack import ROOT
 
-ROOT = Path(__file__).resolve().parents[3]
 MIGRATIONS = sorted((ROOT / "deploy" / "snowflake").glob("V*.sql"), key=lambda p: int(p.name[1:].split("__")[0]))
 TABLES: list[TableSpec] = [MemoryRecordsTable(), AuditLogsTable()]
 
