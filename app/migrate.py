@@ -6,19 +6,23 @@ pending; an applied file whose text changed is an error (write a new migration i
 
 Snowflake DDL commits as it goes, so a migration cannot be rolled back: every statement must be
 safe to run twice (`IF NOT EXISTS`), and a migration that failed half-way is simply re-run.
-The connector (and the emulator) run one statement per call, so files are split here.
+The connector (and the emulator) run one statement per call, so files are split here, by the
+connector's own splitter.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from snowflake.connector.util_text import split_statements as connector_split
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_before_delay, wait_exponential
 
 from app.settings import Settings
 
@@ -39,6 +43,8 @@ BOOTSTRAP_SQL = (
 )
 _FILE = re.compile(r"^V(\d+)__([A-Za-z0-9_]+)\.sql$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+CONNECT_RETRY_INITIAL_S = 0.2
+CONNECT_RETRY_MAX_S = 5.0
 
 
 class MigrationError(RuntimeError):
@@ -102,70 +108,14 @@ def checksum(sql: str) -> str:
 
 
 def split_statements(sql: str) -> list[str]:
-    """Split on `;` outside quotes, `$$` bodies and comments; comment-only pieces are dropped."""
-    out: list[str] = []
-    buf: list[str] = []
-    i, n = 0, len(sql)
-    has_code = False
-    while i < n:
-        c = sql[i]
-        two = sql[i : i + 2]
-        if two == "--":
-            end = sql.find("\n", i)
-            end = n if end < 0 else end
-            buf.append(sql[i:end])
-            i = end
-            continue
-        if two == "/*":
-            end = sql.find("*/", i + 2)
-            end = n if end < 0 else end + 2
-            buf.append(sql[i:end])
-            i = end
-            continue
-        if two == "$$":
-            end = sql.find("$$", i + 2)
-            end = n if end < 0 else end + 2
-            buf.append(sql[i:end])
-            has_code = True
-            i = end
-            continue
-        if c in ("'", '"'):
-            j = i + 1
-            while j < n:
-                if sql[j] == "\\" and c == "'":
-                    j += 2
-                    continue
-                if sql[j] == c:
-                    if sql[j + 1 : j + 2] == c:  # doubled quote inside the literal
-                        j += 2
-                        continue
-                    break
-                j += 1
-            buf.append(sql[i : j + 1])
-            has_code = True
-            i = j + 1
-            continue
-        if c == ";":
-            if has_code:
-                out.append(_strip_comments_edges("".join(buf)))
-            buf, has_code = [], False
-            i += 1
-            continue
-        if not c.isspace():
-            has_code = True
-        buf.append(c)
-        i += 1
-    if has_code:
-        out.append(_strip_comments_edges("".join(buf)))
+    """The statements of a file, by the connector's own splitter (quotes, `$$` bodies and comments
+    respected), comments removed, without the closing `;` and without empty pieces."""
+    out = []
+    for statement, _is_put_or_get in connector_split(io.StringIO(sql), remove_comments=True):
+        text = statement.strip().removesuffix(";").rstrip()
+        if text:
+            out.append(text)
     return out
-
-
-def _strip_comments_edges(stmt: str) -> str:
-    """Drop leading comment lines (the emulator's parser dislikes a statement that starts with one)."""
-    lines = stmt.strip().splitlines()
-    while lines and (lines[0].strip().startswith("--") or not lines[0].strip()):
-        lines.pop(0)
-    return "\n".join(lines).strip()
 
 
 def discover(directory: Path) -> list[Migration]:
@@ -205,22 +155,27 @@ def plan(migrations: list[Migration], applied: dict[int, tuple[str, str]]) -> li
 
 
 def _connect_with_wait(settings: Settings, wait_s: float) -> Any:
-    """The warehouse may still be starting (`memstream dev`, a k8s job): retry for `wait_s`."""
+    """The warehouse may still be starting (`memstream dev`, a k8s job): retry for `wait_s`, with
+    exponential backoff (0.2 s doubling to 5 s), never sleeping past the deadline."""
     from snowflake.connector.errors import Error as SnowflakeError
 
     from app.snowflake_conn import connect
 
-    deadline = time.monotonic() + wait_s
-    delay = 0.2
-    while True:
-        try:
-            return connect(settings, with_schema=False)
-        except (SnowflakeError, OSError) as exc:
-            if time.monotonic() + delay > deadline:
-                raise MigrationError(f"cannot connect to the warehouse: {exc}") from exc
-            log.warning("warehouse not reachable yet (%s); retrying", exc)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    def warn(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("warehouse not reachable yet (%s); retrying", exc)
+
+    retrying = Retrying(
+        retry=retry_if_exception_type((SnowflakeError, OSError)),
+        wait=wait_exponential(multiplier=CONNECT_RETRY_INITIAL_S, max=CONNECT_RETRY_MAX_S),
+        stop=stop_before_delay(wait_s),
+        before_sleep=warn,
+        reraise=True,
+    )
+    try:
+        return retrying(connect, settings, with_schema=False)
+    except (SnowflakeError, OSError) as exc:
+        raise MigrationError(f"cannot connect to the warehouse: {exc}") from exc
 
 
 def run(

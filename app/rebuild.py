@@ -17,7 +17,6 @@ from typing import Any
 
 import snowflake.connector
 
-from app.gateway.warehouse import SELECT, row_to_record
 from app.models import SUPERSEDING_TYPES, MemoryRecord
 from app.pipeline import Intent
 from app.redis_client import create_redis
@@ -25,6 +24,7 @@ from app.settings import Settings
 from app.snowflake_conn import connect_kwargs
 from app.text import index_terms
 from sinks.hotset import ActiveEntry, Hotset, keys
+from sinks.warehouse import SELECT_RECORDS, MemoryRecordsTable, row_to_record
 
 BATCH = 1000
 
@@ -55,7 +55,8 @@ def warehouse_rows(settings: Settings, tenant: str | None) -> Iterator[dict[str,
     try:
         cur = conn.cursor()
         where, params = ("WHERE tenant_id = ?", [tenant]) if tenant else ("", [])
-        cur.execute(f"SELECT {SELECT} FROM MEMORY_RECORDS {where} ORDER BY tenant_id, version", params)
+        sql = f"SELECT {SELECT_RECORDS} FROM {MemoryRecordsTable.name} {where} ORDER BY tenant_id, version"
+        cur.execute(sql, params)
         names = [d.name.lower() for d in cur.description or ()]
         while rows := cur.fetchmany(BATCH):
             for row in rows:

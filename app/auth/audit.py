@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from prometheus_client import Counter
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_chain, wait_fixed, wait_none
 
 from app.auth.principal import Principal
 from app.auth.rbac import Action
@@ -164,6 +165,14 @@ class AuditSink:
         self.max_batch = max_batch
         self.linger_s = linger_s
         self.retry_s = retry_s
+        # Any producer failure is retried after each delay of `retry_s` in turn; then the batch
+        # is counted as lost.
+        self._retrying = AsyncRetrying(
+            retry=retry_if_exception_type(Exception),
+            wait=wait_chain(*(wait_fixed(d) for d in retry_s)) if retry_s else wait_none(),
+            stop=stop_after_attempt(len(retry_s) + 1),
+            reraise=True,
+        )
         self._queue: asyncio.Queue[AuditEntry] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
 
@@ -193,17 +202,13 @@ class AuditSink:
         messages: list[tuple[str, bytes | None, bytes]] = [
             (self.topic, e.tenant_id.encode(), e.to_json()) for e in batch
         ]
-        for delay in (*self.retry_s, None):
-            try:
-                await self.producer.send_many(messages)
-                AUDIT_ENTRIES.labels("published").inc(len(batch))
-                return
-            except Exception as exc:  # noqa: BLE001 - any producer failure: retry, then count the loss
-                if delay is None:
-                    AUDIT_ENTRIES.labels("dropped").inc(len(batch))
-                    log.error("audit: dropped %d entries after retries: %s", len(batch), exc)
-                    return
-                await asyncio.sleep(delay)
+        try:
+            await self._retrying(self.producer.send_many, messages)
+        except Exception as exc:  # noqa: BLE001 - any producer failure, after the retries: count the loss
+            AUDIT_ENTRIES.labels("dropped").inc(len(batch))
+            log.error("audit: dropped %d entries after retries: %s", len(batch), exc)
+            return
+        AUDIT_ENTRIES.labels("published").inc(len(batch))
 
     async def flush(self, timeout_s: float = 5.0) -> None:
         if self._task is not None:

@@ -12,11 +12,8 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
-import orjson
 import snowflake.connector
 from snowflake.connector import SnowflakeConnection
 from snowflake.connector.errors import Error as SnowflakeError
@@ -24,40 +21,13 @@ from snowflake.connector.errors import Error as SnowflakeError
 from app.gateway import gmetrics
 from app.gateway.search import SearchParams
 from app.gateway.visibility import allowed
-from app.models import VERSION_WIDTH, MemoryRecord, SourcePosition
+from app.models import MemoryRecord
 from app.settings import Settings
 from app.snowflake_conn import connect_kwargs
+from sinks.warehouse import SELECT_RECORDS, MemoryRecordsTable, row_to_record
 
 log = logging.getLogger(__name__)
 
-COLUMNS = [
-    "tenant_id",
-    "id",
-    "version",
-    "event_id",
-    "type",
-    "key",
-    "content",
-    "metadata",
-    "agent_id",
-    "user_id",
-    "session_id",
-    "channel_id",
-    "visibility",
-    "citations",
-    "importance",
-    "ttl_seconds",
-    "superseded_by",
-    "redactions",
-    "occurred_at",
-    "created_at",
-    "updated_at",
-    "deleted_at",
-    "source_partition",
-    "source_offset",
-]
-# The emulator returns NULL timestamps as 1970-01-01, so "deleted" is asked for explicitly.
-SELECT = ", ".join(COLUMNS) + ", deleted_at IS NOT NULL AS is_deleted"
 WAREHOUSE_SEARCH_MAX_ROWS = 200
 CIRCUIT_OPEN_S = 3.0
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
@@ -65,67 +35,6 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
 class WarehouseUnavailable(RuntimeError):
     pass
-
-
-def _json(value: Any, default: Any) -> Any:
-    if value is None:
-        return default
-    if isinstance(value, str | bytes):
-        return orjson.loads(value)
-    return value
-
-
-def _ts(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    assert isinstance(value, datetime)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)  # TIMESTAMP_NTZ holds UTC
-
-
-def _version(value: Any) -> str:
-    if isinstance(value, int | Decimal):
-        return f"{int(value):0{VERSION_WIDTH}d}"
-    return str(value).split(".")[0].zfill(VERSION_WIDTH)
-
-
-def row_to_record(row: dict[str, Any], events_topic: str) -> MemoryRecord:
-    """One MEMORY_RECORDS row (lower-case column names) as the canonical record."""
-    occurred = _ts(row.get("occurred_at")) or _ts(row.get("created_at")) or datetime.now(UTC)
-    partition, offset = row.get("source_partition"), row.get("source_offset")
-    source = (
-        SourcePosition(topic=events_topic, partition=int(partition), offset=int(offset))
-        if partition is not None and offset is not None
-        else None
-    )
-    importance = row.get("importance")
-    ttl = row.get("ttl_seconds")
-    return MemoryRecord(
-        tenant_id=row["tenant_id"],
-        memory_id=row["id"],
-        version=_version(row["version"]),
-        event_id=row.get("event_id") or "",
-        type=row.get("type"),
-        key=row.get("key"),
-        content=_json(row.get("content"), None),
-        metadata=_json(row.get("metadata"), {}) or {},
-        agent_id=row.get("agent_id"),
-        user_id=row.get("user_id"),
-        session_id=row.get("session_id"),
-        channel_id=row.get("channel_id"),
-        visibility=row.get("visibility") or "private",
-        citations=_json(row.get("citations"), []) or [],
-        importance=float(importance) if importance is not None else None,
-        ttl_seconds=int(ttl) if ttl is not None else None,
-        occurred_at=occurred,
-        created_at=_ts(row.get("created_at")) or occurred,
-        updated_at=_ts(row.get("updated_at")) or occurred,
-        deleted_at=(_ts(row.get("deleted_at")) or occurred) if row.get("is_deleted") else None,
-        superseded_by=row.get("superseded_by"),
-        redactions=_json(row.get("redactions"), {}) or {},
-        source=source,
-    )
 
 
 def search_sql(table: str, terms: Sequence[str], p: SearchParams, limit: int) -> tuple[str, list[Any]]:
@@ -148,7 +57,7 @@ def search_sql(table: str, terms: Sequence[str], p: SearchParams, limit: int) ->
     if not p.include_superseded:
         where.append("superseded_by IS NULL")
     conditions = " AND ".join(where)
-    sql = f"SELECT {SELECT} FROM {table} WHERE {conditions} ORDER BY occurred_at DESC LIMIT {int(limit)}"
+    sql = f"SELECT {SELECT_RECORDS} FROM {table} WHERE {conditions} ORDER BY occurred_at DESC LIMIT {int(limit)}"
     return sql, params
 
 
@@ -157,7 +66,7 @@ class Warehouse:
         if not _IDENT.match(settings.snowflake_schema):
             raise ValueError(f"invalid snowflake schema name {settings.snowflake_schema!r}")
         self.settings = settings
-        self.table = f"{settings.snowflake_schema}.MEMORY_RECORDS"
+        self.table = f"{settings.snowflake_schema}.{MemoryRecordsTable.name}"
         self.timeout_s = float(settings.snowflake_network_timeout_s) + 1.0
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="warehouse")
         self._local = threading.local()
@@ -216,7 +125,7 @@ class Warehouse:
     async def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:
         """The record, a deleted record (deleted_at set), or None when the warehouse never saw it."""
         rows = await self.query(
-            f"SELECT {SELECT} FROM {self.table} WHERE tenant_id = ? AND id = ?", (tenant, memory_id)
+            f"SELECT {SELECT_RECORDS} FROM {self.table} WHERE tenant_id = ? AND id = ?", (tenant, memory_id)
         )
         if not rows:
             return None

@@ -279,7 +279,7 @@ async def test_retrieve_falls_back_to_the_warehouse_and_rewarms(
 async def test_rewarm_never_overwrites_a_newer_version(
     gateway: Gateway, warehouse_table: Settings, rds: redis.Redis, tenant: str
 ) -> None:
-    from app.gateway.warehouse import row_to_record
+    from sinks.warehouse import row_to_record
 
     newer = f"{2000:032d}"
     rds.set(keys.memory(tenant, "m"), hotset_format.encode(newer, "{}", deleted=True))  # a newer tombstone
@@ -359,7 +359,7 @@ async def test_search_ranks_the_newer_of_the_hotset_and_warehouse_copies(
 ) -> None:
     """The warehouse lags the hotset by a flush: its older copy of a memory must not outrank what
     the hotset knows (a delete, a new visibility, a supersession), nor an older hotset copy it."""
-    from app.gateway.warehouse import row_to_record
+    from sinks.warehouse import row_to_record
 
     def v(n: int) -> str:
         return f"{n:032d}"

@@ -25,13 +25,15 @@ def test_split_statements_respects_quotes_comments_and_bodies() -> None:
     CREATE TABLE a (x VARCHAR DEFAULT 'semi;colon');
     /* block; comment */ INSERT INTO a SELECT 'it''s; fine';
     CREATE FUNCTION f() RETURNS INT AS $$ 1; $$;
+    SELECT "odd;name", '-- not a comment' FROM a; -- a comment after it
     -- trailing comment only;
     """
     parts = split_statements(sql)
-    assert len(parts) == 3
+    assert len(parts) == 4
     assert parts[0].startswith("CREATE TABLE a") and "'semi;colon'" in parts[0]
-    assert "'it''s; fine'" in parts[1]
+    assert "'it''s; fine'" in parts[1] and "block" not in parts[1]
     assert parts[2].endswith("$$ 1; $$")
+    assert parts[3] == """SELECT "odd;name", '-- not a comment' FROM a"""
 
 
 def test_plan_refuses_an_edited_or_missing_migration(tmp_path: Path) -> None:

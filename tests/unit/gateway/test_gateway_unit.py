@@ -12,9 +12,10 @@ from pydantic import TypeAdapter, ValidationError
 from app.gateway import context, search, visibility
 from app.gateway.docs import ABSENT, Doc, Slot, from_hotset
 from app.gateway.schemas import Limit100, QueryBool
-from app.gateway.warehouse import row_to_record, search_sql
+from app.gateway.warehouse import search_sql
 from app.text import tokens
 from sinks.hotset import ActiveEntry, StoredMemory
+from sinks.warehouse import row_to_record
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 

@@ -18,17 +18,8 @@ from snowflake.connector.errors import (
 
 from agents.warehouse import _dead
 from app.models import AuditEntry, MemoryRecord
-from sinks.warehouse import (
-    _FIELD_TYPES,
-    AuditLogsTable,
-    MemoryRecordsTable,
-    Rejected,
-    Row,
-    _canonical_row,
-    chunks,
-    classify,
-    parse,
-)
+from sinks.warehouse import AuditLogsTable, MemoryRecordsTable, Rejected, Row, chunks, classify, parse
+from sinks.warehouse.check import FIELD_TYPES, canonical_row
 from tests.support.warehouse import audit_entry, record
 
 RECORDS = MemoryRecordsTable()
@@ -171,7 +162,7 @@ def _canonical_variants() -> list[bytes]:
 
 @pytest.mark.parametrize("value", _canonical_variants())
 def test_canonical_records_stage_what_the_model_path_stages(value: bytes) -> None:
-    fast = _canonical_row(value)
+    fast = canonical_row(value)
     assert fast is not None, "a record as to_json writes it takes the fast path"
     model = MemoryRecordsTable.model_row(value)
     assert orjson.dumps(fast[0]) == orjson.dumps(model[0]) and fast[1:] == model[1:]
@@ -236,7 +227,7 @@ def _mutations() -> list[tuple[str, object]]:
 def test_the_fast_path_accepts_only_what_the_model_accepts_with_the_same_row(name: str, value: object) -> None:
     base = orjson.loads(record("t1", "e1", key="k", importance=0.5).to_json())
     changed = orjson.dumps({**base, name: value})
-    fast = _canonical_row(changed)
+    fast = canonical_row(changed)
     try:
         model = MemoryRecordsTable.model_row(changed)
     except ValueError:
@@ -249,11 +240,11 @@ def test_the_fast_path_accepts_only_what_the_model_accepts_with_the_same_row(nam
 
 
 def test_the_fast_path_knows_every_field_of_the_record() -> None:
-    assert set(_FIELD_TYPES) == set(MemoryRecord.model_fields)
+    assert set(FIELD_TYPES) == set(MemoryRecord.model_fields)
     base = orjson.loads(record("t1", "e1").to_json())
     for name, field in MemoryRecord.model_fields.items():
         missing = orjson.dumps({k: v for k, v in base.items() if k != name})
-        assert _canonical_row(missing) is None  # through the model, which fills a default or rejects
+        assert canonical_row(missing) is None  # through the model, which fills a default or rejects
         if field.is_required():
             assert isinstance(parse(RECORDS, missing, "r", 0, 0), Rejected)
-    assert _canonical_row(orjson.dumps({**base, "surprise": 1})) is None
+    assert canonical_row(orjson.dumps({**base, "surprise": 1})) is None

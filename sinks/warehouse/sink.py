@@ -1,0 +1,221 @@
+"""The sink's I/O (quixstreams-style add / flush / write): stage a batch, MERGE it by key with a
+version guard.
+
+`add` parses one Kafka value into a staging row (`parse`, pure; a value that is not a valid row
+is rejected here), `flush` writes what was added in chunks bounded by rows and bytes, and `write`
+is the I/O: PUT one JSON-lines file to a temporary stage, COPY it into a one-VARIANT temporary
+table, MERGE from there into the target (the table's SQL, `tables`). Staging a file beats
+inlining the rows as bound VALUES on the emulator (docs/warehouse.md), and real Snowflake limits
+statement size.
+
+Idempotence: the MERGE dedupes the batch (latest version per key, QUALIFY ROW_NUMBER()) and only
+updates a row when the staged version is newer, so replays and redeliveries change nothing.
+A write that fails with a data error (`classify`) is bisected until the rows that can never be
+written are isolated; they are returned as rejected for the dead-letter topic and everything
+else commits. Any other error is raised for the caller to retry: the connection is dropped
+first, so the next attempt reconnects.
+
+The connector is blocking: callers run `flush` in a worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import uuid
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from snowflake.connector import SnowflakeConnection
+from snowflake.connector.cursor import SnowflakeCursor
+
+from app.settings import Settings
+from sinks.warehouse.errors import classify, reason
+from sinks.warehouse.parse import Rejected, Row, chunks, parse
+from sinks.warehouse.tables import TableSpec
+
+log = logging.getLogger(__name__)
+
+STAGE = "MEMSTREAM_SINK_STAGE"
+
+
+@dataclass
+class MergeCounts:
+    staged: int = 0
+    inserted: int = 0
+    updated: int = 0
+    superseded: int = 0
+
+    @property
+    def unchanged(self) -> int:
+        return max(0, self.staged - self.inserted - self.updated)
+
+    def add(self, other: MergeCounts) -> None:
+        self.staged += other.staged
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.superseded += other.superseded
+
+
+@dataclass
+class FlushResult:
+    counts: MergeCounts = field(default_factory=MergeCounts)
+    rows: int = 0
+    chunks: int = 0
+    newest_timestamp: float | None = None
+
+
+class WarehouseSink:
+    """One target table, one connection, one writer: call it from a single thread."""
+
+    def __init__(self, settings: Settings, table: TableSpec) -> None:
+        self.settings = settings
+        self.table = table
+        schema = settings.snowflake_schema
+        self.target = f"{schema}.{table.name}"
+        self.stage_table = f"{table.name}_STAGE"
+        self.max_rows = settings.sink_batch_max_rows
+        self.max_bytes = settings.sink_batch_max_bytes
+        self.pending: list[Row] = []
+        self.rejected: list[Rejected] = []
+        self._conn: SnowflakeConnection | None = None
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"memstream-{table.name.lower()}-"))
+        self._merge_sql = table.merge_sql(self.target, self.stage_table)
+        self._post_sql = table.post_sql(self.target, self.stage_table)
+        # Held while staging (PUT + COPY: the connector's Python, GIL-bound); a caller that
+        # parses the next batch in another thread shares it so the two take turns instead of
+        # slowing each other down. The MERGE, mostly a wait on the warehouse, runs outside it.
+        self.turn: AbstractContextManager[Any] = contextlib.nullcontext()
+
+    # quixstreams-style API -------------------------------------------------------------------
+
+    def add(
+        self, value: bytes | None, topic: str, partition: int, offset: int, timestamp: float | None = None
+    ) -> Rejected | None:
+        """Parse and buffer one message; a value that is not a valid row is rejected at once."""
+        item = parse(self.table, value, topic, partition, offset, timestamp)
+        self.extend([item])
+        return item if isinstance(item, Rejected) else None
+
+    def extend(self, items: Iterable[Row | Rejected]) -> None:
+        """Buffer rows parsed elsewhere (`parse` is pure, so another thread may do it)."""
+        for item in items:
+            if isinstance(item, Rejected):
+                self.rejected.append(item)
+            else:
+                self.pending.append(item)
+
+    def flush(self, result: FlushResult | None = None) -> FlushResult:
+        """Write everything added, chunk by chunk, counting into `result` as it goes. Raises on a
+        retryable error: what was written stays written (idempotent), the rest stays pending."""
+        result = result if result is not None else FlushResult()
+        for chunk in chunks(self.pending, self.max_rows, self.max_bytes):
+            result.counts.add(self._write_isolating(chunk))
+            result.rows += len(chunk)
+            result.chunks += 1
+            stamps = [r.timestamp for r in chunk if r.timestamp is not None]
+            if stamps:
+                newest = max(stamps)
+                result.newest_timestamp = max(newest, result.newest_timestamp or newest)
+            del self.pending[: len(chunk)]
+        return result
+
+    def write(self, rows: Sequence[Row]) -> MergeCounts:
+        """Stage `rows` and MERGE them into the target (one stage, one MERGE, one supersession pass)."""
+        if not rows:
+            return MergeCounts()
+        try:
+            cur = self._cursor()
+            with self.turn:
+                cur.execute(f"TRUNCATE TABLE {self.stage_table}")
+                self._stage(cur, rows)
+            merged = cur.execute(self._merge_sql)
+            assert merged is not None
+            counts = _merge_counts(merged.fetchone(), len(rows))
+            if self._post_sql and any(r.grouped for r in rows):
+                post = cur.execute(self._post_sql)
+                first = post.fetchone() if post is not None else None
+                counts.superseded = int(first[0]) if first else 0
+            return counts
+        except Exception as exc:
+            if classify(exc) != "data":
+                self.reset()
+            raise
+
+    # internals ---------------------------------------------------------------------------------
+
+    def _write_isolating(self, rows: list[Row]) -> MergeCounts:
+        """Write; on a data error, bisect so only the rows that cannot be written are rejected."""
+        try:
+            return self.write(rows)
+        except Exception as exc:
+            if classify(exc) != "data":
+                raise
+            if len(rows) == 1:
+                row = rows[0]
+                log.warning("warehouse rejected %s: %s", row.position, exc)
+                self.rejected.append(Rejected(row.raw, row.position, reason(exc), "warehouse-merge", row.tenant_id))
+                return MergeCounts()
+            mid = len(rows) // 2
+            counts = self._write_isolating(rows[:mid])
+            counts.add(self._write_isolating(rows[mid:]))
+            return counts
+
+    def _stage(self, cur: SnowflakeCursor, rows: Sequence[Row]) -> None:
+        name = f"{self.table.name.lower()}-{uuid.uuid4().hex}.json"
+        path = self._tmp / name
+        path.write_bytes(b"\n".join(r.line for r in rows))
+        try:
+            # No compression and no detection: the connector would re-read the MIME tables per file.
+            options = "AUTO_COMPRESS = FALSE SOURCE_COMPRESSION = NONE OVERWRITE = TRUE"
+            cur.execute(f"PUT 'file://{path.as_posix()}' @{STAGE} {options}")
+        finally:
+            path.unlink(missing_ok=True)
+        cur.execute(f"COPY INTO {self.stage_table} FROM @{STAGE}/{name} FILE_FORMAT = (TYPE = JSON) PURGE = TRUE")
+
+    def _cursor(self) -> SnowflakeCursor:
+        if self._conn is None:
+            from app.snowflake_conn import connect
+
+            conn = connect(self.settings)
+            try:
+                cur = conn.cursor()
+                # Session-scoped: another writer's batch can never meet ours.
+                cur.execute(f"CREATE TEMPORARY STAGE IF NOT EXISTS {STAGE}")
+                cur.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {self.stage_table} (v VARIANT)")
+            except Exception:
+                _close_quietly(conn)
+                raise
+            self._conn = conn
+        return self._conn.cursor()
+
+    def reset(self) -> None:
+        """Drop the connection: the next write logs in again (after a warehouse restart the old
+        session is unknown to it)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            _close_quietly(conn)
+
+    def close(self) -> None:
+        self.reset()
+        for p in self._tmp.glob("*"):
+            p.unlink(missing_ok=True)
+        self._tmp.rmdir()
+
+
+def _merge_counts(first: Any, staged: int) -> MergeCounts:
+    values = [int(v) for v in (first or ()) if isinstance(v, int | float)]
+    inserted = values[0] if values else 0
+    updated = values[1] if len(values) > 1 else 0
+    return MergeCounts(staged=staged, inserted=inserted, updated=updated)
+
+
+def _close_quietly(conn: SnowflakeConnection) -> None:
+    try:
+        conn.close()
+    except Exception:
+        log.debug("closing the warehouse session failed", exc_info=True)
