@@ -174,6 +174,12 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     return run_rebuild(_settings(), args.tenant)
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from app.mcp_server import run_mcp
+
+    return run_mcp(_settings(), args.transport, args.host, args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memstream", description="Event-driven memory for AI agents.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -204,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path, metavar="FILE.jsonl")
     p.add_argument("--dry-run", action="store_true", help="validate only, publish nothing")
     p.set_defaults(func=cmd_import)
+    p = sub.add_parser("mcp", help="serve memstream as MCP tools (stdio, or streamable HTTP) through the gateway")
+    p.add_argument("--transport", choices=("stdio", "http"), default="stdio")
+    p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (loopback by default)")
+    p.add_argument("--port", type=int, default=8765, help="HTTP port (endpoint /mcp)")
+    p.set_defaults(func=cmd_mcp)
     return parser
 
 

@@ -202,6 +202,15 @@ class Settings(BaseSettings):
     metrics_host: str = Field("127.0.0.1", description="worker metrics bind address")
     metrics_port: int | None = Field(None, description="worker Prometheus port (unset: no endpoint)")
 
+    # Clients of the gateway (`memstream mcp`): where it is and the one credential they act as.
+    gateway_url: str | None = Field(
+        None, description="gateway base URL for `memstream mcp` (unset: http://MEMSTREAM_GATEWAY_HOST:PORT)"
+    )
+    api_key: SecretStr | None = Field(None, description="API key `memstream mcp` acts as on stdio (secret)")
+    bearer_token: SecretStr | None = Field(
+        None, description="JWT `memstream mcp` acts as on stdio, instead of an API key (secret)"
+    )
+
     @model_validator(mode="after")
     def _production_guard(self) -> Settings:
         if self.env == "production" and self.dev_tenant_header_enabled:
