@@ -4,6 +4,8 @@ whether to retry. All pure; `MemstreamClient` and `AsyncMemstreamClient` only se
 from __future__ import annotations
 
 import email.utils
+import hashlib
+import hmac
 import json
 import random
 import time
@@ -143,8 +145,30 @@ def outcome(
     return Retry(attempt, delay, f"{status} {failure.code}", call.method, call.path)
 
 
-def build_request(http: httpx.Client | httpx.AsyncClient, call: Call[Any], headers: Mapping[str, str]) -> httpx.Request:
-    return http.build_request(call.method, call.path, params=call.params, json=call.body, headers=headers)
+def build_request(
+    http: httpx.Client | httpx.AsyncClient,
+    call: Call[Any],
+    headers: Mapping[str, str],
+    signing_secret: bytes | None = None,
+    now: float | None = None,
+) -> httpx.Request:
+    """The request of one attempt; writes are signed when a signing secret is given (afresh on
+    every attempt: the gateway accepts each signature once)."""
+    request = http.build_request(call.method, call.path, params=call.params, json=call.body, headers=headers)
+    if signing_secret is not None and call.method != "GET":
+        request.headers.update(signature_headers(signing_secret, request, now))
+    return request
+
+
+def signature_headers(secret: bytes, request: httpx.Request, now: float | None = None) -> dict[str, str]:
+    """X-Memstream-Timestamp and X-Memstream-Signature (docs/security.md, signed requests):
+    HMAC-SHA256 over method, path with query as sent, timestamp and the body's SHA-256."""
+    timestamp = str(int(time.time() if now is None else now))
+    target = request.url.raw_path.decode("latin-1")
+    body_hash = hashlib.sha256(request.content).hexdigest()
+    canonical = "\n".join((request.method.upper(), target, timestamp, body_hash)).encode()
+    digest = hmac.new(secret, canonical, hashlib.sha256).hexdigest()
+    return {"X-Memstream-Timestamp": timestamp, "X-Memstream-Signature": f"v1={digest}"}
 
 
 def auth_headers(api_key: str | None, bearer_token: str | None) -> dict[str, str]:

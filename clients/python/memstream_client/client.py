@@ -30,6 +30,7 @@ class _Config:
         headers: Mapping[str, str] | None,
         retry: RetryPolicy | None,
         on_retry: OnRetry | None,
+        signing_secret: str | bytes | None = None,
     ) -> None:
         url = base_url or os.environ.get("MEMSTREAM_GATEWAY_URL")
         if not url:
@@ -38,6 +39,10 @@ class _Config:
         self.headers = {**_core.auth_headers(api_key, bearer_token), **(headers or {})}
         self.retry = retry or RetryPolicy()
         self.on_retry = on_retry
+        self.signing_secret = signing_secret.encode() if isinstance(signing_secret, str) else signing_secret
+
+    def request(self, http: httpx.Client | httpx.AsyncClient, call: Call[Any]) -> httpx.Request:
+        return _core.build_request(http, call, self.headers, self.signing_secret)
 
 
 def _env_credentials() -> dict[str, str | None]:
@@ -52,7 +57,8 @@ class MemstreamClient:
     """Blocking client of the HTTP API v2.
 
     `base_url` defaults to MEMSTREAM_GATEWAY_URL. Credential: `api_key` (sent as X-API-Key) or
-    `bearer_token` (a JWT, sent as Authorization: Bearer). Use as a context manager, or `close()`.
+    `bearer_token` (a JWT, sent as Authorization: Bearer). `signing_secret` signs writes
+    (MEMSTREAM_REQUEST_SIGNING_SECRET of the gateway). Use as a context manager, or `close()`.
     """
 
     def __init__(
@@ -65,10 +71,11 @@ class MemstreamClient:
         timeout: float | httpx.Timeout = _core.DEFAULT_TIMEOUT_S,
         retry: RetryPolicy | None = None,
         on_retry: OnRetry | None = None,
+        signing_secret: str | bytes | None = None,
         transport: httpx.BaseTransport | None = None,
         http_client: httpx.Client | None = None,
     ) -> None:
-        self._cfg = _Config(base_url, api_key, bearer_token, headers, retry, on_retry)
+        self._cfg = _Config(base_url, api_key, bearer_token, headers, retry, on_retry, signing_secret)
         self._owned = http_client is None
         self._http = http_client or httpx.Client(base_url=self._cfg.base_url, timeout=timeout, transport=transport)
 
@@ -91,7 +98,7 @@ class MemstreamClient:
         attempt = 0
         while True:
             try:
-                response = self._http.send(_core.build_request(self._http, call, self._cfg.headers))
+                response = self._http.send(self._cfg.request(self._http, call))
                 step = _core.outcome(call, attempt, self._cfg.retry, response)
             except httpx.TransportError as exc:
                 step = _core.outcome(call, attempt, self._cfg.retry, None, exc)
@@ -169,10 +176,11 @@ class AsyncMemstreamClient:
         timeout: float | httpx.Timeout = _core.DEFAULT_TIMEOUT_S,
         retry: RetryPolicy | None = None,
         on_retry: OnRetry | None = None,
+        signing_secret: str | bytes | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        self._cfg = _Config(base_url, api_key, bearer_token, headers, retry, on_retry)
+        self._cfg = _Config(base_url, api_key, bearer_token, headers, retry, on_retry, signing_secret)
         self._owned = http_client is None
         self._http = http_client or httpx.AsyncClient(base_url=self._cfg.base_url, timeout=timeout, transport=transport)
 
@@ -197,7 +205,7 @@ class AsyncMemstreamClient:
         attempt = 0
         while True:
             try:
-                response = await self._http.send(_core.build_request(self._http, call, self._cfg.headers))
+                response = await self._http.send(self._cfg.request(self._http, call))
                 step = _core.outcome(call, attempt, self._cfg.retry, response)
             except httpx.TransportError as exc:
                 step = _core.outcome(call, attempt, self._cfg.retry, None, exc)

@@ -10,16 +10,18 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import httpx2
 import mcp_types as types
 import pytest
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from memstream_client import AsyncMemstreamClient
 
 from app import devstack
 from app.auth.principal import Role
-from app.mcp_server import TOOLS
+from app.mcp_server import TOOLS, call_tool, forwarded_credential
 from tests.support.gateway import Gateway
 from tests.support.live_gateway import LiveGateway, live_gateway
 from tests.support.stack import ROOT, Proc, Stack
@@ -143,3 +145,16 @@ async def test_every_tool_over_http_with_the_callers_credential(live: LiveGatewa
         assert refused(await s.call_tool("get_memory", {"memory_id": mid})) == "not_found"
     async with http_session(mcp_http, {}) as s:
         assert refused(await s.call_tool("get_memory", {"memory_id": mid})) == "unauthorized"
+
+
+async def test_tool_calls_in_process(gateway: Gateway, tenant: str) -> None:
+    transport = httpx.ASGITransport(app=gateway.app)
+    async with AsyncMemstreamClient("http://gateway", headers=gateway.headers(tenant), transport=transport) as c:
+        out = await call_tool(c, "remember", {"type": "event", "content": {"text": "in process"}, "wait": True})
+        assert not out.is_error and out.structured_content["status"] == "visible"
+        got = await call_tool(c, "get_memory", {"memory_id": out.structured_content["memory_id"]})
+        assert got.structured_content["record"]["content"]["text"] == "in process"
+        assert refused(await call_tool(c, "summarize", {})) == "unknown_tool"
+        assert refused(await call_tool(c, "forget", {"memory_id": ""})) == "validation_error"
+    headers = {"authorization": "Bearer t", "x-api-key": "k", "cookie": "session=1"}
+    assert forwarded_credential(headers) == {"Authorization": "Bearer t", "X-API-Key": "k"}

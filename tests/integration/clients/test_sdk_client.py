@@ -310,3 +310,25 @@ async def test_producer_events_are_processed_like_any_other(gateway: Gateway, te
         got = await c.retrieve("m-prod-7")
         assert got.record.text == "produced message 7" and got.record.session_id == session
         assert (await c.search("produced", session_id=session, limit=5)).results
+
+
+async def test_signed_writes_pass_a_gateway_that_requires_signatures(
+    stack: Stack, gateway: Gateway, tenant: str
+) -> None:
+    del gateway  # the worker is ready: wait=visible returns
+    secret = "sdk-signing-secret-0123456789"
+    settings = stack.settings(request_signing_secret=secret, request_signing_required=True)
+    async with running(settings) as gw:
+        key, _ = await gw.app.state.security.authenticator.api_keys.create(tenant, frozenset({Role.WRITER}))
+        transport = httpx.ASGITransport(app=gw.app)
+        async with AsyncMemstreamClient(
+            "http://gateway", api_key=key, transport=transport, signing_secret=secret
+        ) as signed:
+            first = await signed.store(type="event", text="a signed write", wait=True)
+            await signed.store(type="event", text="another signed write")  # same second, another signature
+            assert (await signed.retrieve(first.memory_id)).record.text == "a signed write"
+            await signed.forget(first.memory_id, wait=True)
+        async with AsyncMemstreamClient("http://gateway", api_key=key, transport=transport) as unsigned:
+            with pytest.raises(Unauthorized) as refused:
+                await unsigned.store(type="event", text="x")
+            assert refused.value.details == {"reason": "signature_missing"}

@@ -207,3 +207,17 @@ def test_producer_validates_events_before_sending() -> None:
         with pytest.raises(EventInvalid) as out:
             build_event(bad)
         assert out.value.code == "event_invalid" and out.value.details
+
+
+def test_signatures_are_the_gateways() -> None:
+    from app.auth.signing import sign_request
+
+    body = b'{"type":"event","content":{"text":"x"}}'
+    req = httpx.Request("POST", "http://gw/api/v2/memory/store?wait=visible", content=body)
+    headers = _core.signature_headers(b"secret", req, now=1767225600)
+    assert headers["X-Memstream-Timestamp"] == "1767225600"
+    expected = sign_request(b"secret", "POST", "/api/v2/memory/store?wait=visible", "1767225600", body)
+    assert headers["X-Memstream-Signature"] == expected
+    with httpx.Client(base_url="http://gw") as http:
+        assert "X-Memstream-Signature" not in _core.build_request(http, _core.stats(), {}, b"secret").headers
+        assert "X-Memstream-Signature" in _core.build_request(http, _core.forget("m", False), {}, b"secret").headers
