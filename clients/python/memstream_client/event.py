@@ -70,6 +70,20 @@ SchemaVersion = Annotated[Literal[1], BeforeValidator(_int_only)]
 TtlSeconds = Annotated[StrictInt, Field(gt=0, le=MAX_TTL_SECONDS)]
 
 
+def _portable(value: Any) -> None:
+    """Integers beyond 64 bits are refused: the worker's JSON codec cannot read them."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        raise ValueError("integer beyond 64 bits")
+    if isinstance(value, dict):
+        for v in value.values():
+            _portable(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _portable(v)
+
+
 class Channel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -121,6 +135,7 @@ class MemoryEvent(BaseModel):
     @model_validator(mode="after")
     def _rules(self) -> MemoryEvent:
         try:
+            _portable(self.metadata)
             size = len(json.dumps(self.metadata, ensure_ascii=False, separators=(",", ":")).encode())
         except (TypeError, ValueError) as exc:
             raise ValueError(f"metadata is not portable JSON: {exc}") from None

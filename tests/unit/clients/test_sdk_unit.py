@@ -203,6 +203,7 @@ def test_producer_validates_events_before_sending() -> None:
         {"tenant_id": "acme", "type": "event", "content": {"text": "x"}, "mood": "happy"},
         {"tenant_id": "acme", "type": "summary", "content": {"text": "x"}},
         {"tenant_id": "acme", "op": "delete"},
+        {"tenant_id": "acme", "type": "event", "content": {"text": "x"}, "metadata": {"n": [2**64]}},
     ):
         with pytest.raises(EventInvalid) as out:
             build_event(bad)
