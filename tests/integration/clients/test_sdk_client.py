@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -332,3 +334,12 @@ async def test_signed_writes_pass_a_gateway_that_requires_signatures(
             with pytest.raises(Unauthorized) as refused:
                 await unsigned.store(type="event", text="x")
             assert refused.value.details == {"reason": "signature_missing"}
+
+
+def test_the_sdk_does_not_import_the_server() -> None:
+    code = (
+        "import sys, memstream_client, memstream_client.producer;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'app','agents','sinks','topics','fastapi','redis'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
+    assert out.stdout.strip() == "[]"
