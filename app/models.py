@@ -264,13 +264,21 @@ def _plain(value: Any) -> Any:
 
 
 class DeadLetter(BaseModel):
-    """What `memory.deadletter` carries: the original bytes (base64), why, and where it came from."""
+    """What `memory.deadletter` carries: why, where it came from, and a redacted copy of the input.
+
+    Never the raw bytes: when they decode as UTF-8, `original_b64` is the base64 of the redacted
+    text and `original_redacted` is true; otherwise `original_b64` is empty and only the length and
+    SHA-256 of the input are kept.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     reason: str
     stage: str
     original_b64: str
+    original_redacted: bool = False
+    original_bytes: int = 0
+    original_sha256: str | None = None
     source: SourcePosition | None = None
     failed_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     tenant_id: str | None = None

@@ -7,11 +7,13 @@ given a snapshot of hotset state, and returns intents for the Redis and Kafka ad
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import ValidationError
@@ -26,12 +28,21 @@ from app.models import (
     SourcePosition,
     make_version,
 )
-from app.redact import may_contain_secret, redact_text, redact_value
+from app.redact import (
+    count_placeholders,
+    find_secret,
+    may_contain_secret,
+    redact_fields,
+    redact_text,
+    redact_value,
+    refused_identifier,
+    strings,
+)
 from app.text import digest, index_terms, normalize
 from sinks.hotset import keys
 from sinks.hotset.state import ActiveEntry, DedupeEntry, HotsetState
 
-ORIGINAL_B64_LIMIT = 256 * 1024
+ORIGINAL_TEXT_LIMIT = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -62,31 +73,60 @@ class Prepared:
 
 
 def _reason(exc: ValidationError) -> str:
+    """Where and what kind of error, from pydantic's locations and error types only: its messages
+    echo input values. Our own validators' messages (`value_error`) name no values."""
     parts = []
     for err in exc.errors(include_url=False)[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-        parts.append(f"{loc}: {err['msg']}")
+        loc = ".".join(str(p) for p in err["loc"])[:200] or "<root>"
+        what = err["msg"] if err["type"] == "value_error" else err["type"]
+        parts.append(f"{loc}: {what}")
     return "; ".join(parts)
 
 
-def dead_letter(msg: Incoming, reason: str, stage: str, tenant_id: str | None = None) -> DeadLetter:
-    import base64
+def _redacted_original(raw: bytes) -> tuple[str, bool]:
+    """The payload a dead letter may keep: the redacted text (base64) when `raw` is UTF-8 (JSON is
+    redacted value by value, keys and identifiers included), nothing otherwise."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "", False
+    counts: Counter[str] = Counter()
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        text, counts = redact_text(text)
+    else:
+        cleaned = redact_value(parsed, counts)
+        if counts:  # otherwise the original text, byte for byte
+            text = orjson.dumps(cleaned).decode()
+    return base64.b64encode(text.encode()[:ORIGINAL_TEXT_LIMIT]).decode("ascii"), True
 
+
+def dead_letter(msg: Incoming, reason: str, stage: str, tenant_id: str | None = None) -> DeadLetter:
+    """Never the raw bytes: see `_redacted_original`. The reason is redacted too (defence in depth:
+    a caller may build it from an exception message)."""
     raw = msg.value or b""
+    original, redacted = _redacted_original(raw)
+    if tenant_id is not None and find_secret(tenant_id) is not None:
+        tenant_id = None
     return DeadLetter(
-        reason=reason[:2000],
+        reason=redact_text(reason[:2000])[0],
         stage=stage,
-        original_b64=base64.b64encode(raw[:ORIGINAL_B64_LIMIT]).decode("ascii"),
+        original_b64=original,
+        original_redacted=redacted,
+        original_bytes=len(raw),
+        original_sha256=hashlib.sha256(raw).hexdigest(),
         source=msg.position,
         tenant_id=tenant_id,
     )
 
 
 def validate(msg: Incoming) -> MemoryEvent | DeadLetter:
+    """The event, or a dead letter: invalid input, or an identifier holding a secret (refused)."""
     if not msg.value:
         return dead_letter(msg, "empty message", "validate")
     try:
-        return MemoryEvent.model_validate_json(msg.value)
+        event = MemoryEvent.model_validate_json(msg.value)
     except (ValidationError, ValueError, TypeError) as exc:
         tenant = None
         try:
@@ -95,40 +135,58 @@ def validate(msg: Incoming) -> MemoryEvent | DeadLetter:
                 tenant = raw["tenant_id"][:64]
         except orjson.JSONDecodeError:
             pass
-        reason = _reason(exc) if isinstance(exc, ValidationError) else f"{type(exc).__name__}: {exc}"
+        reason = _reason(exc) if isinstance(exc, ValidationError) else type(exc).__name__
         return dead_letter(msg, reason, "validate", tenant)
+    refusal = refused_identifier(event_identifiers(event))
+    if refusal is not None:
+        tenant = None if refusal.field == "tenant_id" else event.tenant_id
+        return dead_letter(msg, refusal.reason, "redact", tenant)
+    return event
+
+
+def event_identifiers(event: MemoryEvent) -> list[tuple[str, str]]:
+    ids = [
+        (f, v)
+        for f, v in (
+            ("tenant_id", event.tenant_id),
+            ("event_id", event.event_id),
+            ("memory_id", event.memory_id),
+            ("key", event.key),
+            ("agent_id", event.agent_id),
+            ("user_id", event.user_id),
+            ("session_id", event.session_id),
+        )
+        if v is not None
+    ]
+    if event.channel is not None:
+        ids.append(("channel.id", event.channel.id))
+    if event.content is not None and event.content.to_agent is not None:
+        ids.append(("content.to_agent", event.content.to_agent))
+    if event.citations:
+        ids.extend((f"citations.{i}", c) for i, c in enumerate(event.citations))
+    return ids
 
 
 def redact(event: MemoryEvent) -> tuple[MemoryEvent, Counter[str]]:
-    """Replace secrets in content and metadata; the counts go to the record, never the values."""
+    """Replace secrets in content (every string, nested, and object keys) and metadata (keys and
+    values). The counts go to the record, never the values; they include placeholders already in
+    the event (the gateway redacts before it publishes)."""
     counts: Counter[str] = Counter()
     if event.content is None and not event.metadata:
         return event, counts
     if not _has_secret_candidate(event):
         return event, counts
-    update: dict[str, object] = {}
+    data: dict[str, Any] = {"metadata": event.metadata}
     if event.content is not None:
-        raw_content = event.content.model_dump(exclude_none=True)
-        text, found = redact_text(raw_content.pop("text"))
-        counts.update(found)
-        rest = redact_value(raw_content, counts)
-        assert isinstance(rest, dict)
-        update["content"] = Content.model_validate({"text": text, **rest})
-    if event.metadata:
-        update["metadata"] = redact_value(event.metadata, counts)
-    if not counts:
+        data["content"] = event.content.model_dump(exclude_none=True)
+    redacted, found = redact_fields(data)
+    counts = count_placeholders([redacted.get("content"), redacted["metadata"]])
+    if not found:
         return event, counts
+    update: dict[str, object] = {"metadata": redacted["metadata"]}
+    if event.content is not None:
+        update["content"] = Content.model_validate(redacted["content"])
     return event.model_copy(update=update), counts
-
-
-def _strings(value: object) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
-    return []
 
 
 def _has_secret_candidate(event: MemoryEvent) -> bool:
@@ -141,11 +199,11 @@ def _has_secret_candidate(event: MemoryEvent) -> bool:
         and content.to_agent is None
     ):
         return may_contain_secret(content.text)  # the common case: text only
-    texts = _strings(event.metadata) if event.metadata else []
+    texts = strings(event.metadata) if event.metadata else []
     if event.content is not None:
         texts.append(event.content.text)
-        texts.extend(_strings(event.content.model_extra or {}))
-        texts.extend(v for v in (event.content.task, event.content.to_agent) if v)
+        texts.extend(strings(event.content.model_extra or {}))
+        texts.extend(v for v in (event.content.task,) if v)
     return any(may_contain_secret(t) for t in texts)
 
 

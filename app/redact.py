@@ -1,123 +1,59 @@
-"""Secret redaction: a pure function from text to (redacted text, counts by kind).
+"""Secret redaction: pure functions from text (or an event's fields) to redacted text and counts.
 
 Each finding is replaced by `[REDACTED:<kind>]`. Only counts leave this module, never values.
+The rules are data in `app.redact_rules`; `docs/security.md` describes what is redacted where,
+and which fields are refused instead.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from app.redact_rules import CARD_DIGITS, CONTEXT_LITERALS, LONG_RUN, MIN_TOKEN, RULES, TOKEN_LITERALS, Rule
 
 PLACEHOLDER = "[REDACTED:{kind}]"
+PLACEHOLDER_RE = re.compile(r"\[REDACTED:[a-z_]+\]")
 
-
-@dataclass(frozen=True)
-class Rule:
-    kind: str
-    pattern: re.Pattern[str]
-    group: int = 0  # which group is the secret (0: whole match)
-    check: Callable[[str], bool] | None = None
-
-
-def _luhn_ok(candidate: str) -> bool:
-    digits = [int(c) for c in candidate if c.isdigit()]
-    if not 13 <= len(digits) <= 19:
-        return False
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
-
-
-# Order matters: specific token formats first, generic assignments last.
-RULES: tuple[Rule, ...] = (
-    Rule(
-        "private_key",
-        re.compile(
-            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\Z)"
-        ),
-    ),
-    Rule("aws_access_key", re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b")),
-    Rule(
-        "aws_secret_key",
-        re.compile(
-            r"(?i:\b(?:aws_?secret_?(?:access_?)?key|secret_?access_?key)\b)[\"']?\s*[:=]\s*[\"']?"
-            r"([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])"
-        ),
-        group=1,
-    ),
-    Rule("github_token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b")),
-    Rule("gitlab_token", re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}\b")),
-    Rule("slack_token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}\b")),
-    Rule("slack_webhook", re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+")),
-    Rule("stripe_key", re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}\b")),
-    Rule("openai_key", re.compile(r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}\b")),
-    Rule("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}")),
-    Rule(
-        "url_credentials",
-        re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:([^\s@/]+)@"),
-        group=1,
-    ),
-    Rule("bearer_token", re.compile(r"(?i:\bbearer)\s+([A-Za-z0-9._~+/=-]{16,})"), group=1),
-    Rule(
-        "credential_assignment",
-        re.compile(
-            r"(?i:\b(?:password|passwd|pwd|secret|api[_-]?key|apikey|access[_-]?token|auth[_-]?token|token)\b)"
-            r"[\"']?\s*[:=]\s*[\"']?([^\s\"',;]{4,})"
-        ),
-        group=1,
-    ),
-    Rule("credit_card", re.compile(r"\b(?:\d[ -]?){12,18}\d\b"), check=_luhn_ok),
+# A JSON/YAML/dict key naming a secret: its whole string value is one (`{"db_password": "x"}`).
+SECRET_FIELD = re.compile(
+    r"(?i)(?:^|[_.-])(?:password|passwd|passphrase|pwd|secret|client_?secret|api[_-]?key|apikey|access[_-]?key"
+    r"|secret[_-]?key|private[_-]?key(?:[_-]?id)?|account[_-]?key|auth[_-]?token|access[_-]?token|refresh[_-]?token"
+    r"|token|credentials?|connection[_-]?string)$"
 )
-
-_PLACEHOLDER_RE = re.compile(r"\[REDACTED:[a-z_]+\]")
-# Every rule needs one of these (case-insensitive) substrings, or a long run of digits (cards):
-# most texts have none, and substring tests cost far less than running every rule.
-_LITERALS = (
-    "-----begin",
-    "akia",
-    "asia",
-    "abia",
-    "acca",
-    "secret",
-    "ghp_",
-    "gho_",
-    "ghu_",
-    "ghs_",
-    "ghr_",
-    "github_pat_",
-    "glpat-",
-    "xox",
-    "hooks.slack",
-    "_live_",
-    "_test_",
-    "sk-",
-    "eyj",
-    "://",
-    "bearer",
-    "password",
-    "passwd",
-    "pwd",
-    "api_key",
-    "api-key",
-    "apikey",
-    "token",
-)
-_CARD_DIGITS = re.compile(r"(?:\d[ -]?){12}\d")
 
 
 def may_contain_secret(text: str) -> bool:
+    """False only for texts no rule can match: the fast path for most messages."""
     low = text.lower()
-    for lit in _LITERALS:  # a plain loop: measured faster than any() or one big regex
+    for lit in CONTEXT_LITERALS:  # a plain loop: measured faster than any() or one big regex
         if lit in low:
             return True
-    return _CARD_DIGITS.search(text) is not None
+    if len(text) >= MIN_TOKEN and max(map(len, text.split()), default=0) >= MIN_TOKEN:
+        for lit in TOKEN_LITERALS:
+            if lit in low:
+                return True
+        if LONG_RUN.search(text) is not None:
+            return True
+    return CARD_DIGITS.search(text) is not None
+
+
+def _applies(rule: Rule, low: str, text: str) -> bool:
+    if not rule.needs:
+        return LONG_RUN.search(text) is not None
+    if rule.needs[0] == "<digits>":
+        return CARD_DIGITS.search(text) is not None
+    for lit in rule.needs:
+        if lit in low:
+            return True
+    return False
+
+
+def _inside_placeholder(text: str, pos: int) -> bool:
+    i = text.rfind("[REDACTED:", 0, pos)
+    return i >= 0 and text.find("]", i) >= pos
 
 
 def redact_text(text: str) -> tuple[str, Counter[str]]:
@@ -125,14 +61,22 @@ def redact_text(text: str) -> tuple[str, Counter[str]]:
     counts: Counter[str] = Counter()
     if not may_contain_secret(text):
         return text, counts
+    low = text.lower()
     for rule in RULES:
+        if not _applies(rule, low, text):
+            continue
 
         def _sub(m: re.Match[str], rule: Rule = rule) -> str:
-            secret = m.group(rule.group)
-            if _PLACEHOLDER_RE.fullmatch(secret) or (rule.check and not rule.check(secret)):
+            group = rule.group
+            if group < 0:
+                group = next((i for i, g in enumerate(m.groups(), 1) if g is not None), 0)
+            secret = m.group(group)
+            if "[REDACTED:" in secret or _inside_placeholder(m.string, m.start(group)):
+                return m.group(0)
+            if rule.check and not rule.check(secret):
                 return m.group(0)
             counts[rule.kind] += 1
-            start, end = m.span(rule.group)
+            start, end = m.span(group)
             base = m.start(0)
             whole = m.group(0)
             return whole[: start - base] + PLACEHOLDER.format(kind=rule.kind) + whole[end - base :]
@@ -141,14 +85,129 @@ def redact_text(text: str) -> tuple[str, Counter[str]]:
     return text, counts
 
 
+def find_secret(text: str) -> str | None:
+    """The kind of the first secret in `text`, or None (for fields that are refused, not redacted)."""
+    if not may_contain_secret(text):
+        return None
+    _, counts = redact_text(text)
+    return next(iter(counts), None)
+
+
+def _secret_field_value(value: str, counts: Counter[str]) -> str:
+    if not value.strip() or PLACEHOLDER_RE.fullmatch(value) or len(value) < 4:
+        return value
+    counts["secret_field"] += 1
+    return PLACEHOLDER.format(kind="secret_field")
+
+
 def redact_value(value: object, counts: Counter[str]) -> object:
-    """Redact every string inside a JSON-like value (content fields, metadata)."""
+    """Redact every string inside a JSON-like value: values, and keys of objects. A string value
+    under a key that names a secret (`password`, `api_key`, `client_secret`…) is replaced whole."""
     if isinstance(value, str):
         new, found = redact_text(value)
         counts.update(found)
         return new
     if isinstance(value, dict):
-        return {k: redact_value(v, counts) for k, v in value.items()}
+        out: dict[Any, object] = {}
+        for k, v in value.items():
+            if isinstance(k, str):
+                new_key, found = redact_text(k)
+                counts.update(found)
+                while new_key in out:  # two keys redacted alike must not overwrite each other
+                    new_key += "_"
+                if isinstance(v, str) and SECRET_FIELD.search(k):
+                    out[new_key] = _secret_field_value(redact_value(v, counts), counts)  # type: ignore[arg-type]
+                    continue
+                k = new_key
+            out[k] = redact_value(v, counts)
+        return out
     if isinstance(value, list):
         return [redact_value(v, counts) for v in value]
     return value
+
+
+def count_placeholders(value: object) -> Counter[str]:
+    """Placeholders already present (an event the gateway redacted before publishing it)."""
+    counts: Counter[str] = Counter()
+    for s in strings(value):
+        if "[REDACTED:" in s:
+            counts.update(m.group(0)[10:-1] for m in PLACEHOLDER_RE.finditer(s))
+    return counts
+
+
+def strings(value: object) -> list[str]:
+    """Every string in a JSON-like value, object keys included."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*strings(k), *strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in strings(v)]
+    return []
+
+
+# ---- events: which fields are redacted, which are refused ---------------------------------------
+
+REFUSED_MESSAGE = "{field} contains a secret ({kind}); identifiers are refused, not redacted"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An identifier holding a secret. Identifiers are refused rather than redacted: two ids
+    redacted alike would merge scopes (sessions, supersession keys, agents)."""
+
+    field: str
+    kind: str
+
+    @property
+    def reason(self) -> str:
+        return REFUSED_MESSAGE.format(field=self.field, kind=self.kind)
+
+
+def identifiers(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """(location, value) of every identifier of a contract event given as a plain dict."""
+    out = [(f, v) for f in ID_FIELDS if isinstance(v := data.get(f), str)]
+    channel = data.get("channel")
+    if isinstance(channel, dict) and isinstance(channel.get("id"), str):
+        out.append(("channel.id", channel["id"]))
+    content = data.get("content")
+    if isinstance(content, dict) and isinstance(content.get("to_agent"), str):
+        out.append(("content.to_agent", content["to_agent"]))
+    citations = data.get("citations")
+    if isinstance(citations, list):
+        out.extend((f"citations.{i}", c) for i, c in enumerate(citations) if isinstance(c, str))
+    return out
+
+
+ID_FIELDS = ("tenant_id", "event_id", "memory_id", "key", "agent_id", "user_id", "session_id")
+
+
+def refused_identifier(ids: list[tuple[str, str]]) -> Refusal | None:
+    """The first identifier that holds a secret; one prefilter call for all of them (the hot path)."""
+    if not ids or not may_contain_secret("\n".join(v for _, v in ids)):
+        return None
+    for loc, value in ids:
+        kind = find_secret(value)
+        if kind is not None:
+            return Refusal(loc, kind)
+    return None
+
+
+def redact_fields(data: dict[str, Any]) -> tuple[dict[str, Any], Counter[str]]:
+    """Redact the free-text fields of a contract event given as a plain dict: every string of
+    `content` but `to_agent` (nested values and object keys), and `metadata` keys and values.
+    Identifiers are left to `refused_identifier`."""
+    counts: Counter[str] = Counter()
+    out = dict(data)
+    content = data.get("content")
+    if isinstance(content, dict):
+        to_agent = content.get("to_agent")
+        redacted = redact_value({k: v for k, v in content.items() if k != "to_agent"}, counts)
+        assert isinstance(redacted, dict)
+        if to_agent is not None:
+            redacted["to_agent"] = to_agent
+        out["content"] = redacted
+    if isinstance(data.get("metadata"), dict):
+        out["metadata"] = redact_value(data["metadata"], counts)
+    return out, counts
+

@@ -24,6 +24,7 @@ def server_options(settings: Settings, cert_file: str | None = None, key_file: s
         "http": "httptools" if has("httptools") else "h11",
         "log_level": settings.log_level.lower(),
         "access_log": False,
+        "log_config": None,  # uvicorn logs through the root handler: scrubbed like every line (app/logs.py)
         "server_header": False,
         "proxy_headers": False,
         "lifespan": "on",

@@ -20,6 +20,8 @@ from app.gateway.reads import HotsetReader
 from app.gateway.schemas import EventFields, WriteStatus
 from app.kafka import AsyncProducer, BrokerUnavailable, Delivered
 from app.models import MemoryEvent, make_version
+from app.pipeline import event_identifiers, redact
+from app.redact import refused_identifier
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,10 +70,21 @@ def stamp_after(now: datetime, occurred: datetime | None) -> datetime:
 
 
 def validated(data: dict[str, Any], loc: tuple[str | int, ...] = ("body",)) -> MemoryEvent:
+    """The event as it may be published: valid, no identifier holding a secret (422), and every
+    free-text field redacted, so that `memory.events` never holds what the caller sent raw."""
     try:
-        return MemoryEvent.model_validate(data)
+        event = MemoryEvent.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc, loc) from exc
+    refusal = refused_identifier(event_identifiers(event))
+    if refusal is not None:
+        where = ".".join(map(str, (*loc, refusal.field)))
+        raise ApiError(
+            422,
+            refusal.reason,
+            details=[{"loc": where, "msg": refusal.reason, "type": "secret_in_identifier"}],
+        )
+    return redact(event)[0]
 
 
 def encode(event: MemoryEvent) -> bytes:
