@@ -45,7 +45,7 @@ def _applies(rule: Rule, low: str, text: str) -> bool:
         return LONG_RUN.search(text) is not None
     if rule.needs[0] == "<digits>":
         return CARD_DIGITS.search(text) is not None
-    for lit in rule.needs:
+    for lit in rule.needs:  # noqa: SIM110 (a plain loop, as in may_contain_secret)
         if lit in low:
             return True
     return False
@@ -210,4 +210,3 @@ def redact_fields(data: dict[str, Any]) -> tuple[dict[str, Any], Counter[str]]:
     if isinstance(data.get("metadata"), dict):
         out["metadata"] = redact_value(data["metadata"], counts)
     return out, counts
-

@@ -214,7 +214,7 @@ RULES: tuple[Rule, ...] = (
         # "the staging db password for bob is Xy7…", "my github token: …", "the key is …"
         re.compile(
             rf"(?i:(?<![A-Za-z0-9])(?:{_CRED_NAME}|key)s?\b)"
-            r"[^\n.!]{0,48}?(?i:\b(?:is|are|was|were|reads|to|it[’']?s)\b|[:=]|->|=>)\s*"
+            r"[^\n.!]{0,48}?(?i:\b(?:is|are|was|were|reads|to|it[\u2019']?s)\b|[:=]|->|=>)\s*"
             r"(?:(?i:just|now|still|simply|literally|set\s+to|actually)\s+)?[\"'`<(]?([^\s\"'`<>()]{6,})"
         ),
         group=1,
@@ -246,7 +246,9 @@ _ALL = tuple(dict.fromkeys(lit for rule in RULES for lit in rule.needs))
 TOKEN_LITERALS: tuple[str, ...] = tuple(
     lit
     for lit in _ALL
-    if lit != "<digits>" and not any(c in lit for c in CONTEXT_LITERALS) and not any(o != lit and o in lit for o in _ALL)
+    if lit != "<digits>"
+    and not any(c in lit for c in CONTEXT_LITERALS)
+    and not any(o != lit and o in lit for o in _ALL)
 )
 # Twilio and Azure storage keys have no literal: a long token.
 LONG_RUN = re.compile(r"[A-Za-z0-9+/]{34}")

@@ -8,6 +8,7 @@ redaction; `text` is the message that carries it.
 from __future__ import annotations
 
 import base64
+import json
 import random
 import string
 from collections.abc import Callable
@@ -88,7 +89,7 @@ def _name(label: str) -> str:
 
 
 def _json(rng: random.Random, label: str, secret: str) -> str:
-    return '{"service": "billing", "%s": "%s", "region": "eu-west-1"}' % (_name(label), secret)
+    return json.dumps({"service": "billing", _name(label): secret, "region": "eu-west-1"})
 
 
 def _yaml(rng: random.Random, label: str, secret: str) -> str:
@@ -129,16 +130,20 @@ def _specials(rng: random.Random) -> list[Sample]:
     out.append(Sample("connection_string", pw, f"jdbc:postgresql://db.internal:5432/app?user=app&password={pw}", "url"))
     pw = _password(rng)
     out.append(
-        Sample("connection_string", pw, f"jdbc:sqlserver://db.internal:1433;databaseName=app;user=sa;password={pw};", "url")
+        Sample(
+            "connection_string", pw, f"jdbc:sqlserver://db.internal:1433;databaseName=app;user=sa;password={pw};", "url"
+        )
     )
     pw = _password(rng)
-    out.append(Sample("connection_string", pw, f"Server=tcp:db.internal,1433;User ID=sa;Password={pw};Encrypt=True", "url"))
+    out.append(
+        Sample("connection_string", pw, f"Server=tcp:db.internal,1433;User ID=sa;Password={pw};Encrypt=True", "url")
+    )
     pw = _password(rng)
     out.append(
         Sample(
             "kafka_jaas",
             pw,
-            'sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required '
+            "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required "
             f'username="svc" password="{pw}";',
             "config",
         )
@@ -173,9 +178,14 @@ def _specials(rng: random.Random) -> list[Sample]:
     out.append(Sample("private_key", pem.splitlines()[2], pem, "pem"))
     gcp_pem = _pem(rng)
     key_id = _r(rng, HEX, 40)
-    gcp_json = (
-        '{"type": "service_account", "project_id": "acme-prod", "private_key_id": "%s", "private_key": "%s", '
-        '"client_email": "svc@acme-prod.iam.gserviceaccount.com"}' % (key_id, gcp_pem.replace("\n", "\\n"))
+    gcp_json = json.dumps(
+        {
+            "type": "service_account",
+            "project_id": "acme-prod",
+            "private_key_id": key_id,
+            "private_key": gcp_pem + "\n",
+            "client_email": "svc@acme-prod.iam.gserviceaccount.com",
+        }
     )
     out.append(Sample("gcp_service_account", gcp_pem.splitlines()[3], gcp_json, "json"))
     out.append(Sample("gcp_service_account", key_id, gcp_json, "json"))

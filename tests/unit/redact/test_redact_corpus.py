@@ -1,0 +1,191 @@
+"""Recall on the seeded secrets corpus, precision on real chat messages, and the per-field rules."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections import Counter
+from typing import Any
+
+import orjson
+import pytest
+
+from app.logs import scrub
+from app.models import DeadLetter, MemoryEvent
+from app.pipeline import Incoming, prepare, validate
+from app.redact import may_contain_secret, redact_text, redact_value
+from tests.support.secrets_corpus import Sample, corpus
+
+CORPUS = corpus()
+PRECISION_MESSAGES = 2000
+MAX_FALSE_POSITIVE_RATE = 0.005
+
+
+def test_corpus_is_large_and_varied() -> None:
+    assert len(CORPUS) >= 60
+    assert len({s.kind for s in CORPUS}) >= 15
+    assert {"prose", "json", "yaml", "env", "cli"} <= {s.form for s in CORPUS}
+    assert corpus() == CORPUS  # fixed seed: the same corpus every run
+
+
+@pytest.mark.parametrize("sample", CORPUS, ids=lambda s: f"{s.kind}-{s.form}")
+def test_every_secret_is_redacted(sample: Sample) -> None:
+    assert sample.secret in sample.text
+    assert may_contain_secret(sample.text)
+    out, counts = redact_text(sample.text)
+    assert sample.secret not in out, out
+    assert counts
+
+
+def test_every_secret_is_redacted_in_one_long_message() -> None:
+    out, _ = redact_text("\n\n".join(s.text for s in CORPUS))
+    assert [s.secret for s in CORPUS if s.secret in out] == []
+
+
+def chat_messages(n: int) -> list[str]:
+    from app.workload import conversation_events
+
+    return [e["content"]["text"] for e in conversation_events(["t"], n, seed=13)]
+
+
+def test_real_chat_messages_come_through_unchanged() -> None:
+    messages = chat_messages(PRECISION_MESSAGES)
+    assert len(messages) == PRECISION_MESSAGES
+    changed = [(m, redact_text(m)[0]) for m in messages if redact_text(m)[0] != m]
+    rate = len(changed) / len(messages)
+    assert rate <= MAX_FALSE_POSITIVE_RATE, changed[:10]
+
+
+def test_chat_with_a_secret_planted_loses_only_the_secret() -> None:
+    secret = CORPUS[0].secret
+    messages = chat_messages(50)
+    for m in messages:
+        planted = f"{m} btw note to self: the api key is {secret}"
+        out, counts = redact_text(planted)
+        assert secret not in out and out.startswith(m) and sum(counts.values()) == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the password policy is strict",
+        "the key is to relax",
+        "Token count: 1500",
+        "use --password-file /etc/app/pw",
+        "password: ********",
+        "api_key: ${API_KEY}",
+        "ssh -p 2222 deploy@host",
+        "docker run -p 8080:80 nginx",
+        "the secret ingredient is Love",
+        "order 1234 5678 9012 3456 shipped; see https://example.org/a",
+    ],
+)
+def test_look_alikes_are_left_alone(text: str) -> None:
+    assert redact_text(text) == (text, Counter())
+
+
+def test_keys_naming_a_secret_redact_their_whole_value() -> None:
+    counts: Counter[str] = Counter()
+    out = redact_value({"db": {"password": "hunter2"}, "token_count": 5, "AKIAIOSFODNN7EXAMPLE": "x"}, counts)
+    assert out == {"db": {"password": "[REDACTED:secret_field]"}, "token_count": 5, "[REDACTED:aws_access_key]": "x"}
+
+
+# ---- events: redacted fields, refused identifiers, dead letters ---------------------------------
+
+GH = "ghp_" + "a1B2" * 9
+AWS_ID = "AKIAIOSFODNN7EXAMPLE"
+
+
+def incoming(**over: Any) -> Incoming:
+    body: dict[str, Any] = {
+        "schema_version": 1,
+        "event_id": "e-1",
+        "tenant_id": "acme",
+        "type": "event",
+        "session_id": "s1",
+        "content": {"text": "hello"},
+        "occurred_at": "2026-01-01T00:00:00Z",
+    }
+    body.update(over)
+    return Incoming(orjson.dumps(body), "memory.events", 0, 7)
+
+
+def test_every_free_text_field_is_redacted() -> None:
+    msg = incoming(
+        type="handoff",
+        content={
+            "text": f"deploy with {GH}",
+            "to_agent": "deployer",
+            "task": "run mysql -uroot -pS3cretPass1 app",
+            "notes": [{"aws": f"{AWS_ID} / wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}],
+        },
+        metadata={AWS_ID: "name", "nested": {"client_secret": "abc123def456"}},
+    )
+    event = validate(msg)
+    assert isinstance(event, MemoryEvent)
+    record = prepare(event, msg.position).record.to_json().decode()
+    for needle in (GH, AWS_ID, "S3cretPass1", "wJalrXUtnFEMI", "abc123def456"):
+        assert needle not in record
+    assert '"to_agent":"deployer"' in record
+    assert orjson.loads(record)["redactions"]["github_token"] == 1
+
+
+def test_placeholders_from_the_gateway_are_counted_by_the_worker() -> None:
+    event = validate(incoming(content={"text": "key [REDACTED:github_token]"}))
+    assert isinstance(event, MemoryEvent)
+    assert prepare(event, incoming().position).record.redactions == {"github_token": 1}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("key", GH),
+        ("session_id", "password=hunter22"),
+        ("agent_id", AWS_ID),
+        ("user_id", "sk-proj-" + "Z" * 40),
+        ("event_id", GH),
+        ("memory_id", GH),
+        ("tenant_id", AWS_ID),
+        ("channel", {"id": GH, "visibility": "private"}),
+        ("citations", ["c-1", GH]),
+    ],
+)
+def test_identifiers_holding_a_secret_are_refused(field: str, value: Any) -> None:
+    dl = validate(incoming(**{field: value}))
+    assert isinstance(dl, DeadLetter)
+    assert dl.stage == "redact" and "contains a secret" in dl.reason and field in dl.reason
+    secret = value if isinstance(value, str) else GH
+    assert secret.split("=")[-1] not in dl.model_dump_json()
+    assert dl.original_redacted and "[REDACTED:" in base64.b64decode(dl.original_b64).decode()
+    assert dl.tenant_id == (None if field == "tenant_id" else "acme")
+
+
+def test_invalid_events_dead_letter_redacted_never_raw() -> None:
+    raw = orjson.dumps({"schema_version": 1, "tenant_id": "acme", "mood": f"token: {GH}", "password": "hunter22"})
+    dl = validate(Incoming(raw, "memory.events", 0, 1))
+    assert isinstance(dl, DeadLetter)
+    kept = base64.b64decode(dl.original_b64).decode()
+    assert GH not in kept and "hunter22" not in kept and dl.original_redacted
+    assert dl.original_bytes == len(raw) and dl.original_sha256 == hashlib.sha256(raw).hexdigest()
+
+
+def test_dead_letter_reasons_hold_no_input_values() -> None:
+    dl = validate(incoming(op="upsert-" + GH, importance="very " + GH))
+    assert isinstance(dl, DeadLetter)
+    assert GH not in dl.reason and "literal_error" in dl.reason
+    dl = validate(incoming(**{"x " + GH: 1}))
+    assert isinstance(dl, DeadLetter) and GH not in dl.reason and "extra_forbidden" in dl.reason
+
+
+def test_non_utf8_dead_letters_keep_only_length_and_hash() -> None:
+    raw = b"\xff\xfe password=hunter22 " + GH.encode()
+    dl = validate(Incoming(raw, "memory.events", 0, 1))
+    assert isinstance(dl, DeadLetter)
+    assert dl.original_b64 == "" and not dl.original_redacted
+    assert dl.original_bytes == len(raw) and dl.original_sha256 == hashlib.sha256(raw).hexdigest()
+
+
+def test_log_lines_are_scrubbed() -> None:
+    line = f"prepare failed: 1 validation error [type=string_type, input_value='my diary: {GH}', input_type=str]"
+    out = scrub(line)
+    assert GH not in out and "my diary" not in out and "input_value=<hidden>" in out
