@@ -2,7 +2,8 @@
 
 Each line is one event (docs/contract.md §1). Lines are validated first; valid ones are published
 to `memory.events` keyed by tenant with acks=all, invalid ones are reported with their line
-number and reason and not published. Re-importing a file is harmless: event ids are idempotency
+number and reason and not published. Secrets are redacted before publishing, and a line whose
+identifiers hold one is refused (docs/security.md). Re-importing a file is harmless: event ids are idempotency
 keys.
 """
 
@@ -12,10 +13,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 from pydantic import ValidationError
 
 from app.kafka import publish_sync
 from app.models import MemoryEvent
+from app.pipeline import event_identifiers, redact
+from app.redact import refused_identifier
 from app.settings import Settings
 
 
@@ -42,6 +46,13 @@ def read_events(path: Path) -> ImportReport:
             except ValueError as exc:
                 report.invalid.append((lineno, str(exc)))
                 continue
+            refusal = refused_identifier(event_identifiers(event))
+            if refusal is not None:
+                report.invalid.append((lineno, refusal.reason))
+                continue
+            redacted, _ = redact(event)
+            if redacted is not event:  # the line with its secrets replaced, as the gateway publishes it
+                line = orjson.dumps(redacted.model_dump(mode="json", exclude_none=True))
             report.valid.append((event.tenant_id.encode(), line))
     return report
 

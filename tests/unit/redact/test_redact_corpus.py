@@ -189,3 +189,60 @@ def test_log_lines_are_scrubbed() -> None:
     line = f"prepare failed: 1 validation error [type=string_type, input_value='my diary: {GH}', input_type=str]"
     out = scrub(line)
     assert GH not in out and "my diary" not in out and "input_value=<hidden>" in out
+
+
+# ---- the gateway's write path (pure: request data -> the event it publishes) --------------------
+
+
+def test_gateway_publishes_redacted_events() -> None:
+    from app.gateway.writes import encode, validated
+
+    data = {
+        "schema_version": 1,
+        "event_id": "e-1",
+        "tenant_id": "acme",
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "type": "event",
+        "content": {"text": f"note to self: the token is {GH}", "more": {"api_key": "abcd1234efgh"}},
+        "metadata": {AWS_ID: "x"},
+    }
+    published = encode(validated(data)).decode()
+    assert GH not in published and AWS_ID not in published and "abcd1234efgh" not in published
+    assert published.count("[REDACTED:") == 3
+
+
+@pytest.mark.parametrize("field", ["key", "session_id", "agent_id", "user_id"])
+def test_gateway_refuses_identifiers_holding_a_secret(field: str) -> None:
+    from app.gateway.errors import ApiError
+    from app.gateway.writes import validated
+
+    data = {
+        "schema_version": 1,
+        "event_id": "e-1",
+        "tenant_id": "acme",
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "type": "decision",
+        "content": {"text": "x"},
+        field: f"password={GH}",
+    }
+    with pytest.raises(ApiError) as err:
+        validated(data, ("body", "items", 3))
+    assert err.value.status == 422 and err.value.code == "validation_error"
+    [detail] = err.value.details
+    assert detail["loc"] == f"body.items.3.{field}" and detail["type"] == "secret_in_identifier"
+    assert GH not in repr(err.value.details) + err.value.message
+
+
+def test_import_redacts_and_refuses(tmp_path: Any) -> None:
+    from pathlib import Path
+
+    from app.importer import read_events
+
+    path = Path(tmp_path) / "in.jsonl"
+    ok = incoming(content={"text": f"token: {GH}"}).value
+    refused = incoming(event_id="e-2", session_id=f"password={GH}").value
+    assert ok is not None and refused is not None
+    path.write_bytes(ok + b"\n" + refused + b"\n")
+    report = read_events(path)
+    assert len(report.valid) == 1 and GH not in report.valid[0][1].decode()
+    assert report.invalid == [(2, "session_id contains a secret (github_token); identifiers are refused, not redacted")]
