@@ -164,32 +164,23 @@ class Refusal:
         return REFUSED_MESSAGE.format(field=self.field, kind=self.kind)
 
 
-def identifiers(data: dict[str, Any]) -> list[tuple[str, str]]:
-    """(location, value) of every identifier of a contract event given as a plain dict."""
-    out = [(f, v) for f in ID_FIELDS if isinstance(v := data.get(f), str)]
-    channel = data.get("channel")
-    if isinstance(channel, dict) and isinstance(channel.get("id"), str):
-        out.append(("channel.id", channel["id"]))
-    content = data.get("content")
-    if isinstance(content, dict) and isinstance(content.get("to_agent"), str):
-        out.append(("content.to_agent", content["to_agent"]))
-    citations = data.get("citations")
-    if isinstance(citations, list):
-        out.extend((f"citations.{i}", c) for i, c in enumerate(citations) if isinstance(c, str))
-    return out
-
-
-ID_FIELDS = ("tenant_id", "event_id", "memory_id", "key", "agent_id", "user_id", "session_id")
+# Identifiers repeat (tenant, session, agent, channel): the ones found clean are remembered, so
+# each is checked once. Only clean values are kept, never a secret; cleared when full.
+_CLEAN_IDS: set[str] = set()
+_CLEAN_IDS_MAX = 100_000
 
 
 def refused_identifier(ids: list[tuple[str, str]]) -> Refusal | None:
-    """The first identifier that holds a secret; one prefilter call for all of them (the hot path)."""
-    if not ids or not may_contain_secret("\n".join(v for _, v in ids)):
-        return None
+    """The first identifier that holds a secret, or None."""
     for loc, value in ids:
+        if value in _CLEAN_IDS:
+            continue
         kind = find_secret(value)
         if kind is not None:
             return Refusal(loc, kind)
+        if len(_CLEAN_IDS) >= _CLEAN_IDS_MAX:
+            _CLEAN_IDS.clear()
+        _CLEAN_IDS.add(value)
     return None
 
 

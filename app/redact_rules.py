@@ -225,7 +225,7 @@ RULES: tuple[Rule, ...] = (
 )
 
 # The prefilter (`app.redact.may_contain_secret`): a text holding none of CONTEXT_LITERALS, no
-# whitespace-free chunk of MIN_TOKEN characters or more, and no CARD_DIGITS has no secret. Vendor
+# whitespace-free chunk of MIN_TOKEN characters or more, no LONG_RUN and no CARD_DIGITS has no secret. Vendor
 # tokens are long chunks, so their literals (TOKEN_LITERALS) are tested only when one is present.
 CONTEXT_LITERALS: tuple[str, ...] = (
     "pass",
@@ -235,9 +235,11 @@ CONTEXT_LITERALS: tuple[str, ...] = (
     "token",
     "cred",
     "://",
-    "-p",
-    "-a",
-    "-u",
+    "mysql",
+    "mariadb",
+    "mongo",
+    "redis-cli",
+    "curl",
     "-----begin",
     "[redacted:",
 )
