@@ -16,9 +16,11 @@ import orjson
 import redis
 
 from app import devstack
+from app.kafka import ensure_topics
 from app.redact import redact_text
 from app.settings import Settings
 from app.workload import conversation_events
+from sinks.hotset import keys
 from tests.support.kafka import event, publish, read_topic
 from tests.support.secrets_corpus import corpus
 from tests.support.stack import Proc, Stack, wait_until
@@ -57,12 +59,12 @@ def dump_redis(rds: redis.Redis, tenant: str) -> str:
     return "\n".join(out)
 
 
-def topic_text(settings: Settings, topic: str, keys: set[bytes] | None = None) -> str:
-    """Every message of `topic` (only those keyed by one of `keys`, when given), with the payload
+def topic_text(settings: Settings, topic: str, tenants: set[bytes] | None = None) -> str:
+    """Every message of `topic` (only those keyed by one of `tenants`, when given), with the payload
     dead letters keep decoded from base64."""
     parts = []
     for key, value in read_topic(settings, topic, timeout_s=30):
-        if keys is not None and not (key or b"").startswith(tuple(keys)):
+        if tenants is not None and not (key or b"").startswith(tuple(tenants)):
             continue
         text = value.decode("utf-8", "replace")
         parts.append(text)
@@ -91,8 +93,6 @@ def test_no_secret_persists_anywhere(stack: Stack, rds: redis.Redis, tmp_path: A
         "MEMSTREAM_GATEWAY_PORT": str(port),
     }
     settings = stack.settings(**{k.removeprefix("MEMSTREAM_").lower(): v for k, v in env.items()})
-    from app.kafka import ensure_topics
-
     ensure_topics(settings)
     samples = corpus()
     secrets = [s.secret for s in samples] + REFUSED_SECRETS
@@ -187,8 +187,6 @@ def _up(http: httpx.Client, port: int) -> bool:
 
 
 def _stat(rds: redis.Redis, tenant: str, name: str) -> int:
-    from app import keys
-
     return int(rds.hget(keys.stats(tenant), name) or 0)
 
 
