@@ -66,7 +66,7 @@ async def _finish(svc: Services, written: list[Written], wait: str | None) -> li
 async def store(body: StoreRequest, caller: Caller, svc: Svc, wait: Wait = None) -> Response:
     """Publish one memory event (tenant from the credentials). 202 once the broker acknowledged it."""
     event = scope_event(caller, build_event(body, caller.tenant_id))
-    problem = (await service.citation_errors(svc, caller.tenant_id, [event]))[0]
+    problem = (await service.write_errors(svc, caller.tenant_id, [event]))[0]
     if problem is not None:
         raise problem
     written = await svc.publisher.publish([event])
@@ -102,7 +102,7 @@ async def batch(body: BatchRequest, caller: Caller, svc: Svc, wait: Wait = None)
                     "error": {"code": exc.code, "message": exc.message, "details": exc.details},
                 }
             )
-    problems = await service.citation_errors(svc, caller.tenant_id, [e for _, e in events])
+    problems = await service.write_errors(svc, caller.tenant_id, [e for _, e in events])
     for (i, _), err in zip(events, problems, strict=True):
         if err is not None:
             results.append(

@@ -29,6 +29,7 @@ from app.gateway.errors import ApiError
 from app.gateway.search import Scored, SearchParams, passes, rank, reconcile
 from app.gateway.warehouse import WarehouseUnavailable
 from app.models import MemoryEvent, MemoryType, Visibility
+from app.pipeline import future_skew
 from sinks.hotset import keys
 
 MAX_FETCH_ROUNDS = 4
@@ -82,13 +83,23 @@ async def latest_occurred(svc: Services, tenant: str, memory_id: str) -> datetim
     return record.occurred_at if record is not None else None
 
 
-async def citation_errors(svc: Services, tenant: str, events: list[MemoryEvent]) -> list[ApiError | None]:
-    """The drift guard at the gateway: per event, a 422 when it is a summary citing a memory of
+def skew_error(svc: Services, event: MemoryEvent) -> ApiError | None:
+    """A 422 for an event stamped further ahead of the gateway's clock than the worker accepts
+    (it would be dead-lettered, and a `?wait=visible` would time out)."""
+    reason = future_skew(event, int(time.time() * 1000), svc.settings.max_event_skew_seconds)
+    if reason is None:
+        return None
+    return ApiError(422, reason, "clock_skew", details={"max_event_skew_seconds": svc.settings.max_event_skew_seconds})
+
+
+async def write_errors(svc: Services, tenant: str, events: list[MemoryEvent]) -> list[ApiError | None]:
+    """The write guards at the gateway: per event, a 422 when it is stamped too far in the future
+    (skew_error) or when it is a summary citing a memory of
     the tenant that does not exist or was deleted (a memory written earlier in `events` counts).
     A cited memory found only in the warehouse is re-warmed, so the worker finds it too."""
     summaries = [e for e in events if e.type is MemoryType.SUMMARY and e.op == "upsert" and e.citations]
     if not summaries:
-        return [None] * len(events)
+        return [skew_error(svc, e) for e in events]
     cited = list(dict.fromkeys(c for e in summaries for c in e.citations or ()))
     state: dict[str, str] = {}
     try:
@@ -118,8 +129,8 @@ async def citation_errors(svc: Services, tenant: str, events: list[MemoryEvent])
             state[mid] = "live"
     out: list[ApiError | None] = []
     for event in events:
-        problem = None
-        if event.type is MemoryType.SUMMARY and event.op == "upsert":
+        problem = skew_error(svc, event)
+        if problem is None and event.type is MemoryType.SUMMARY and event.op == "upsert":
             missing = [c for c in event.citations or () if state.get(c) is None]
             deleted = [c for c in event.citations or () if state.get(c) == "deleted"]
             if missing or deleted:

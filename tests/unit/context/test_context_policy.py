@@ -47,8 +47,9 @@ def test_every_active_rule_and_decision_fits_when_the_budget_has_room() -> None:
 
 def test_sections_give_way_from_the_last_and_omitted_counts_each() -> None:
     cands: dict[context.Section, list[Doc | None]] = {
-        "identity": [doc("i", "I am the build agent", type="identity")],  # 5 tokens
-        "rules": [doc(f"r{i}", f"{i}" + "x" * 39, NOW + timedelta(seconds=i), type="rule") for i in range(5)],  # 10 each
+        # identity: 5 tokens; rules: 10 tokens each
+        "identity": [doc("i", "I am the build agent", type="identity")],
+        "rules": [doc(f"r{i}", f"{i}" + "x" * 39, NOW + timedelta(seconds=i), type="rule") for i in range(5)],
         "recent": [doc(f"e{i}", f"event number {i} happened", session_id="s") for i in range(3)],
     }
     ctx = context.assemble(cands, 30, session_id="s", totals={"identity": 1, "rules": 8})
