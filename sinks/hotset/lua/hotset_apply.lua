@@ -63,13 +63,15 @@ local function reactivate(op, field, history, gone)
   end
 end
 
+-- A deleted memory leaves its scope index; when it was its key's active memory (prev: the live
+-- value the delete replaces, if the hotset still held it), the key's next one takes its place.
 local function forget(op, prev)
-  -- prev: the live value the delete replaces
   local ix = redis.call('HGET', op.ax, op.id)
   if ix then
     if ix ~= '' then redis.call('ZREM', ix, op.id) end
     redis.call('HDEL', op.ax, op.id)
   end
+  if not prev or string.sub(prev, 33, 33) ~= '0' then return end
   local cut = string.find(prev, SEP, 34, true)
   local ok, rec = pcall(cjson.decode, string.sub(prev, 34, cut and cut - 1 or #prev))
   if not ok or type(rec) ~= 'table' or type(rec.type) ~= 'string' or type(rec.key) ~= 'string' then return end
@@ -98,7 +100,7 @@ for _, op in ipairs(ops) do
         if sb == '' and prev then sb = sb_of(prev) end
         if op.k == 'x' then
           redis.call('SET', op.m, op.v .. '1' .. op.j .. SEP .. sb, 'EX', op.st)
-          if prev and string.sub(prev, 33, 33) == '0' then forget(op, prev) end
+          forget(op, prev)
         else
           redis.call('SET', op.m, op.v .. '0' .. op.j .. SEP .. sb, 'EX', op.ttl)
         end
