@@ -145,7 +145,7 @@ def test_drift_guard_in_the_planner() -> None:
     assert intents[1].counters == {"refused_citations": 1} and not intents[1].publishes
 
 
-def test_a_refused_summary_is_no_dedupe_original() -> None:
+def test_a_refused_summary_does_not_shadow_a_later_valid_one() -> None:
     # a refused summary is not deduplicated against: the same text later with valid citations is written
     intents = _plan([event(), event(event_id="e9")], HotsetState(memories={}))
     assert [i.kind for i in intents] == ["refused", "refused"]
