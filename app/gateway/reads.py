@@ -165,7 +165,7 @@ class HotsetReader:
     # ---- context -----------------------------------------------------------------------------
     async def index_pages(self, pages: Sequence[tuple[str, int, int]]) -> list[tuple[int, list[str]]]:
         """For (index key, start, count) each, newest first: (entries in the index, the ids), in
-        one script call (context_ids.lua)."""
+        one script call (Lua.CONTEXT_IDS)."""
         if not pages:
             return []
         raw = await self._context_ids(keys=[k for k, _, _ in pages], args=[x for _, s, n in pages for x in (s, n)])

@@ -42,7 +42,7 @@ class ActiveEntry:
 
 
 MemoryState = Literal["absent", "live", "deleted"]
-CITED_STATE: tuple[MemoryState, ...] = ("absent", "live", "deleted")  # as hotset_state.lua codes them
+CITED_STATE: tuple[MemoryState, ...] = ("absent", "live", "deleted")  # as the STATE script codes them
 
 
 @dataclass

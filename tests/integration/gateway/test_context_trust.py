@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 import redis
 
-from app import keys
 from app.models import derive_memory_id
+from sinks.hotset import keys
 from tests.support.gateway import Gateway
 from tests.support.kafka import event, publish, read_topic
 

@@ -10,7 +10,8 @@ from typing import Any
 from app.gateway import context
 from app.gateway.docs import ABSENT, Doc, Slot
 from app.models import MemoryEvent, SourcePosition
-from app.pipeline import HotsetState, citation_problem, future_skew, plan, prepare
+from app.pipeline import citation_problem, future_skew, plan, prepare
+from sinks.hotset.state import HotsetState
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
