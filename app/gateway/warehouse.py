@@ -143,7 +143,7 @@ class Warehouse:
             chunk = ids[i : i + GET_MANY_MAX]
             marks = ", ".join("?" for _ in chunk)
             rows = await self.query(
-                f"SELECT {SELECT} FROM {self.table} WHERE tenant_id = ? AND id IN ({marks})", (tenant, *chunk)
+                f"SELECT {SELECT_RECORDS} FROM {self.table} WHERE tenant_id = ? AND id IN ({marks})", (tenant, *chunk)
             )
             for row in rows:
                 rec = row_to_record(row, self.settings.topic_events)
