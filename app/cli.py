@@ -165,13 +165,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from app.importer import run_import
 
-    return run_import(_settings(), args.file, args.dry_run)
+    return run_import(_settings(), args.file, args.dry_run, args.checkpoint, args.restart, args.chunk_lines)
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
     from app.rebuild import run_rebuild
 
-    return run_rebuild(_settings(), args.tenant)
+    checkpoint = args.checkpoint or Path(f"memstream-rebuild{'.' + args.tenant if args.tenant else ''}.checkpoint")
+    return run_rebuild(_settings(), args.tenant, checkpoint, args.restart)
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
@@ -205,10 +206,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_keys_parser(sub)
     p = sub.add_parser("rebuild", help="refill the Redis hotset from the warehouse (cold-cache recovery)")
     p.add_argument("--tenant", help="only this tenant (default: all)")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="resume file (default: memstream-rebuild[.TENANT].checkpoint here; removed when done)",
+    )
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint, start from the beginning")
     p.set_defaults(func=cmd_rebuild)
     p = sub.add_parser("import", help="publish memory events from a JSON Lines file")
     p.add_argument("file", type=Path, metavar="FILE.jsonl")
     p.add_argument("--dry-run", action="store_true", help="validate only, publish nothing")
+    p.add_argument(
+        "--checkpoint", type=Path, help="resume file (default: FILE.jsonl.checkpoint; removed when the import ends)"
+    )
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint, start from line 1")
+    p.add_argument(
+        "--chunk-lines", type=int, default=2000, help="lines per acknowledged chunk: the checkpoint's granularity"
+    )
     p.set_defaults(func=cmd_import)
     p = sub.add_parser("mcp", help="serve memstream as MCP tools (stdio, or streamable HTTP) through the gateway")
     p.add_argument("--transport", choices=("stdio", "http"), default="stdio")
