@@ -337,6 +337,7 @@ class DependencyState(BaseModel):
 class ReadyResult(BaseModel):
     status: Literal["ok", "degraded"]
     checks: dict[str, DependencyState]
+    reason: str | None = None
 
 
 class HealthResult(BaseModel):
