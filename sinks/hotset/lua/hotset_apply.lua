@@ -89,8 +89,9 @@ for _, op in ipairs(ops) do
     if op.k == 'w' or op.k == 'x' or op.k == 'r' then
       local cur = version_of(op.m)
       -- This very version already stored by a gateway re-warm (a warehouse read racing the
-      -- worker): the value stands, but only this event's write indexes it.
-      local complete = op.k == 'w' and cur == op.v
+      -- worker, or a cold read before a rebuild): the value stands, but only this event's write
+      -- or the rebuild's restore indexes it (index writes are idempotent).
+      local complete = (op.k == 'w' or op.k == 'r') and cur == op.v
       if cur and cur >= op.v then
         apply = false
       else
