@@ -38,6 +38,9 @@ from sinks.hotset import ActiveEntry, Hotset, keys
 from sinks.warehouse import SELECT_RECORDS, MemoryRecordsTable, row_to_record
 
 PAGE_ROWS = 5000
+# Memories per script call: one call blocks Redis while it runs, so it stays short (well under
+# the client's socket timeout, which would re-send it) and the gateway's reads interleave.
+APPLY_OPS = 500
 DEFAULT_CHECKPOINT = Path("memstream-rebuild.checkpoint")
 
 
@@ -153,7 +156,8 @@ async def rebuild(
                 live = [i for i in intents if i is not None]
                 counts.rows += len(rows)
                 counts.skipped += len(rows) - len(live)
-                counts.restored += await hotset.apply(live)
+                for start in range(0, len(live), APPLY_OPS):
+                    counts.restored += await hotset.apply(live[start : start + APPLY_OPS])
                 bar.update(len(rows), restored=counts.restored)
                 if checkpoint is not None:
                     write_checkpoint(checkpoint, {"tenant": tenant, "after": list(after), "counts": counts.as_dict()})

@@ -37,14 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app import devstack, migrate  # noqa: E402
-from app.gateway.warehouse import SELECT, row_to_record  # noqa: E402
 from app.pipeline import Incoming, prepare, validate  # noqa: E402
 from app.rebuild import rebuild  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.snowflake_conn import connect  # noqa: E402
 from app.text import index_terms  # noqa: E402
 from sinks.hotset import keys, layout  # noqa: E402
-from sinks.warehouse import STAGE, MemoryRecordsTable  # noqa: E402
+from sinks.warehouse import SELECT_RECORDS, STAGE, MemoryRecordsTable, row_to_record  # noqa: E402
 
 TENANT = "bench-rebuild"
 TYPES = ("event", "decision", "rule", "identity", "task", "summary")
@@ -105,7 +104,7 @@ def fill_warehouse(settings: Settings, n: int, tmp: Path, batch: int = 10_000) -
 def raw_path(settings: Settings, rds: redis.Redis, ttl_s: int) -> int:
     conn = connect(settings)
     cur = conn.cursor()
-    cur.execute(f"SELECT {SELECT} FROM MEMORY_RECORDS WHERE tenant_id = %s", [TENANT])
+    cur.execute(f"SELECT {SELECT_RECORDS} FROM {MemoryRecordsTable.name} WHERE tenant_id = %s", [TENANT])
     names = [d.name.lower() for d in cur.description or ()]
     rows = cur.fetchall()
     conn.close()
@@ -114,7 +113,7 @@ def raw_path(settings: Settings, rds: redis.Redis, ttl_s: int) -> int:
         rec = row_to_record(dict(zip(names, row, strict=True)), settings.topic_events)
         score = int(rec.occurred_at.timestamp() * 1000)
         t = rec.tenant_id
-        pipe.set(keys.memory(t, rec.memory_id), layout.encode(rec.version, rec.to_json()), ex=ttl_s)
+        pipe.set(keys.memory(t, rec.memory_id), layout.encode(rec.version, rec.to_json().decode()), ex=ttl_s)
         for ix in (
             keys.recent(t),
             keys.by_type(t, rec.type.value if rec.type else ""),
