@@ -96,8 +96,8 @@ def ensure_log_output() -> None:
     """Progress lines need a handler when the CLI has not configured logging."""
     root = logging.getLogger()
     if not root.handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    log.setLevel(logging.INFO)
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log.setLevel(logging.INFO)  # the progress lines; the libraries' chatter stays at WARNING
 
 
 def read_checkpoint(path: Path) -> dict[str, Any] | None:

@@ -60,6 +60,7 @@ async def test_import_resumes_after_kill_and_reports_every_line(seeded: Seeded, 
     second = cli(seeded.stack, "import", str(export), "--chunk-lines", "100")
     assert second.returncode == 1, second.stderr  # 1: some lines were rejected
     assert f"resuming {export} at line {stopped_at['line']}" in second.stderr
+    assert "import legacy.jsonl: " in second.stderr and " B (100.0%)" in second.stderr  # progress in logs
     summary = second.stdout
     assert "2 invalid lines (rejected: lines 100, 2500)" in summary, summary
     accepted = int(summary.split("(accepted ")[1].split(")")[0])

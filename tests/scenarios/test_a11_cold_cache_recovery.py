@@ -102,6 +102,7 @@ async def test_rebuild_restores_a_lost_hotset(seeded: Seeded, agent: Agent, rds:
     assert second.returncode == 0, second.stderr
     assert f"resuming after ('{after[0]}', '{after[1]}')" in second.stderr
     assert "restored" in second.stdout and not checkpoint.exists()
+    assert "rebuild all tenants: " in second.stderr  # progress lines without a terminal
 
     after = indexes(rds, tenant)
     # Every index is back; only entries of deleted memories (pruned lazily by reads) are gone.
