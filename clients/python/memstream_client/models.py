@@ -242,6 +242,7 @@ class DependencyState(_Result):
 class ReadyResult(_Result):
     status: Literal["ok", "degraded"]
     checks: dict[str, DependencyState]
+    reason: str | None = None  # why `degraded`: the warehouse is down or the hotset is cold
 
 
 class HealthResult(_Result):
