@@ -260,8 +260,10 @@ def to_record(event: MemoryEvent, pos: SourcePosition, redactions: Counter[str])
 
 
 def dedupe_digest(event: MemoryEvent) -> str | None:
-    """Same normalized text in the same tenant and scope -> same digest. Handoffs are never
-    duplicates: each packet is a delivery to an agent (a retry repeats its event id instead)."""
+    """Same normalized text (and, for a task, the same status) in the same tenant and scope ->
+    same digest: a task moving from open to done with its text unchanged is a new state, not a
+    copy. Handoffs are never duplicates: each packet is a delivery to an agent (a retry repeats
+    its event id instead)."""
     if event.op != "upsert" or event.content is None or event.type == MemoryType.HANDOFF:
         return None
     scope = (
@@ -273,6 +275,8 @@ def dedupe_digest(event: MemoryEvent) -> str | None:
         event.channel.id if event.channel else "",
         event.visibility,
     )
+    if event.type is MemoryType.TASK:
+        return digest(event.tenant_id, *scope, event.content.status or "", normalize(event.content.text))
     return digest(event.tenant_id, *scope, normalize(event.content.text))
 
 
