@@ -33,13 +33,13 @@ import snowflake.connector
 from snowflake.connector import SnowflakeConnection
 
 from app.auth.audit import unique_id
-from app.gateway.warehouse import SELECT, row_to_record
 from app.kafka import AsyncProducer
 from app.models import AuditEntry, MemoryEvent, MemoryRecord
 from app.settings import Settings
 from app.snowflake_conn import connect_kwargs
 from app.text import digest
 from sinks.hotset import keys, layout
+from sinks.warehouse import SELECT_RECORDS, row_to_record
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,8 @@ class SubjectStores:
             cur.close()
 
     async def warehouse_records(self, tenant: str, subject: Subject) -> list[MemoryRecord]:
-        sql = f"SELECT {SELECT} FROM {self.table} WHERE tenant_id = ? AND {subject.type} = ? AND deleted_at IS NULL"
+        where = f"tenant_id = ? AND {subject.type} = ? AND deleted_at IS NULL"
+        sql = f"SELECT {SELECT_RECORDS} FROM {self.table} WHERE {where}"
         rows = await asyncio.to_thread(self._execute, sql, (tenant, subject.id))
         return [row_to_record(r, self.settings.topic_events) for r in rows]
 
