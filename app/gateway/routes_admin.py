@@ -38,7 +38,7 @@ async def _guarded(svc: Services, op: Awaitable[T], stores: SubjectStores) -> T:
         stores.close()
 
 
-@router.post("/erasure", response_model=ErasureResult, responses=responses(401, 403, 422, 503))
+@router.post("/erasure", response_model=ErasureResult, responses=responses(400, 401, 403, 422, 503))
 async def erasure(request: Request, body: ErasureRequest, caller: Caller, svc: Svc) -> Response:
     """Erase everything held about a subject in every store (hotset, warehouse, tombstones on
     memory.records); idempotent; audited with counts only. Re-run after a 503."""
@@ -51,7 +51,7 @@ async def erasure(request: Request, body: ErasureRequest, caller: Caller, svc: S
 
 @router.post(
     "/export",
-    responses={**responses(401, 403, 422, 503), 200: {"content": {"application/x-ndjson": {}}}},
+    responses={**responses(400, 401, 403, 422, 503), 200: {"content": {"application/x-ndjson": {}}}},
 )
 async def export_subject(request: Request, body: SubjectRequest, caller: Caller, svc: Svc) -> Response:
     """Everything held about a subject as JSON Lines (`{"source", "record"}` per memory): the
