@@ -358,3 +358,29 @@ class StatsResult(BaseModel):
     consumer_lag: dict[str, Any]
     dead_letters: int
     sink_lag: dict[str, Any]
+
+
+class SubjectRequest(BaseModel):
+    """A data subject within the caller's tenant (erasure and export)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject_type: Literal["user_id", "agent_id", "session_id"] = Field(
+        description="which id names the subject: `user_id`, `agent_id` or `session_id`"
+    )
+    subject_id: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
+
+
+class ErasureRequest(SubjectRequest):
+    wait_s: Annotated[float, Field(ge=0, le=60, strict=False)] = Field(
+        0.0, description="wait up to this long for the worker to tombstone every memory in the hotset"
+    )
+
+
+class ErasureResult(BaseModel):
+    tenant_id: str
+    subject_type: str
+    memories: int = Field(description="live memories of the subject found across the stores")
+    stores: dict[str, dict[str, Any]] = Field(description="per store: what was found and erased")
+    audit_log_id: str
+    seconds: float
