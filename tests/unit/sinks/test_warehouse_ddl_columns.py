@@ -18,7 +18,7 @@ TABLES: list[TableSpec] = [MemoryRecordsTable(), AuditLogsTable()]
 
 def ddl_columns(sql_files: list[str]) -> dict[str, list[tuple[str, str]]]:
     """Table name -> [(column, type as Snowflake SQL)] after applying the files in order
-    (CREATE TABLE, ALTER TABLE … ADD COLUMN)."""
+    (CREATE TABLE, ALTER TABLE … ADD COLUMN; ALTER TABLE … SET changes no column)."""
     tables: dict[str, list[tuple[str, str]]] = {}
     for sql in sql_files:
         for statement in sqlglot.parse(sql, read="snowflake"):
@@ -29,6 +29,8 @@ def ddl_columns(sql_files: list[str]) -> dict[str, list[tuple[str, str]]]:
                 tables[schema.this.name.upper()] = [(c.name, _type(c)) for c in cols]
             elif isinstance(statement, exp.Alter) and statement.kind == "TABLE":
                 for action in statement.args.get("actions") or []:
+                    if isinstance(action, exp.AlterSet):
+                        continue  # table properties (Time Travel retention), not columns
                     assert isinstance(action, exp.ColumnDef), f"not understood here: {action.sql()}"
                     tables[statement.this.name.upper()].append((action.name, _type(action)))
     return tables
