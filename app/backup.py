@@ -174,8 +174,10 @@ def select_sql(time_travel: bool, tenant: bool) -> str:
 # ---- export --------------------------------------------------------------------------------------
 
 
-def _rows(cur: Any, sql: str, params: list[Any]) -> Iterator[dict[str, Any]]:
-    cur.execute(sql, params)
+def _rows(cur: Any, sql: str, params: list[Any], slow_s: float) -> Iterator[dict[str, Any]]:
+    from sinks.warehouse.timing import execute
+
+    execute(cur, "backup_export", sql, params, slow_s=slow_s)
     names = [d.name.lower() for d in cur.description or ()]
     while rows := cur.fetchmany(BATCH):
         for row in rows:
@@ -220,7 +222,7 @@ def export(
         with ExitStack() as files:
             current: str | None = None
             sink: io.BufferedIOBase | None = None
-            rows = _rows(cur, sql, params)
+            rows = _rows(cur, sql, params, settings.warehouse_slow_query_s)
             if as_of is not None and not time_travel:
                 rows = at_event_time(rows, as_of, report)
             for row in rows:
