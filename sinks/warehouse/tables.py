@@ -128,9 +128,13 @@ class MemoryRecordsTable:
         Column("deleted_at", "ts"),
         Column("source_partition", "int", 10),
         Column("source_offset", "int", 20),
+        Column("request_id", "str"),
     )
-    # A delete (tombstone) moves the version and the deletion times; it keeps what the memory was.
-    ALWAYS = frozenset({"version", "event_id", "updated_at", "deleted_at", "source_partition", "source_offset"})
+    # A delete (tombstone) moves the version, the deletion times and the request id (the row names
+    # the request that last changed it); it keeps what the memory was.
+    ALWAYS = frozenset(
+        {"version", "event_id", "updated_at", "deleted_at", "source_partition", "source_offset", "request_id"}
+    )
     KEYS = frozenset({"tenant_id", "id"})
     TIMESTAMPS = tuple(c.name for c in columns if c.kind == "ts")
 

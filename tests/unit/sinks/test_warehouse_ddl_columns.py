@@ -68,6 +68,9 @@ def mismatches(table: TableSpec, ddl: dict[str, list[tuple[str, str]]]) -> list[
     declared = [(c.name, staged_type(c)) for c in table.columns] + [(LOADED_AT, "TIMESTAMPNTZ")]
     # VARCHAR lengths are the DDL's own (the records bound their ids elsewhere).
     found = [(n, "VARCHAR" if t.startswith("VARCHAR") else t) for n, t in created]
+    # A column added by a later migration lands after loaded_at in the table and before it in the
+    # declaration (loaded_at is the declaration's last): compare with loaded_at moved last.
+    found = [c for c in found if c[0] != LOADED_AT] + [c for c in found if c[0] == LOADED_AT]
     if [n for n, _ in found] != [n for n, _ in declared]:
         return [f"{table.name} columns: DDL {[n for n, _ in found]} != declared {[n for n, _ in declared]}"]
     pairs = zip(found, declared, strict=True)
