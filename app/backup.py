@@ -99,9 +99,11 @@ def parse_time(text: str) -> datetime:
 
 def as_of_held(row: dict[str, Any], as_of: datetime) -> str:
     """What a held row is at `as_of` (event time): "keep", "later" (written after it) or
-    "not_held" (changed after it: the version then is not held)."""
+    "not_held" (changed after it: the version then is not held). A tombstone without content
+    (its delete reached the warehouse in the same batch as the memory) says nothing of when the
+    memory was written: not held either."""
     if _utc(row["created_at"]) > as_of:
-        return "later"
+        return "not_held" if row.get("is_deleted") and row.get("content") is None else "later"
     if _utc(row["updated_at"]) > as_of:
         return "not_held"
     return "keep"

@@ -43,11 +43,16 @@ def test_times_and_names() -> None:
 
 
 def test_as_of_keeps_what_was_written_and_unchanged_by_then() -> None:
-    rows = [row("a", 1), row("late", 30), row("changed", 2, updated_s=40, is_deleted=True)]
+    rows = [
+        row("a", 1, content={"text": "a"}),
+        row("late", 30, content={"text": "late"}),
+        row("changed", 2, updated_s=40, is_deleted=True, content={"text": "kept by the tombstone"}),
+        row("tombstone-only", 40, is_deleted=True, content=None),
+    ]
     report = ExportReport()
     kept = list(at_event_time(rows, T0.replace(second=10), report))
     assert [r["id"] for r in kept] == ["a"]
-    assert (report.not_yet_written, report.not_held) == (1, 1)
+    assert (report.not_yet_written, report.not_held) == (1, 2)
 
 
 def test_as_of_works_supersession_out_among_the_versions_written_by_then() -> None:
