@@ -289,6 +289,7 @@ def to_record(event: MemoryEvent, pos: SourcePosition, redactions: Counter[str])
         superseded_by=None,
         redactions=dict(redactions),
         source=pos,
+        request_id=event.request_id,
     )
 
 

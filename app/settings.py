@@ -226,6 +226,15 @@ class Settings(BaseSettings):
     # Worker observability
     metrics_host: str = Field("127.0.0.1", description="worker metrics bind address")
     metrics_port: int | None = Field(None, description="worker Prometheus port (unset: no endpoint)")
+    sentry_dsn: SecretStr | None = Field(
+        None, description="Sentry DSN: error tracking on (secret); unset, nothing is sent or even loaded"
+    )
+    sentry_environment: str | None = Field(None, description="Sentry environment name (default: MEMSTREAM_ENV)")
+    warehouse_slow_query_s: float = Field(
+        1.0,
+        ge=0,
+        description="warehouse statements slower than this (seconds) are logged: name, duration, query id, never SQL",
+    )
 
     # Clients of the gateway (`memstream mcp`): where it is and the one credential they act as.
     gateway_url: str | None = Field(

@@ -37,7 +37,9 @@ def run_gateway(settings: Settings, cert_file: str | None = None, key_file: str 
 
     from app.gateway.app import create_app
     from app.logs import configure as configure_logging
+    from app.tracking import init_error_tracking
 
     configure_logging(settings)
+    init_error_tracking(settings, "gateway")
     options = server_options(settings, cert_file, key_file)  # bad TLS files fail before binding
     uvicorn.run(create_app(settings), **options)
