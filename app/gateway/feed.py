@@ -1,7 +1,7 @@
 """The change feed as Server-Sent Events: which entries a subscriber sees and how they are framed.
 
 Pure functions over the entries of a tenant's feed stream (`sinks.hotset.keys.feed`, appended by
-the hotset write, sinks/hotset/lua/hotset_apply.lua). GET /api/v2/subscribe
+the hotset write script, `Lua.APPLY`). GET /api/v2/subscribe
 (app.gateway.routes_subscribe) reads the stream and sends what `matches` lets through, framed by
 `frame`; the stream entry id is the SSE event id, so Last-Event-ID resumes from the stream.
 """
