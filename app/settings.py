@@ -154,7 +154,12 @@ class Settings(BaseSettings):
     subscribe_queue_max: int = Field(
         1000,
         ge=1,
-        description="GET /api/v2/subscribe: events buffered per subscriber; a subscriber this far behind is dropped",
+        description="GET /api/v2/subscribe: events buffered per subscriber (the gateway reads no further ahead)",
+    )
+    subscribe_stall_s: float = Field(
+        10.0,
+        gt=0,
+        description="GET /api/v2/subscribe: a subscriber that takes no event from its full buffer this long is dropped",
     )
     subscribe_max_subscribers: int = Field(
         200, ge=1, description="GET /api/v2/subscribe: open subscriptions per gateway process (503 above it)"

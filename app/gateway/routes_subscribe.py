@@ -4,9 +4,11 @@ The source is the tenant's feed stream in Redis (`keys.feed`), appended by the i
 hotset write; the gateway only reads it, so every gateway serves the same feed and an SSE event id
 (the stream id) resumes on any of them (Last-Event-ID) within the stream's horizon
 (MEMSTREAM_FEED_MAX_LEN entries). Per subscriber, one task reads the stream with XREAD BLOCK on a
-connection of the feed pool and fills a bounded queue; the response drains it. A subscriber whose
-queue is full is dropped with a final `event: error` (reason `slow_subscriber`): the worker never
-waits for a subscriber and a gateway holds at most MEMSTREAM_SUBSCRIBE_QUEUE_MAX events for one.
+connection of the feed pool and fills a bounded queue; the response drains it. A subscriber that
+takes nothing from its full queue for MEMSTREAM_SUBSCRIBE_STALL_S, or falls behind the feed's
+horizon, is dropped with a final `event: error` (reason `slow_subscriber`): the worker never
+waits for a subscriber, and a gateway holds at most MEMSTREAM_SUBSCRIBE_QUEUE_MAX events (plus one
+read of READ_COUNT entries) for one.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Annotated, Any
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from app.auth.asgi import note_response_body
 from app.auth.rbac import scoped_agent
@@ -83,21 +85,23 @@ class FeedHub:
             start = newest[0][0] if newest else "0-0"
         else:
             start = last_event_id
-            gap = await self._gap(key, start)
+            gap = await self.gap(key, start)
         return Subscription(self, key, f, start, gap)
 
-    async def _gap(self, key: str, last_event_id: str) -> dict[str, str] | None:
-        """Entries after `last_event_id` trimmed away: the resume is not gapless."""
+    async def gap(self, key: str, last_event_id: str) -> dict[str, str] | None:
+        """The stream was trimmed past `last_event_id`: changes after it may be gone. Trimming
+        removes the oldest entries, so every entry before the first one left is gone; whether one
+        lay between `last_event_id` and that first entry is unknown, so that counts as a gap."""
         try:
             info: dict[str, Any] = await self.redis.xinfo_stream(key)
-        except RedisError as exc:
+        except ResponseError as exc:
             if "no such key" in str(exc).lower():
                 return None
             raise
-        deleted = str(info.get("max-deleted-entry-id") or "0-0")
         first = info.get("first-entry")
-        if parse_id(deleted) > parse_id(last_event_id):
-            return {"last_event_id": last_event_id, "oldest": first[0] if first else deleted}
+        trimmed = int(info.get("entries-added") or 0) > int(info.get("length") or 0)
+        if trimmed and first and parse_id(first[0]) > parse_id(last_event_id):
+            return {"last_event_id": last_event_id, "oldest": first[0]}
         return None
 
 
@@ -105,30 +109,39 @@ class Subscription:
     def __init__(self, hub: FeedHub, key: str, f: FeedFilter, start: str, gap: dict[str, str] | None) -> None:
         self.hub, self.key, self.filter, self.start, self.gap = hub, key, f, start, gap
         self.limit = hub.settings.subscribe_queue_max
-        # One slot beyond the limit for the final None that wakes the response when dropped.
-        self.queue: asyncio.Queue[tuple[str, dict[str, str]] | None] = asyncio.Queue(self.limit + 1)
+        self.queue: asyncio.Queue[tuple[str, dict[str, str]] | None] = asyncio.Queue(self.limit)
         self.reason: str | None = None
 
     def _drop(self, reason: str) -> None:
         if self.reason is None:
             self.reason = reason
             SUBSCRIBERS_DROPPED.labels(reason).inc()
-            self.queue.put_nowait(None)
+            # Wakes a response waiting on an empty queue; a full one sees the reason at its next get.
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.put_nowait(None)
 
     async def _read(self) -> None:
+        stall_s = self.hub.settings.subscribe_stall_s
         last = self.start
+        lagging = False
         try:
             while self.reason is None:
+                if lagging and await self.hub.gap(self.key, last) is not None:
+                    self._drop("slow_subscriber")  # the feed was trimmed past what it has read
+                    return
                 got = await self.hub.redis.xread({self.key: last}, count=READ_COUNT, block=BLOCK_MS)
+                lagging = False
                 for _, entries in got or []:
                     for entry_id, fields in entries:
                         last = entry_id
                         if not matches(fields, self.filter):
                             continue
-                        if self.queue.qsize() >= self.limit:
-                            self._drop("slow_subscriber")
+                        lagging = lagging or self.queue.qsize() >= self.limit
+                        try:
+                            await asyncio.wait_for(self.queue.put((entry_id, fields)), stall_s)
+                        except TimeoutError:
+                            self._drop("slow_subscriber")  # took nothing from a full queue for stall_s
                             return
-                        self.queue.put_nowait((entry_id, fields))
         except RedisError as exc:
             log.warning("change feed read failed: %s", exc)
             self._drop("feed_unavailable")
