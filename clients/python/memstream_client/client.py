@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -189,7 +189,7 @@ class MemstreamClient:
         last_event_id: str | None = None,
         reconnect: bool = True,
         read_timeout: float | None = 60.0,
-    ) -> Iterator[feed.ChangeEvent]:
+    ) -> Generator[feed.ChangeEvent, None, None]:
         """The tenant's memory changes (GET /api/v2/subscribe), as they happen. With `reconnect`,
         a stream the gateway ends (`SubscriptionDropped`) or a broken connection is reopened with
         Last-Event-ID after the retry policy's backoff, so nothing is missed or repeated within
@@ -332,7 +332,7 @@ class AsyncMemstreamClient:
         last_event_id: str | None = None,
         reconnect: bool = True,
         read_timeout: float | None = 60.0,
-    ) -> AsyncIterator[feed.ChangeEvent]:
+    ) -> AsyncGenerator[feed.ChangeEvent, None]:
         """As MemstreamClient.subscribe, iterated with `async for`."""
         cursor = feed.Cursor(last_event_id)
         query = feed.params(type, session_id, agent_id, channel_visibility)
