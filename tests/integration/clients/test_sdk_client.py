@@ -145,12 +145,12 @@ async def test_async_client_every_call_with_a_jwt(live: LiveGateway, tenant: str
 def test_sync_subscribe_follows_and_resumes(live: LiveGateway, tenant: str) -> None:
     key = asyncio.run(live.key(tenant, Role.WRITER))
     with MemstreamClient(live.url, api_key=key, retry=FAST) as c:
-        one = c.store(text="first change", wait=True)
+        one = c.store(type="event", text="first change", wait=True)
         feed = c.subscribe(last_event_id="0-0")  # from the feed's start
         first = next(feed)
         assert (first.event, first.memory_id) == ("created", one.memory_id)
         assert first.record is not None and first.record["content"]["text"] == "first change"
-        two = c.store(text="second change", wait=True)
+        two = c.store(type="event", text="second change", wait=True)
         second = next(feed)
         assert (second.event, second.memory_id) == ("created", two.memory_id)
         feed.close()
@@ -164,8 +164,10 @@ def test_sync_subscribe_follows_and_resumes(live: LiveGateway, tenant: str) -> N
 
 async def test_async_subscribe_filters(live: LiveGateway, tenant: str) -> None:
     async with AsyncMemstreamClient(live.url, bearer_token=live.token(tenant, "writer"), retry=FAST) as c:
-        await c.store(text="a private note", wait=True)
-        public = await c.store(text="a public note", channel={"id": "news", "visibility": "public"}, wait=True)
+        await c.store(type="event", text="a private note", wait=True)
+        public = await c.store(
+            type="event", text="a public note", channel={"id": "news", "visibility": "public"}, wait=True
+        )
         feed = c.subscribe(channel_visibility="public", last_event_id="0-0")
         event = await anext(feed)
         assert (event.event, event.memory_id, event.data["visibility"]) == ("created", public.memory_id, "public")
