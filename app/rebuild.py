@@ -144,7 +144,8 @@ async def rebuild(
         counts = RebuildCounts(**{k: int(v) for k, v in state.get("counts", {}).items()})
         print(f"resuming after {after} from {checkpoint}", file=sys.stderr)
     redis = create_redis(settings)
-    hotset = Hotset(redis, settings.hotset_ttl_seconds, settings.state_ttl_seconds)
+    # Restores are not changes: they append nothing to the change feed.
+    hotset = Hotset(redis, settings.hotset_ttl_seconds, settings.state_ttl_seconds, feed_max_len=0)
     pages = await asyncio.to_thread(WarehousePages, settings, tenant, page_rows)
     now = datetime.now(UTC)
     try:

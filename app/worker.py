@@ -31,7 +31,7 @@ def create_app_with_agents(settings: Settings, agents: tuple[str, ...] = AGENTS)
 
     app = create_app(settings, settings.worker_group)
     redis = create_redis(settings)
-    hotset = Hotset(redis, settings.hotset_ttl_seconds, settings.state_ttl_seconds)
+    hotset = Hotset(redis, settings.hotset_ttl_seconds, settings.state_ttl_seconds, settings.feed_max_len)
     producer = AsyncProducer(settings)
     if "ingest" in agents:
         processor = ingest.IngestProcessor(settings, hotset, producer)

@@ -17,7 +17,15 @@ from starlette.types import ASGIApp
 from app.auth import asgi as auth
 from app.auth.audit import AuditSink
 from app.auth.endpoints import ROUTE_ACTIONS
-from app.gateway import errors, routes_admin, routes_context, routes_handoffs, routes_memory, routes_ops
+from app.gateway import (
+    errors,
+    routes_admin,
+    routes_context,
+    routes_handoffs,
+    routes_memory,
+    routes_ops,
+    routes_subscribe,
+)
 from app.gateway.deps import Services
 from app.gateway.hot import HotReads
 from app.gateway.middleware import BodyLimit, RequestMetrics
@@ -64,6 +72,8 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
         # process's one producer.
         audit = AuditSink(producer, settings.topic_audit)
         app.state.security = auth.Security(settings, redis, ROUTE_ACTIONS, audit)
+        feed = routes_subscribe.FeedHub(settings)
+        app.state.feed = feed
         flusher = asyncio.create_task(_flush_loop(reader))
         # What start-up loaded lives as long as the process: keep the cyclic collector from
         # walking it on every full collection, which pauses every request in flight.
@@ -72,6 +82,7 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
         try:
             yield
         finally:
+            await feed.close()
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
@@ -96,7 +107,7 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
     )
     errors.install(app)
     auth.install(app)
-    for module in (routes_memory, routes_context, routes_handoffs, routes_ops, routes_admin):
+    for module in (routes_memory, routes_context, routes_subscribe, routes_handoffs, routes_ops, routes_admin):
         app.include_router(module.router)
     # Outermost first. The hot reads are innermost of these, so every other one applies to them.
     app.outer = (
