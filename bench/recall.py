@@ -11,8 +11,8 @@ let's do that" answers the question asked just before). `check_set` verifies tho
 
 Modes, all over the whole set as one tenant:
 - keyword: the gateway's BM25 (app.gateway.search.bm25 and idf) over each memory's own text;
-- contextual keyword: the same over each memory's text together with the previous turn of its
-  session (what the worker indexes for conversation memories);
+- contextual keyword: the same over each memory's text together with the terms of the previous
+  turn of its session that it lacks (app.text.contextual_terms, as the worker indexes turns);
 - semantic: cosine over wordllama embeddings cut to `--dims` (skipped when wordllama is absent);
 - hybrid: contextual keyword fused with semantic, by a min-max normalized weighted sum for a sweep
   of embedding weights and by reciprocal rank fusion.
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.gateway.docs import Doc
 from app.gateway.search import bm25, query_terms
-from app.text import index_terms, tokens
+from app.text import contextual_terms, index_terms, tokens
 
 DATA = Path(__file__).resolve().parent / "data" / "recall"
 K = 10
@@ -220,7 +220,8 @@ def run(
 ) -> dict[str, Any]:
     own = {m.memory_id: m.text for m in memories}
     prev = previous_texts(memories)
-    ctx = {mid: f"{prev[mid]} {t}".strip() for mid, t in own.items()}
+    # as the worker indexes a conversation turn: its own terms, then the previous turn's it lacks
+    ctx = {mid: " ".join([t, *contextual_terms(index_terms(t), prev[mid])]) for mid, t in own.items()}
     t0 = time.perf_counter()
     plain, contextual = KeywordIndex(own), KeywordIndex(ctx)
     lex = [plain.scores(q.query) for q in queries]

@@ -10,16 +10,17 @@ import orjson
 import redis.asyncio as aioredis
 
 from app.models import MemoryRecord, MemoryType
-from sinks.hotset import keys
+from sinks.hotset import keys, layout
 from sinks.hotset.scripts import Lua, script
 from sinks.hotset.state import CITED_STATE, ActiveEntry, DedupeEntry, HotsetState
 
 if TYPE_CHECKING:  # app.pipeline imports the state entries from this package
     from app.pipeline import Intent, Prepared
 
-# "replay" writes nothing; "restore" (memstream rebuild) writes like "write" without the event ledger
+# "replay" writes nothing; "restore" (memstream rebuild) writes like "write" without the event ledger;
+# "reindex" (memstream rebuild --reindex) restores and also rewrites a memory's same version
 # A refused event is remembered like a dropped one: a replay does not dead-letter it twice.
-_KIND = {"write": "w", "delete": "x", "duplicate": "d", "dropped": "p", "restore": "r", "refused": "p"}
+_KIND = {"write": "w", "delete": "x", "duplicate": "d", "dropped": "p", "restore": "r", "reindex": "i", "refused": "p"}
 
 
 def summary_scopes(rec: MemoryRecord) -> list[str]:
@@ -62,16 +63,24 @@ class Hotset:
             fields = sorted({p.active_field for p in items if p.active_field})
             events = sorted({p.record.event_id for p in items})
             cited = sorted({c for p in items if p.record.type is MemoryType.SUMMARY for c in p.record.citations})
-            queries.append((tenant, digests, fields, events, cited))
+            first: dict[str, int] = {}  # session -> its earliest turn in the batch (ms)
+            for p in items:
+                if p.turn_of is not None and p.record.session_id:
+                    ms = int(p.record.occurred_at.timestamp() * 1000)
+                    first[p.record.session_id] = min(ms, first.get(p.record.session_id, ms))
+            sessions = sorted(first)
+            queries.append((tenant, digests, fields, events, cited, sessions))
             query = {
                 "dd": [keys.dedupe(tenant, d) for d in digests],
                 "act": keys.active(tenant),
                 "af": fields,
                 "seen": [keys.seen(tenant, e) for e in events],
                 "cit": [keys.memory(tenant, c) for c in cited],
+                "prev": [[keys.by_session(tenant, s), str(first[s])] for s in sessions],
+                "mp": keys.memory(tenant, ""),
             }
             await self._state(keys=[keys.stats(tenant)], args=[orjson.dumps(query)], client=pipe)
-        for (tenant, digests, fields, events, cited), raw in zip(queries, await pipe.execute(), strict=True):
+        for (tenant, digests, fields, events, cited, sessions), raw in zip(queries, await pipe.execute(), strict=True):
             res = orjson.loads(raw)
             for d, v in zip(digests, res["dd"] or [], strict=False):
                 if v:
@@ -82,6 +91,10 @@ class Hotset:
             state.seen.update((tenant, e) for e, hit in zip(events, res["seen"] or [], strict=False) if hit)
             for c, flag in zip(cited, res.get("cit") or [], strict=False):
                 state.memories[(tenant, c)] = CITED_STATE[int(flag)]
+            for s, v in zip(sessions, res.get("prev") or [], strict=False):
+                text = layout.stored_text(v) if v else ""
+                if text:
+                    state.previous_turn[(tenant, s)] = text
         return state
 
     def ttl_for(self, memory_type: MemoryType | None, override: int | None) -> int:
@@ -94,7 +107,7 @@ class Hotset:
         t = rec.tenant_id
         index_keys: list[str] = []
         leave_keys: list[str] = []
-        if intent.kind in ("write", "restore"):
+        if intent.kind in ("write", "restore", "reindex"):
             index_keys.append(keys.recent(t))
             if rec.type is not None:
                 index_keys.append(keys.by_type(t, rec.type.value))
@@ -120,7 +133,7 @@ class Hotset:
             "k": _KIND[intent.kind],
             "m": keys.memory(t, rec.memory_id),
             "v": rec.version,
-            "j": intent.record_json.decode() if intent.stores else "",
+            "j": layout.with_context(intent.record_json.decode(), intent.context_terms) if intent.stores else "",
             "ttl": self.ttl_for(rec.type, rec.ttl_seconds),
             "st": self.state_ttl_s,
             "s": int(rec.occurred_at.timestamp() * 1000),
