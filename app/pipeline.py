@@ -433,8 +433,12 @@ def plan(batch: list[Prepared], state: HotsetState, dedupe_window_s: int) -> lis
         context: tuple[str, ...] = ()
         turn = p.turn_of
         if turn is not None and p.event.content is not None:
-            context = contextual_terms(p.terms, state.previous_turn.get(turn, ""))
-            state.previous_turn[turn] = p.event.content.text
+            prev_text, prev_visibility = state.previous_turn.get(turn, ("", ""))
+            # Only a turn its readers may see lends terms: a search must not find a public turn by
+            # the words of a private one.
+            if prev_visibility == rec.visibility:
+                context = contextual_terms(p.terms, prev_text)
+            state.previous_turn[turn] = (p.event.content.text, rec.visibility)
         out.append(
             Intent(
                 "write",

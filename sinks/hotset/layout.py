@@ -66,17 +66,21 @@ def with_context(record_json: str, terms: Sequence[str]) -> str:
     return f'{record_json[:-1]},"{CONTEXT_TERMS}":{orjson.dumps(list(terms)).decode()}}}'
 
 
-def stored_text(value: str) -> str:
-    """The text of a live memory's value ("" for a tombstone or a value not in this layout)."""
+def stored_text(value: str) -> tuple[str, str]:
+    """The text and visibility of a live memory's value (("", "") for a tombstone or a value not
+    in this layout)."""
     try:
         stored = decode(value)
     except ValueError:
-        return ""
+        return "", ""
     if stored is None or stored.deleted or not stored.record_json:
-        return ""
+        return "", ""
     try:
-        content = orjson.loads(stored.record_json).get("content")
+        record = orjson.loads(stored.record_json)
     except orjson.JSONDecodeError:
-        return ""
+        return "", ""
+    content = record.get("content") if isinstance(record, dict) else None
     text = content.get("text") if isinstance(content, dict) else None
-    return text if isinstance(text, str) else ""
+    if not isinstance(text, str):
+        return "", ""
+    return text, str(record.get("visibility") or "private")

@@ -54,6 +54,6 @@ class HotsetState:
     seen: set[tuple[str, str]] = field(default_factory=set)  # (tenant, event_id) already applied
     # (tenant, memory id) -> state of the memories summaries of the batch cite
     memories: dict[tuple[str, str], MemoryState] = field(default_factory=dict)
-    # (tenant, session) -> text of the session's newest memory before the batch (its previous
-    # turn for contextual indexing); the planner moves it along as it writes the batch's turns
-    previous_turn: dict[tuple[str, str], str] = field(default_factory=dict)
+    # (tenant, session) -> (text, visibility) of the session's newest memory before the batch (its
+    # previous turn for contextual indexing); the planner moves it along as it writes the batch's turns
+    previous_turn: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)

@@ -92,9 +92,9 @@ class Hotset:
             for c, flag in zip(cited, res.get("cit") or [], strict=False):
                 state.memories[(tenant, c)] = CITED_STATE[int(flag)]
             for s, v in zip(sessions, res.get("prev") or [], strict=False):
-                text = layout.stored_text(v) if v else ""
+                text, visibility = layout.stored_text(v) if v else ("", "")
                 if text:
-                    state.previous_turn[(tenant, s)] = text
+                    state.previous_turn[(tenant, s)] = (text, visibility)
         return state
 
     def ttl_for(self, memory_type: MemoryType | None, override: int | None) -> int:
