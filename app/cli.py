@@ -239,8 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run the Faust worker against the configured services")
     p.add_argument(
         "--agents",
-        default="ingest,warehouse",
-        help="which agents to run (default: ingest,warehouse; split them to scale separately)",
+        default="ingest,warehouse,embed",
+        help="which agents to run (default: ingest,warehouse,embed; split them to scale separately)",
     )
     p.set_defaults(func=cmd_worker)
     p = sub.add_parser("migrate", help="apply pending warehouse migrations (deploy/snowflake/V*.sql)")

@@ -24,3 +24,7 @@ SINK_BATCH_SECONDS = Histogram(
 SINK_LAG_SECONDS = Gauge(
     "memstream_sink_lag_seconds", "Age of the newest record merged into the warehouse at merge time"
 )
+EMBEDDED = Counter("memstream_embedded_total", "Memories embedded by the embedding agent")
+EMBED_LAG_SECONDS = Gauge(
+    "memstream_embed_lag_seconds", "Age of the newest record the embedding agent wrote, at write time"
+)

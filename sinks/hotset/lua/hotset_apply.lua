@@ -8,7 +8,8 @@
 --   kh key history ('' without a key), khp key history prefix (deletes), dk dedupe key, dv dedupe
 --   value, id memory id, sb superseded_by, t type, ix index keys, rx index keys to leave,
 --   c counters; for x, a tombstone: ix and dk name what the forgotten record was indexed
---   under}. Versions are fixed-width digit strings: string order is version order, so a
+--   under; vk/vx/vm the memory's vector key, the vector index and meta (deletes only)}.
+--   Versions are fixed-width digit strings: string order is version order, so a
 --   replay or an older version never overwrites a newer one. Returns how many ops changed state.
 -- Memory values are one string each (layout: sinks/hotset/layout.py):
 --   <version: 32 digits><deleted 0|1><record json>\30<superseded_by>
@@ -109,6 +110,11 @@ for _, op in ipairs(ops) do
           if op.dk ~= '' then
             local d = redis.call('GET', op.dk)
             if d and string.sub(d, -(#op.id + 1)) == '|' .. op.id then redis.call('DEL', op.dk) end
+          end
+          -- A deleted memory's vector goes with it, whether or not the embedding agent caught up.
+          if op.vk and op.vk ~= '' then
+            redis.call('DEL', op.vk)
+            if redis.call('ZREM', op.vx, op.id) == 1 then redis.call('HINCRBY', op.vm, 'del', 1) end
           end
         else
           redis.call('SET', op.m, op.v .. '0' .. op.j .. SEP .. sb, 'EX', op.ttl)
