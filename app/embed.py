@@ -2,7 +2,7 @@
 
 `Embedder` is what the embedding agent and the gateway need: a name recorded with every vector,
 a dimension, and `embed(texts)` returning L2-normalized float32 rows. The default is WordLlama
-(static token embeddings, weights inside the `wordllama` wheel; licence: docs/adr/0007), cut to
+(static token embeddings, weights inside the `wordllama` wheel; licence: docs/adr/0008), cut to
 `embed_dim` dimensions. `load(settings)` picks the model the settings name.
 """
 
