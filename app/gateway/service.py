@@ -171,8 +171,12 @@ class _Keyword:
 async def search(
     svc: Services, tenant: str, p: SearchParams, fallback: bool, mode: Mode | None = None
 ) -> SearchOutcome:
-    """`mode` None: hybrid when the tenant has vectors (and a model is configured), else keyword."""
+    """`mode` None: hybrid when the query has terms and the tenant has vectors (and a model is
+    configured), else keyword. `examined` stays the keyword candidates when keyword search ran
+    (`candidates` has each mode's count)."""
     tv = None
+    if mode is None and not p.terms:
+        mode = "keyword"  # stopwords only: nothing to search for
     if mode != "keyword" and svc.vectors is not None and svc.embedder is not None:
         tv = await svc.vectors.get(tenant)
     if mode is None:
@@ -210,7 +214,7 @@ async def search(
     use_kw = mode == "hybrid"
     hits = fuse(docs.values(), p, kw.df, kw.n_docs, now_ms, cosine, svc.settings.search_vector_weight, keyword=use_kw)
     candidates = {"keyword": kw.examined, "semantic": scanned} if use_kw else {"semantic": scanned}
-    examined = sum(candidates.values())
+    examined = kw.examined if use_kw else scanned
     return SearchOutcome(hits, examined, sources, kw.warehouse, mode, candidates)
 
 
