@@ -230,6 +230,12 @@ def _add_subject_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--session-id")
 
 
+def cmd_reembed(args: argparse.Namespace) -> int:
+    from app.reembed import run_reembed
+
+    return run_reembed(_settings(), args.tenant)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memstream", description="Event-driven memory for AI agents.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -262,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint, start from the beginning")
     p.set_defaults(func=cmd_rebuild)
+    p = sub.add_parser("reembed", help="re-embed a tenant's memories with the configured model (after a model change)")
+    p.add_argument("--tenant", required=True, help="the tenant to re-embed")
+    p.set_defaults(func=cmd_reembed)
     p = sub.add_parser("import", help="publish memory events from a JSON Lines file")
     p.add_argument("file", type=Path, metavar="FILE.jsonl")
     p.add_argument("--dry-run", action="store_true", help="validate only, publish nothing")

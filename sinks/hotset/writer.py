@@ -198,6 +198,7 @@ class VectorOp:
     version: str
     value: bytes | None
     ttl_s: int
+    replace: bool = False  # re-embedding (another model): replaces the same version's vector
 
 
 class VectorWriter:
@@ -212,7 +213,7 @@ class VectorWriter:
         for op in ops:
             t = op.tenant
             by_tenant[t] += [
-                "w" if op.value is not None else "x",
+                ("r" if op.replace else "w") if op.value is not None else "x",
                 keys.memory(t, op.memory_id),
                 keys.vector(t, op.memory_id),
                 op.memory_id,

@@ -1,6 +1,6 @@
 -- Write or drop one tenant's memory vectors (the embedding agent), version-guarded.
 -- KEYS[1]: the tenant's vector meta hash (seq, del); KEYS[2]: the tenant's vector index (zset).
--- ARGV: groups of 7: kind (w write | x drop), memory key, vector key, memory id, version,
+-- ARGV: groups of 7: kind (w write | r re-embed: also replaces the same version's vector | x drop), memory key, vector key, memory id, version,
 -- value (layout: sinks/hotset/vectors.py; empty for x), TTL in seconds. Returns how many
 -- vectors changed.
 -- A vector is written only for the version the hotset holds (or will hold: the memory may not be
@@ -24,7 +24,8 @@ for i = 1, #ARGV, 7 do
     local mver = #head == 33 and string.sub(head, 1, 32)
     local deleted = mver and string.sub(head, 33, 33) == '1'
     local cur = version_of(vkey)
-    if not deleted and not (mver and mver > ver) and not (cur and cur >= ver) then
+    local stale = cur and (cur > ver or (cur == ver and kind ~= 'r'))
+    if not deleted and not (mver and mver > ver) and not stale then
       local pttl = redis.call('PTTL', mkey)
       if pttl > 0 then
         redis.call('SET', vkey, value, 'PX', pttl)

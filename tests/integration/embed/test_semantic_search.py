@@ -110,3 +110,24 @@ async def test_keyword_mode_is_the_default_without_vectors(gateway: Gateway, ten
     assert out["mode"] == "keyword" and out["results"] == []
     bad = await gateway.get(tenant, "/api/v2/memory/search", params={"q": "x", "mode": "vector"})
     assert bad.status_code == 422 and "error" in bad.json()
+
+
+async def test_reembed_moves_a_tenant_to_another_model_while_search_answers(
+    gateway: Gateway, rds: redis.Redis, tenant: str
+) -> None:
+    from app.reembed import reembed
+    from tests.support.gateway import running
+
+    seed(gateway, rds, tenant, [{"content": {"text": TARGET}, "channel": PUBLIC}])
+    other = gateway.settings.model_copy(update={"embed_dim": 128})
+    async with running(other) as gw128:
+        before = await search(gw128, tenant, q=QUERY)  # no vector of its model yet: keyword still answers
+        assert before["candidates"].get("semantic", 0) == 0 and before["mode"] in ("hybrid", "keyword")
+        counts = await reembed(other, tenant)
+        assert counts["embedded"] == counts["memories"] >= 2001
+        after = await search(gw128, tenant, q=QUERY, mode="semantic")
+        assert TARGET in texts(after) and after["candidates"]["semantic"] >= 2001
+    binary = redis.Redis(port=rds.connection_pool.connection_kwargs["port"])
+    [mid] = [h["memory_id"] for h in after["results"] if h["record"]["content"]["text"] == TARGET]
+    _, meta, _ = vectors.decode(binary.get(keys.vector(tenant, mid)) or b"")
+    assert (meta.model, meta.dim) == ("wordllama-l2-128", 128)
