@@ -118,11 +118,18 @@ class TenantVectors:
         idx = np.flatnonzero(mask)
         if not idx.size:
             return [], 0
-        scores = self.matrix[idx] @ query if idx.size < n else self.matrix[:n] @ query
         k = min(k, idx.size)
+        if idx.size * 4 < n:  # a selective filter: score only the rows it allows
+            scores = self.matrix[idx] @ query
+            best = np.argpartition(-scores, k - 1)[:k]
+            best = best[np.argsort(-scores[best], kind="stable")]
+            return [(self.ids[int(idx[b])], float(scores[b])) for b in best], int(idx.size)
+        # Otherwise one product over every row (no copy of the matrix), the others masked out.
+        scores = self.matrix[:n] @ query
+        scores[~mask] = -np.inf
         best = np.argpartition(-scores, k - 1)[:k]
         best = best[np.argsort(-scores[best], kind="stable")]
-        return [(self.ids[int(idx[b])], float(scores[b])) for b in best], int(idx.size)
+        return [(self.ids[int(b)], float(scores[b])) for b in best], int(idx.size)
 
 
 class VectorCache:
