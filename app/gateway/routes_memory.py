@@ -152,8 +152,9 @@ async def search_reply(scope: Scope, caller: Principal, svc: Services, q: Search
         channel_visibility=q.channel_visibility,
         include_superseded=q.include_superseded,
         limit=q.limit,
+        text=q.q,
     )
-    out = await service.search(svc, caller.tenant_id, params, q.fallback)
+    out = await service.search(svc, caller.tenant_id, params, q.fallback, q.mode)
     return audited_json(
         scope,
         {
@@ -164,13 +165,16 @@ async def search_reply(scope: Scope, caller: Principal, svc: Services, q: Search
             "candidate_pool": svc.settings.search_candidate_pool,
             "sources": out.sources,
             "warehouse": out.warehouse,
+            "mode": out.mode,
+            "candidates": out.candidates,
         },
     )
 
 
 @router.get("/search", response_model=SearchResult, responses=responses(401, 422), dependencies=[SingleValued])
 async def search(request: Request, caller: Caller, svc: Svc, q: Annotated[SearchQuery, Query()]) -> Response:
-    """Ranked keyword search: BM25 relevance with recency and importance, over a bounded pool."""
+    """Ranked search: keyword (BM25), semantic (vectors) or hybrid (both fused), with recency and
+    importance, over bounded candidate pools."""
     return await search_reply(request.scope, caller, svc, q)
 
 

@@ -27,6 +27,7 @@ class Lua(StrEnum):
     CONTEXT_IDS = "context_ids"  # gateway: the id lists of a context call
     PRUNE = "prune"  # gateway: drop index members whose memory is gone
     RATELIMIT = "ratelimit"  # auth: token buckets, all or nothing
+    VECTORS = "vectors_apply"  # embedding agent: write or drop one tenant's vectors
 
 
 @cache
