@@ -257,7 +257,7 @@ def _hot_record(raw: bytes | str | None) -> MemoryRecord | None:
         stored = layout.decode(raw.decode() if isinstance(raw, bytes) else raw)
         if stored is None or stored.deleted or not stored.record_json:
             return None
-        return MemoryRecord.from_json(stored.record_json)
+        return MemoryRecord.from_json(layout.canonical_json(stored.record_json))
     except ValueError:
         return None
 

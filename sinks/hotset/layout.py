@@ -84,3 +84,12 @@ def stored_text(value: str) -> tuple[str, str]:
     if not isinstance(text, str):
         return "", ""
     return text, str(record.get("visibility") or "private")
+
+
+def canonical_json(record_json: str) -> str:
+    """The record as memory.records carries it: the hotset copy without its index-only field."""
+    if CONTEXT_TERMS not in record_json:
+        return record_json
+    record = orjson.loads(record_json)
+    record.pop(CONTEXT_TERMS, None)
+    return orjson.dumps(record).decode()

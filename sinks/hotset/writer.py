@@ -208,7 +208,7 @@ def _live_record(value: str) -> MemoryRecord | None:
         stored = layout.decode(value)
         if stored is None or stored.deleted or not stored.record_json:
             return None
-        return MemoryRecord.from_json(stored.record_json)
+        return MemoryRecord.from_json(layout.canonical_json(stored.record_json))
     except ValueError:  # not this layout, or a record that no longer validates: nothing to forget
         return None
 

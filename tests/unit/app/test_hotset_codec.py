@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from sinks.hotset import layout as hotset_format
@@ -29,3 +30,10 @@ def test_encode_refuses_what_decode_could_not_split(version: str, record: str) -
 def test_decode_refuses_other_layouts(value: str) -> None:
     with pytest.raises(ValueError):
         hotset_format.decode(value)
+
+
+def test_canonical_json_drops_the_index_only_field() -> None:
+    rec = '{"memory_id":"m","context_terms":["kafka"],"tenant_id":"t"}'
+    assert orjson.loads(hotset_format.canonical_json(rec)) == {"memory_id": "m", "tenant_id": "t"}
+    plain = '{"memory_id":"m"}'
+    assert hotset_format.canonical_json(plain) is plain
