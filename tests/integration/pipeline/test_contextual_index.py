@@ -40,7 +40,8 @@ def mid(tenant: str, eid: str) -> str:
 
 
 async def search(gateway: Gateway, tenant: str, q: str) -> dict[str, dict[str, Any]]:
-    r = await gateway.get(tenant, "/api/v2/memory/search", params={"q": q, "limit": 10})
+    # Keyword mode: the keyword index is under test (hybrid would add turns near in meaning).
+    r = await gateway.get(tenant, "/api/v2/memory/search", params={"q": q, "limit": 10, "mode": "keyword"})
     assert r.status_code == 200, r.text
     return {h["memory_id"]: h for h in r.json()["results"]}
 
