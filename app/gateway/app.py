@@ -91,6 +91,9 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
         "hotset with the Snowflake warehouse behind it. Errors: "
         '`{"error": {"code", "message", "details"}}`.',
         lifespan=lifespan,
+        # No slash redirects: Starlette builds their absolute URL from the Host header, so a
+        # forged Host would steer the client elsewhere. A path with a stray slash is a 404.
+        redirect_slashes=False,
         # memstream exports Prometheus metrics; FastAPI's OpenTelemetry hooks cost per request.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, NamedTuple
 
+from app.auth.scope import may_read
 from app.gateway.docs import Doc
 from app.gateway.visibility import allowed
 from app.models import Visibility
@@ -69,8 +70,17 @@ class Context:
     omitted: int
 
 
-def _eligible(doc: Doc, section: Section, session_id: str | None, agent_id: str | None, vis: frozenset[str]) -> bool:
+def _eligible(
+    doc: Doc,
+    section: Section,
+    session_id: str | None,
+    agent_id: str | None,
+    vis: frozenset[str],
+    reader_agent: str | None = None,
+) -> bool:
     if doc.deleted or doc.superseded_by is not None or doc.visibility not in vis or not doc.text:
+        return False
+    if reader_agent is not None and not may_read(reader_agent, doc.agent_id, doc.type, doc.to_agent):
         return False
     want = SECTION_TYPE[section]
     if want is not None and doc.type != want:
@@ -99,7 +109,9 @@ def assemble(
     session_id: str | None = None,
     agent_id: str | None = None,
     channel_visibility: Visibility | None = None,
+    reader_agent: str | None = None,
 ) -> Context:
+    """`reader_agent`: the agent an agent-scoped caller is bound to (app.auth.scope.may_read)."""
     vis = allowed(channel_visibility)
     seen_ids: set[str] = set()
     seen_text: set[str] = set()
@@ -108,7 +120,9 @@ def assemble(
     omitted = 0
     for section in SECTIONS:
         docs = [
-            d for d in candidates.get(section, ()) if d is not None and _eligible(d, section, session_id, agent_id, vis)
+            d
+            for d in candidates.get(section, ())
+            if d is not None and _eligible(d, section, session_id, agent_id, vis, reader_agent)
         ]
         taken = 0
         for doc in _order(section, docs):

@@ -87,7 +87,7 @@ async def list_handoffs(caller: Caller, svc: Svc, q: Annotated[HandoffListQuery,
         content = record.get("content") or {}
         if content.get("to_agent") != to_agent:
             continue
-        if not visible(doc.visibility, channel_visibility):
+        if not visible(doc.visibility, channel_visibility) or not service.readable(caller, doc):
             continue
         is_acked = was_acked or doc.status == "done"
         if is_acked and not include_acked:
@@ -130,6 +130,8 @@ async def ack_handoff(
     ack = ack.model_copy(update={"agent_id": scoped_agent(caller, ack.agent_id)})
     tenant = caller.tenant_id
     doc = await service.retrieve(svc, tenant, handoff_id)
+    if not service.readable(caller, doc):
+        raise ApiError(404, "memory not found")
     if doc.type != "handoff":
         raise ApiError(404, "not a handoff")
     to_agent = doc.content.get("to_agent")

@@ -11,6 +11,9 @@ from typing import Any, Literal
 
 from redis.exceptions import RedisError
 
+from app.auth.errors import Forbidden
+from app.auth.principal import Principal
+from app.auth.scope import may_read, may_write
 from app.gateway import gmetrics
 from app.gateway.context import Context, assemble
 from app.gateway.deps import Services
@@ -135,9 +138,50 @@ async def context(
     agent_id: str | None,
     channel_visibility: Visibility | None,
     budget_tokens: int,
+    reader_agent: str | None = None,
 ) -> Context:
     candidates = await svc.reader.context_candidates(tenant, session_id, agent_id)
-    return assemble(candidates, budget_tokens, session_id, agent_id, channel_visibility)
+    return assemble(candidates, budget_tokens, session_id, agent_id, channel_visibility, reader_agent)
+
+
+def readable(caller: Principal, doc: Doc) -> bool:
+    """app.auth.scope.may_read for a fetched memory."""
+    return may_read(caller.agent_id, doc.agent_id, doc.type, doc.to_agent)
+
+
+async def existing(svc: Services, tenant: str, memory_id: str) -> Doc | None:
+    """The live memory an id names (hotset, else warehouse), or None (unknown or deleted). 503
+    when neither can say: an ownership check must not pass on a guess."""
+    slot = await svc.reader.get(tenant, memory_id)
+    if slot.doc is not None:
+        return slot.doc
+    if slot.present:
+        return None  # a tombstone
+    try:
+        record = await svc.warehouse.get(tenant, memory_id)
+    except WarehouseUnavailable as exc:
+        raise ApiError(
+            503,
+            "cannot check who owns this memory: the warehouse is unavailable",
+            "warehouse_unavailable",
+            details={"reason": str(exc)},
+        ) from exc
+    if record is None or record.deleted:
+        return None
+    return from_record(record, "warehouse")
+
+
+async def check_writable(svc: Services, caller: Principal, memory_id: str) -> None:
+    """app.auth.scope.may_write: 404 for a memory the caller may not even read, 403 for one it
+    may read but not change (an unscoped memory, a handoff addressed to it)."""
+    if caller.agent_id is None:
+        return
+    doc = await existing(svc, caller.tenant_id, memory_id)
+    if doc is None or may_write(caller.agent_id, doc.agent_id, exists=True):
+        return
+    if not readable(caller, doc):
+        raise ApiError(404, "memory not found")
+    raise Forbidden("this memory belongs to another agent", reason="agent_scope")
 
 
 def hit_json(s: Scored) -> dict[str, Any]:
