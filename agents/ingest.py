@@ -103,7 +103,7 @@ class IngestProcessor:
         intents = plan(batch.prepared, state, self.settings.dedupe_window_seconds)
         await self._publish(intents, batch.dead)
         await self._apply(intents)
-        await self.hotset.count_dead_letters(len(batch.dead))
+        await self.hotset.count_dead_letters([d.tenant_id for d in batch.dead])
         self._observe(intents, batch.dead)
         metrics.INGEST_BATCH_SECONDS.observe(time.perf_counter() - started)
 

@@ -161,7 +161,7 @@ async def ack_handoff(
             "acked": True,
             "event_id": event.event_id,
             "partition": written.delivered.partition,
-            "offset": written.delivered.offset,
+            "offset": written.seq,
         }
     )
 

@@ -37,6 +37,11 @@ def active_field(memory_type: str, key: str) -> str:
     return f"{memory_type}\x1f{key}"
 
 
+def write_seq(tenant: str) -> str:
+    """Counter: the tenant's accepted writes; write answers number them (never Kafka offsets)."""
+    return f"{_t(tenant)}:wseq"
+
+
 def dedupe(tenant: str, digest: str) -> str:
     return f"{_t(tenant)}:dd:{digest}"
 
