@@ -84,9 +84,25 @@ async def rebuild(settings: Settings, tenant: str | None = None) -> dict[str, in
                 counts["restored"] += await hotset.apply(batch)
                 batch = []
         counts["restored"] += await hotset.apply(batch)
+        counts["api_keys"] = await refill_api_keys(settings, redis, tenant)
     finally:
         await redis.aclose()
     return counts
+
+
+async def refill_api_keys(settings: Settings, redis: Any, tenant: str | None) -> int:
+    """Copy API keys and revocations from AI_MEMORY.API_KEYS into Redis (a cached revocation is
+    never undone)."""
+    from app.auth.apikeys import ApiKeyStore
+    from app.auth.registry import KeyRegistry
+    from app.gateway.warehouse import Warehouse
+
+    warehouse = Warehouse(settings, max_workers=1)
+    try:
+        store = ApiKeyStore(redis, registry=KeyRegistry(warehouse.query, settings.snowflake_schema))
+        return await store.refill(tenant)
+    finally:
+        warehouse.close()
 
 
 def run_rebuild(settings: Settings, tenant: str | None) -> int:
@@ -95,6 +111,7 @@ def run_rebuild(settings: Settings, tenant: str | None) -> int:
     print(
         f"read {counts['rows']} warehouse rows; restored {counts['restored']} memories into the hotset, "
         f"{counts['rows'] - counts['restored'] - counts['skipped']} already current, "
-        f"{counts['skipped']} deleted or past their hotset TTL ({time.monotonic() - started:.1f}s)"
+        f"{counts['skipped']} deleted or past their hotset TTL; {counts['api_keys']} API keys "
+        f"({time.monotonic() - started:.1f}s)"
     )
     return 0

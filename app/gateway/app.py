@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 from app.auth import asgi as auth
 from app.auth.audit import AuditSink
 from app.auth.endpoints import ROUTE_ACTIONS
+from app.auth.registry import KeyRegistry
 from app.gateway import errors, routes_context, routes_handoffs, routes_memory, routes_ops
 from app.gateway.deps import Services
 from app.gateway.hot import HotReads
@@ -63,7 +64,9 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
         # Security: credentials, rate limits, RBAC; audit entries to memory.audit through the
         # process's one producer.
         audit = AuditSink(producer, settings.topic_audit)
-        app.state.security = auth.Security(settings, redis, ROUTE_ACTIONS, audit)
+        # API keys: Redis caches them, the warehouse's API_KEYS table is their system of record.
+        registry = KeyRegistry(warehouse.query, settings.snowflake_schema)
+        app.state.security = auth.Security(settings, redis, ROUTE_ACTIONS, audit, registry)
         flusher = asyncio.create_task(_flush_loop(reader))
         # What start-up loaded lives as long as the process: keep the cyclic collector from
         # walking it on every full collection, which pauses every request in flight.

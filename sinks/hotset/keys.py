@@ -82,6 +82,11 @@ def api_key(prefix: str) -> str:
     return f"{PREFIX}:apikey:{prefix}"
 
 
+def api_key_unknown(prefix: str) -> str:
+    """Negative cache: a key id found neither in Redis nor in the warehouse (expires)."""
+    return f"{PREFIX}:apikey-unknown:{prefix}"
+
+
 def api_keys_of(tenant: str) -> str:
     """Set of the key prefixes issued to a tenant."""
     return f"{_t(tenant)}:apikeys"

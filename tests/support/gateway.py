@@ -23,13 +23,16 @@ from app.snowflake_conn import connect
 from tests.support.stack import Proc, Stack
 
 ROOT = Path(__file__).resolve().parents[2]
-V001 = ROOT / "deploy" / "snowflake" / "V001__memory_records.sql"
+MIGRATIONS = ROOT / "deploy" / "snowflake"
+V001 = MIGRATIONS / "V001__memory_records.sql"
 _VARIANTS = ("content", "metadata", "citations", "redactions")
 
 
 def apply_v001(settings: Settings) -> None:
-    """The warehouse schema, idempotently (IF NOT EXISTS). `memstream migrate` will own this."""
-    sql = "\n".join(line for line in V001.read_text().splitlines() if not line.strip().startswith("--"))
+    """The warehouse schema (every migration, in order), idempotently (IF NOT EXISTS)."""
+    files = sorted(MIGRATIONS.glob("V*.sql"), key=lambda f: int(f.name[1:].split("__")[0]))
+    text = "\n".join(f.read_text() for f in files)
+    sql = "\n".join(line for line in text.splitlines() if not line.strip().startswith("--"))
     conn = connect(settings, with_schema=False)
     try:
         cur = conn.cursor()
