@@ -662,9 +662,9 @@ async def test_stats(gateway: Gateway, tenant: str) -> None:
     assert stats["hotset_size"] == 2 and stats["hotset_by_type"] == {"event": 1, "rule": 1}
     assert stats["cache"]["hit_ratio"] == 0.5
     assert stats["counters"]["writes"] == 2
-    assert stats["consumer_lag"]["group"] == gateway.settings.worker_group
-    assert isinstance(stats["consumer_lag"]["total"], int)
-    assert "total" in stats["sink_lag"] and isinstance(stats["dead_letters"], int)
+    # Shared figures (offsets, per-partition lag) stay out of a tenant's stats.
+    assert stats["consumer_lag"]["status"] in ("caught_up", "behind") and set(stats["consumer_lag"]) == {"status"}
+    assert set(stats["sink_lag"]) == {"status"} and stats["dead_letters"] == 0
 
 
 # ---- the per-turn reads without FastAPI's router (app.gateway.hot) -----------------------------
