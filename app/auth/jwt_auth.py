@@ -50,8 +50,9 @@ class JwtConfig:
 
     @classmethod
     def from_settings(cls, s: Settings) -> JwtConfig:
-        secret = s.jwt_hs256_secret.get_secret_value().encode() if s.jwt_hs256_secret else None
-        previous = s.jwt_hs256_secret_previous.get_secret_value().encode() if s.jwt_hs256_secret_previous else None
+        secret = (s.jwt_hs256_secret.get_secret_value().encode() or None) if s.jwt_hs256_secret else None
+        prev = s.jwt_hs256_secret_previous
+        previous = (prev.get_secret_value().encode() or None) if prev else None  # an emptied file: none
         for name, value in (("jwt_hs256_secret", secret), ("jwt_hs256_secret_previous", previous)):
             if value is not None and len(value) < MIN_HS_SECRET_BYTES:
                 raise ValueError(f"{name} must be at least {MIN_HS_SECRET_BYTES} bytes")

@@ -23,7 +23,7 @@ class RotatingSecret:
         self.name = name
         self.path = path
         self.check_s = check_s
-        self._value = value.get_secret_value().encode() if value is not None else None
+        self._value = (value.get_secret_value().encode() or None) if value is not None else None
         self._mtime: int | None = None
         self._checked = time.monotonic()
         if path:
