@@ -93,9 +93,13 @@ async def batch(body: BatchRequest, caller: Caller, svc: Svc, wait: Wait = None)
                 item = StoreRequest.model_validate(raw)
             except ValidationError as exc:
                 raise validation_error(exc, loc) from exc
+            # Acting as another agent refuses the whole batch (403), as for a single store.
             event = scope_event(caller, build_event(item, caller.tenant_id, loc))
             if event.memory_id is not None:
-                await service.check_writable(svc, caller, event.memory_id)
+                try:
+                    await service.check_writable(svc, caller, event.memory_id)
+                except Forbidden as exc:  # another agent's memory: this item only
+                    raise ApiError(exc.status, exc.message, exc.code, {"reason": exc.reason}) from exc
             events.append((i, event))
         except ApiError as exc:
             results.append(
@@ -103,14 +107,6 @@ async def batch(body: BatchRequest, caller: Caller, svc: Svc, wait: Wait = None)
                     "index": i,
                     "status": exc.status,
                     "error": {"code": exc.code, "message": exc.message, "details": exc.details},
-                }
-            )
-        except Forbidden as exc:
-            results.append(
-                {
-                    "index": i,
-                    "status": exc.status,
-                    "error": {"code": exc.code, "message": exc.message, "details": {"reason": exc.reason}},
                 }
             )
     if not events:
