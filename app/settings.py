@@ -208,7 +208,9 @@ class Settings(BaseSettings):
     )
     # `*_FILE` secrets are re-read when their file changes; the mtime is checked this often.
     secret_file_check_s: float = Field(
-        default=5.0, ge=0, description="how often (s) the mtime of each `*_FILE` secret is checked; a changed file is re-read"
+        default=5.0,
+        ge=0,
+        description="how often (s) each `*_FILE` secret's mtime is checked; a changed file is re-read",
     )
     # Gateway HTTPS (TLS >= 1.2).
     tls_cert_file: str | None = Field(None, description="gateway HTTPS certificate (PEM)")

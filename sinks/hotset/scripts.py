@@ -1,4 +1,4 @@
-"""The one loader of the hotset's Lua scripts (lua/*.lua): the sink's, the gateway's and the rate
+"""The one loader of the hotset's Lua scripts (lua/*.lua): the sink's, the gateway's, the rate
 limiter's and the API key cache's.
 
 Each source is read from the package once per process. `script` binds it to a client as redis-py's
