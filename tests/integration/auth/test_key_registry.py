@@ -20,13 +20,14 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from app import devstack, keys
+from app import devstack
 from app.auth.apikeys import ApiKeyStore, key_prefix
 from app.auth.principal import Role
 from app.auth.registry import KeyRegistry
 from app.gateway.warehouse import Warehouse
 from app.rebuild import refill_api_keys
 from app.settings import Settings
+from sinks.hotset import keys
 from tests.support.auth import AUDIENCE, ISSUER, claims
 from tests.support.gateway import Gateway, running
 from tests.support.stack import ROOT, Stack
