@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import faust
 import orjson
@@ -25,8 +25,8 @@ from redis.exceptions import ResponseError as RedisResponseError
 from agents.loop import BatchLoop, Item, LoopConfig, host
 from app import metrics
 from app.kafka import AsyncProducer, BrokerUnavailable
-from app.models import DeadLetter
-from app.pipeline import Incoming, Intent, Prepared, dead_letter, plan, prepare, validate
+from app.models import DeadLetter, MemoryType
+from app.pipeline import Incoming, Intent, Prepared, dead_letter, future_skew, plan, prepare, validate
 from app.settings import Settings
 from sinks.hotset import Hotset
 
@@ -42,6 +42,8 @@ class Staged:
 
     prepared: list[Prepared]
     dead: list[DeadLetter]
+    # The summaries' messages by position: `plan` may refuse one (drift guard) after staging.
+    summaries: dict[tuple[str, int, int], Incoming] = field(default_factory=dict)
 
 
 class IngestProcessor:
@@ -58,18 +60,26 @@ class IngestProcessor:
     def prepare(self, items: list[Item]) -> Staged:
         prepared: list[Prepared] = []
         dead: list[DeadLetter] = []
+        summaries: dict[tuple[str, int, int], Incoming] = {}
         for item in items:
-            msg = Incoming(item.value, item.topic, item.partition, item.offset)
+            ts_ms = int(item.timestamp * 1000) if item.timestamp else None
+            msg = Incoming(item.value, item.topic, item.partition, item.offset, ts_ms)
             event = validate(msg)
             if isinstance(event, DeadLetter):
                 dead.append(event)
                 continue
+            skew = future_skew(event, msg.timestamp_ms, self.settings.max_event_skew_seconds)
+            if skew is not None:
+                dead.append(dead_letter(msg, skew, "skew", event.tenant_id))
+                continue
+            if event.type is MemoryType.SUMMARY:
+                summaries[(msg.topic, msg.partition, msg.offset)] = msg
             try:
                 prepared.append(prepare(event, msg.position))
             except Exception as exc:
                 log.exception("prepare failed for %s", msg.position)
                 dead.append(dead_letter(msg, f"{type(exc).__name__}: {exc}", "prepare", event.tenant_id))
-        return Staged(prepared, dead)
+        return Staged(prepared, dead, summaries)
 
     async def _publish(self, intents: list[Intent], dead: list[DeadLetter]) -> None:
         s = self.settings
@@ -101,10 +111,11 @@ class IngestProcessor:
         started = time.perf_counter()
         state = await self.hotset.read_state(batch.prepared)
         intents = plan(batch.prepared, state, self.settings.dedupe_window_seconds)
-        await self._publish(intents, batch.dead)
+        dead = batch.dead + _refusals(intents, batch.summaries)
+        await self._publish(intents, dead)
         await self._apply(intents)
-        await self.hotset.count_dead_letters([d.tenant_id for d in batch.dead])
-        self._observe(intents, batch.dead)
+        await self.hotset.count_dead_letters([d.tenant_id for d in dead])
+        self._observe(intents, dead)
         metrics.INGEST_BATCH_SECONDS.observe(time.perf_counter() - started)
 
     def dependency(self, exc: BaseException) -> str | None:
@@ -133,6 +144,19 @@ class IngestProcessor:
             metrics.INGEST_EVENTS.labels("deadletter").inc(len(dead))
             for d in dead:
                 log.info("dead letter from %s: %s", d.source, d.reason)
+
+
+def _refusals(intents: list[Intent], messages: dict[tuple[str, int, int], Incoming]) -> list[DeadLetter]:
+    """Dead letters for the events `plan` refused (a summary citing missing memories)."""
+    out = []
+    for intent in intents:
+        if intent.kind != "refused":
+            continue
+        src = intent.record.source
+        msg = messages.get((src.topic, src.partition, src.offset)) if src else None
+        if msg is not None:
+            out.append(dead_letter(msg, intent.reason or "refused", "drift", intent.record.tenant_id))
+    return out
 
 
 def register(app: faust.App, processor: IngestProcessor, settings: Settings) -> BatchLoop[Staged]:

@@ -53,6 +53,7 @@ class Incoming:
     topic: str
     partition: int
     offset: int
+    timestamp_ms: int | None = None  # the broker's (or producer's) message timestamp, if any
 
     @property
     def position(self) -> SourcePosition:
@@ -207,6 +208,23 @@ def _has_secret_candidate(event: MemoryEvent) -> bool:
     return any(may_contain_secret(t) for t in texts)
 
 
+def future_skew(event: MemoryEvent, timestamp_ms: int | None, max_skew_s: float) -> str | None:
+    """Why an event stamped too far ahead of its message's timestamp is refused, or None.
+
+    Supersession orders by `occurred_at`: an event from the future would outrank every later write
+    of the same key until its time came. Without a message timestamp there is nothing to compare.
+    """
+    if timestamp_ms is None or timestamp_ms <= 0:
+        return None
+    ahead_s = event.occurred_at.timestamp() - timestamp_ms / 1000
+    if ahead_s <= max_skew_s:
+        return None
+    return (
+        f"occurred_at {event.occurred_at.isoformat()} is {ahead_s:.0f} s ahead of the message timestamp "
+        f"(more than the allowed clock skew of {max_skew_s:g} s)"
+    )
+
+
 def to_record(event: MemoryEvent, pos: SourcePosition, redactions: Counter[str]) -> MemoryRecord:
     version = make_version(event.occurred_at, pos.offset)
     deleted = event.op == "delete"
@@ -286,7 +304,7 @@ def prepare(event: MemoryEvent, pos: SourcePosition) -> Prepared:
 class Intent:
     """One write for the hotset (and, for `write`/`delete`, one record for `memory.records`)."""
 
-    kind: Literal["write", "delete", "duplicate", "dropped", "replay", "restore"]
+    kind: Literal["write", "delete", "duplicate", "dropped", "replay", "restore", "refused"]
     record: MemoryRecord
     counters: dict[str, int]
     terms: tuple[str, ...] = ()
@@ -295,6 +313,7 @@ class Intent:
     active_field: str | None = None
     active_value: str | None = None
     supersedes: str | None = None  # memory id this write makes superseded
+    reason: str | None = None  # refused: why (the event goes to the dead-letter topic)
 
     @property
     def publishes(self) -> bool:
@@ -315,6 +334,33 @@ def _occurred_us(dt: datetime) -> int:
     return int(dt.timestamp() * 1_000_000)
 
 
+def citation_problem(record: MemoryRecord, state: HotsetState) -> str | None:
+    """The drift guard: a summary must cite memories of its tenant that exist and are not deleted.
+
+    Existence is what the hotset holds (or what this batch wrote before it): a cited memory that
+    expired from the hotset is not seen here; the gateway's store re-warms cited memories from the
+    warehouse before it publishes, so only raw producers citing expired memories are refused.
+    """
+    if record.type is not MemoryType.SUMMARY:
+        return None
+    missing = []
+    deleted = []
+    for cited in dict.fromkeys(record.citations):
+        status = state.memories.get((record.tenant_id, cited), "absent")
+        if status == "deleted":
+            deleted.append(cited)
+        elif status != "live":
+            missing.append(cited)
+    if not missing and not deleted:
+        return None
+    parts = []
+    if missing:
+        parts.append(f"not found in tenant {record.tenant_id}: {', '.join(missing[:20])}")
+    if deleted:
+        parts.append(f"deleted: {', '.join(deleted[:20])}")
+    return "summary cites memories " + "; ".join(parts)
+
+
 def plan(batch: list[Prepared], state: HotsetState, dedupe_window_s: int) -> list[Intent]:
     """Decide, in order, what each prepared event does to the hotset. `state` is updated in place."""
     out: list[Intent] = []
@@ -333,6 +379,11 @@ def plan(batch: list[Prepared], state: HotsetState, dedupe_window_s: int) -> lis
             continue
         if p.event.op == "delete":
             out.append(Intent("delete", rec, {"deletes": 1}))
+            state.memories[(tenant, rec.memory_id)] = "deleted"
+            continue
+        problem = citation_problem(rec, state)
+        if problem is not None:
+            out.append(Intent("refused", rec, {"refused_citations": 1}, reason=problem))
             continue
 
         counters = {"writes": 1, **redaction_counters}
@@ -364,6 +415,7 @@ def plan(batch: list[Prepared], state: HotsetState, dedupe_window_s: int) -> lis
                 rec = rec.model_copy(update={"superseded_by": current.memory_id})
                 counters["superseded"] = 1
 
+        state.memories[(tenant, rec.memory_id)] = "live"
         out.append(
             Intent(
                 "write",

@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     dedupe_window_seconds: int = Field(
         3600, ge=0, description="same normalized text in the same scope within this event-time window is a duplicate"
     )
+    max_event_skew_seconds: float = Field(
+        300.0, ge=0, description="an event stamped more than this ahead of its message's timestamp is dead-lettered"
+    )
     state_ttl_seconds: int = Field(
         30 * 86400,
         ge=60,
@@ -138,6 +141,12 @@ class Settings(BaseSettings):
     gateway_max_body_bytes: int = Field(1024 * 1024, ge=1024, description="request body limit (413 above it)")
     gateway_batch_max_items: int = Field(100, ge=1, description="max events per batch request")
     search_candidate_pool: int = Field(500, ge=10, description="max candidates a search examines in the hotset")
+    context_page_size: int = Field(
+        256,
+        ge=8,
+        le=5000,
+        description="ids a context call reads from one index per round trip (it pages while the budget has room)",
+    )
     gateway_doc_cache_size: int = Field(
         20_000,
         ge=0,

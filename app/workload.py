@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from app.models import derive_memory_id
+
 
 def conversation_events(tenants: list[str], limit: int, seed: int = 7, tag: str = "cc") -> Iterator[dict[str, Any]]:
     """`limit` chat messages as memory events, one session per conversation, spread over tenants."""
@@ -61,12 +63,16 @@ def scenario_events(tenant: str, session: str = "demo-session") -> list[dict[str
             **fields,
         }
 
-    return [
+    events = [
         ev(0, type="identity", key="agent.name", content={"text": "I am Planner, the release coordinator."}),
         ev(1, type="rule", key="tone", content={"text": "Answer in short, plain sentences."}),
         ev(2, type="decision", key="warehouse", content={"text": "Use Postgres as the system of record."}),
         # The newer decision arrives first; the older one arriving later must not win.
-        ev(30, type="decision", key="warehouse", content={"text": "Use Snowflake as the system of record."}),
+        (
+            snowflake := ev(
+                30, type="decision", key="warehouse", content={"text": "Use Snowflake as the system of record."}
+            )
+        ),
         ev(10, type="decision", key="warehouse", content={"text": "Use BigQuery as the system of record."}),
         ev(3, type="task", key="release-42", content={"text": "Ship release 42", "status": "open"}),
         ev(40, type="task", key="release-42", content={"text": "Ship release 42", "status": "in_progress"}),
@@ -90,10 +96,12 @@ def scenario_events(tenant: str, session: str = "demo-session") -> list[dict[str
             60,
             type="summary",
             content={"text": "Planning for release 42 is done; Snowflake chosen."},
-            citations=["demo-citation"],
+            # A summary cites memories that exist (the drift guard dead-letters it otherwise).
+            citations=[derive_memory_id(tenant, snowflake["event_id"])],
         ),
         # Invalid: unknown field, missing text, wrong type -> dead letters.
         ev(70, type="event", content={"text": "x"}, mood="happy"),
         ev(71, type="event", content={}),
         ev(72, type="memo", content={"text": "x"}),
     ]
+    return events

@@ -46,6 +46,9 @@ from app import devstack  # noqa: E402
 TENANT = "bench"
 SESSION = "bench-session"
 CLIENTS = 50
+STANDING_RULES = 300
+STANDING_DECISIONS = 300
+CONTEXT_BUDGET = 4000
 HEADER = "X-Memstream-Dev-Tenant"
 
 
@@ -69,17 +72,33 @@ def events(n_memories: int, session_size: int) -> list[dict[str, Any]]:
         return {"schema_version": 1, "event_id": f"ctx-{i}", "tenant_id": TENANT, "session_id": SESSION,
                 "agent_id": "agent-1", "occurred_at": at(i), **kw}  # fmt: skip
 
+    def standing(i: int, scope: int, **kw: Any) -> dict[str, Any]:
+        # Standing knowledge lives in every scope: unscoped, the agent's, the session's.
+        e = ev(i, **kw)
+        if scope % 3 == 0:
+            del e["session_id"], e["agent_id"]
+        elif scope % 3 == 1:
+            del e["session_id"]
+        return e
+
+    # STANDING_RULES rules and STANDING_DECISIONS decisions active (each decision key written
+    # twice: the older version superseded), tasks, one identity.
     special = [
         ev(0, type="identity", key="name", content={"text": "I am the bench agent, terse and exact."}),
-        *[ev(1 + i, type="rule", key=f"r{i}", content={"text": f"Rule {i}: {words[i]}"}) for i in range(10)],
-        *[ev(20 + i, type="decision", key=f"d{i % 10}", content={"text": f"Decision {i}: {words[50 + i]}"})
-          for i in range(20)],
-        *[ev(50 + i, type="task", key=f"t{i}", content={"text": f"Task {i}: {words[100 + i]}",
+        *[standing(1 + i, i, type="rule", key=f"r{i}", content={"text": f"Rule {i}: {words[i % 5000]}"})
+          for i in range(STANDING_RULES)],
+        *[standing(1000 + i, i, type="decision", key=f"d{i % STANDING_DECISIONS}",
+                   content={"text": f"Decision {i}: {words[(50 + i) % 5000]}"})
+          for i in range(2 * STANDING_DECISIONS)],
+        *[ev(3000 + i, type="task", key=f"t{i}", content={"text": f"Task {i}: {words[100 + i]}",
           "status": rng.choice(["open", "in_progress", "blocked", "done"])}) for i in range(30)],
     ]  # fmt: skip
-    turns = [ev(100 + i, type="event", content={"text": f"{rng.choice(words)} #{i}"}) for i in range(session_size)]
-    summary = ev(100 + session_size, type="summary", content={"text": "Summary of the bench session so far."},
-                 citations=[f"ctx-{100}"])  # fmt: skip
+    first = 4000
+    turns = [ev(first + i, type="event", content={"text": f"{rng.choice(words)} #{i}"}) for i in range(session_size)]
+    from app.models import derive_memory_id
+
+    summary = ev(first + session_size, type="summary", content={"text": "Summary of the bench session so far."},
+                 citations=[derive_memory_id(TENANT, f"ctx-{first}")])  # fmt: skip
     return out + special + turns + [summary]
 
 
@@ -437,7 +456,7 @@ def main() -> int:
             "paths": {
                 "retrieve": [f"/api/v2/memory/retrieve?memory_id={m}" for m in rng.sample(ids, min(5000, len(ids)))],
                 "search": [f"/api/v2/memory/search?q={quote(q)}&limit=10" for q in queries],
-                "context": [f"/api/v2/context?session_id={SESSION}&agent_id=agent-1&budget_tokens=2000"],
+                "context": [f"/api/v2/context?session_id={SESSION}&agent_id=agent-1&budget_tokens={CONTEXT_BUDGET}"],
             },
         }
         spec_path = tmp / "spec.json"
@@ -446,6 +465,7 @@ def main() -> int:
                               text=True, check=True, cwd=ROOT)  # fmt: skip
         res = json.loads(done.stdout.strip().splitlines()[-1])
         search_stats = probe_search(port, spec["paths"]["search"][:20])
+        context_stats = probe_context(port, spec["paths"]["context"][0])
     finally:
         if gateway is not None and gateway.poll() is None:
             gateway.terminate()
@@ -461,6 +481,7 @@ def main() -> int:
     for name in ("retrieve", "search", "context"):
         print(f"{name + ' saturation':20s} {json.dumps(res[f'{name}_saturation'])}", file=sys.stderr)
     print(f"search probe: {json.dumps(search_stats)}", file=sys.stderr)
+    print(f"context probe: {json.dumps(context_stats)}", file=sys.stderr)
     out = {
         "memories": hotset_size,
         "session_memories": session_size,
@@ -477,6 +498,10 @@ def main() -> int:
         "context_p95_ms": res["context"]["p95_ms"],
         "context_p99_ms": res["context"]["p99_ms"],
         "context_rps": res["context"]["rps"],
+        "context_budget_tokens": CONTEXT_BUDGET,
+        "context_active_rules_decisions": STANDING_RULES + STANDING_DECISIONS,
+        "context_items": context_stats["items"],
+        "context_used_tokens": context_stats["used_tokens"],
         "retrieve_api_key_p50_ms": res["retrieve_api_key"]["p50_ms"],
         "retrieve_api_key_p95_ms": res["retrieve_api_key"]["p95_ms"],
         "raw_get_p50_ms": res["raw_get"]["p50_ms"],
@@ -492,6 +517,17 @@ def main() -> int:
     }
     print(json.dumps(out))
     return 0
+
+
+def probe_context(port: int, path: str) -> dict[str, Any]:
+    """What one context answer held: items per section, what each left out, the warehouse."""
+    import httpx
+
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={HEADER: TENANT}) as c:
+        body = c.get(path).json()
+    return {"items": len(body["items"]), "used_tokens": body["used_tokens"],
+            "by_section": dict(Counter(i["section"] for i in body["items"])), "omitted": body["omitted"],
+            "warehouse_consulted": body["warehouse_consulted"]}  # fmt: skip
 
 
 def probe_search(port: int, paths: list[str]) -> dict[str, Any]:

@@ -1,40 +1,45 @@
 """Context assembly for an agent turn, as a pure function over already-fetched docs.
 
-Order for a prompt: identity, rules, active decisions, open tasks, the latest session summary,
-then the session's recent events oldest first (so the transcript reads forward). Priority for the
-budget is the same order: recent events fill what is left, newest first.
+Sections, in prompt order and in budget priority (a short budget is given to the first ones
+first; the last ones give way): identity, rules, decisions, tasks, summary, recent.
+
+Scope: an unscoped memory (no session, no agent) applies to every context call of its tenant;
+an agent-scoped one (agent, no session) to calls for that agent; a session-scoped one to calls
+for that session, whichever agent asks. Identity, rules, decisions and tasks are the active
+memories of their keys in scope (every one of them, newest first, while the budget lasts; tasks
+only while open, in progress or blocked); the summary is the newest summary of the session (or,
+without a session, the agent's newest, else the newest unscoped one), left out while stale (a
+memory it cites was deleted or superseded since); recent is the session's (or agent's) newest
+events, presented oldest first. An agent-scoped caller gets only what it may read
+(app.auth.scope.may_read), whatever the scope asked for.
+
 Tokens are counted per item text as ceil(UTF-8 bytes / 4) (app.text.estimate_tokens).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, NamedTuple
 
 from app.auth.scope import may_read
-from app.gateway.docs import Doc
+from app.gateway.docs import Doc, Slot
 from app.gateway.visibility import allowed
 from app.models import Visibility
 
 Section = Literal["identity", "rules", "decisions", "tasks", "summary", "recent"]
 SECTIONS: tuple[Section, ...] = ("identity", "rules", "decisions", "tasks", "summary", "recent")
-# How many candidates each section reads from its recency index (bounded work per turn).
-FETCH: Mapping[Section, int] = {
-    "identity": 10,
-    "rules": 30,
-    "decisions": 30,
-    "tasks": 40,
-    "summary": 20,
-    "recent": 60,
-}
-# How many items each section may contribute at most.
-CAP: Mapping[Section, int] = {
-    "identity": 5,
-    "rules": 20,
-    "decisions": 20,
-    "tasks": 20,
+# Standing knowledge: every active memory in scope is a candidate (read page by page).
+STANDING: tuple[Section, ...] = ("identity", "rules", "decisions", "tasks")
+# Windows of the recency-ordered sections.
+SUMMARY_FETCH = 3
+RECENT_FETCH = 60
+CAP: Mapping[Section, int | None] = {
+    "identity": None,
+    "rules": None,
+    "decisions": None,
+    "tasks": None,
     "summary": 1,
     "recent": 50,
 }
@@ -67,7 +72,27 @@ class ContextItem(NamedTuple):  # a tuple: built for every item of every turn
 class Context:
     items: list[ContextItem]
     used_tokens: int
-    omitted: int
+    omitted: dict[Section, int]
+    # Sections whose index holds more than was fetched while the budget still had room: the
+    # adapter reads their next page and assembles again.
+    starved: frozenset[Section] = field(default_factory=frozenset)
+
+
+def in_scope(doc: Doc, session_id: str | None, agent_id: str | None) -> bool:
+    """The scope rule of standing knowledge (module docstring)."""
+    if doc.session_id is not None:
+        return doc.session_id == session_id
+    if doc.agent_id is not None:
+        return doc.agent_id == agent_id
+    return True
+
+
+def _summary_in_scope(doc: Doc, session_id: str | None, agent_id: str | None) -> bool:
+    if session_id is not None:
+        return doc.session_id == session_id  # the session's summary, whoever wrote it
+    if doc.agent_id is not None:
+        return doc.agent_id == agent_id
+    return doc.session_id is None
 
 
 def _eligible(
@@ -88,19 +113,33 @@ def _eligible(
     if section == "recent":
         # Standing knowledge has its own sections; the transcript is the session's events.
         return doc.type not in _RECENT_SKIP and (session_id is None or doc.session_id == session_id)
-    if section == "summary" and session_id is not None:
-        return doc.session_id == session_id  # the session's summary, whoever wrote it
-    # identity, rules, decisions, tasks (and, without a session, summaries): tenant-wide, or this agent's.
+    if section == "summary":
+        return _summary_in_scope(doc, session_id, agent_id)
     if section == "tasks" and doc.status == "done":
         return False
-    return agent_id is None or doc.agent_id is None or doc.agent_id == agent_id
+    return in_scope(doc, session_id, agent_id)
 
 
 def _order(section: Section, docs: list[Doc]) -> list[Doc]:
-    newest = sorted(docs, key=lambda d: d.occurred_ms, reverse=True)
+    newest = sorted(docs, key=lambda d: (d.occurred_ms, d.memory_id), reverse=True)
     if section == "tasks":
         return sorted(newest, key=lambda d: _TASK_ORDER.get(d.status or "open", 3))
     return newest
+
+
+def summary_staleness(doc: Doc, cited: Mapping[str, Slot]) -> str | None:
+    """Why a summary no longer matches what it cites, or None. `cited`: the hotset slots of its
+    citations (a citation missing from `cited` or absent from the hotset expired: not stale)."""
+    citations = doc.record.get("citations") or []
+    for mid in citations:
+        slot = cited.get(mid)
+        if slot is None or not slot.present:
+            continue
+        if slot.deleted:
+            return f"cited memory {mid} was deleted"
+        if slot.doc is not None and slot.doc.superseded_by is not None:
+            return f"cited memory {mid} was superseded by {slot.doc.superseded_by}"
+    return None
 
 
 def assemble(
@@ -109,39 +148,56 @@ def assemble(
     session_id: str | None = None,
     agent_id: str | None = None,
     channel_visibility: Visibility | None = None,
+    totals: Mapping[Section, int] | None = None,
+    stale: Mapping[str, str] | None = None,
     reader_agent: str | None = None,
 ) -> Context:
-    """`reader_agent`: the agent an agent-scoped caller is bound to (app.auth.scope.may_read)."""
+    """`candidates`: per section, what was read of its indexes (None: an entry with no memory);
+    `totals`: per standing section, how many entries its indexes hold in all (entries not read
+    count as omitted); `stale`: summary id -> why it is stale; `reader_agent`: the agent an
+    agent-scoped caller is bound to (app.auth.scope.may_read: what it may not read is left out
+    before the budget is spent)."""
     vis = allowed(channel_visibility)
+    totals = totals or {}
+    stale = stale or {}
     seen_ids: set[str] = set()
     seen_text: set[str] = set()
     chosen: dict[Section, list[ContextItem]] = {s: [] for s in SECTIONS}
+    omitted: dict[Section, int] = dict.fromkeys(SECTIONS, 0)
+    starved: set[Section] = set()
     used = 0
-    omitted = 0
     for section in SECTIONS:
-        docs = [
-            d
-            for d in candidates.get(section, ())
-            if d is not None and _eligible(d, section, session_id, agent_id, vis, reader_agent)
-        ]
+        fetched = candidates.get(section, ())
+        docs = [d for d in fetched if d is not None and _eligible(d, section, session_id, agent_id, vis, reader_agent)]
+        ordered = _order(section, docs)
+        if section == "summary" and ordered:
+            ordered = ordered[:1]  # the newest only: a stale one is not replaced by an older one
+            if ordered[0].memory_id in stale:
+                omitted[section] += 1
+                continue
         taken = 0
-        for doc in _order(section, docs):
+        cap = CAP[section]
+        for doc in ordered:
             norm = doc.normalized_text
             if doc.memory_id in seen_ids or norm in seen_text:
                 continue  # deduplicated: the same memory or the same words already in context
-            if taken >= CAP[section]:
-                break
             cost = doc.tokens
-            if used + cost > budget_tokens:
-                omitted += 1
-                continue  # a smaller item further down may still fit
+            if (cap is not None and taken >= cap) or used + cost > budget_tokens:
+                omitted[section] += 1
+                continue  # a smaller item further down may still fit (it is not read for)
             seen_ids.add(doc.memory_id)
             seen_text.add(norm)
             used += cost
             taken += 1
             chosen[section].append(_item(doc, section, cost))
+        unread = max(0, totals.get(section, 0) - len(fetched)) if section in STANDING else 0
+        # Read further only while everything read so far fitted: the next page is older.
+        if unread and not omitted[section] and used < budget_tokens:
+            starved.add(section)
+        omitted[section] += unread
     chosen["recent"].reverse()  # chosen newest first, presented oldest first
-    return Context([i for s in SECTIONS for i in chosen[s]], used, omitted)
+    items = [i for s in SECTIONS for i in chosen[s]]
+    return Context(items, used, omitted, frozenset(starved))
 
 
 def _item(doc: Doc, section: Section, cost: int) -> ContextItem:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,8 +18,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from app.gateway.context import FETCH, SECTION_TYPE, Section
-from app.gateway.docs import ABSENT, Doc, Slot, from_hotset
+from app.gateway.docs import ABSENT, Slot, from_hotset
 from app.gateway.search import RECENCY_HALF_LIFE_S, SearchParams
 from app.models import SUPERSEDING_TYPES, VERSION_WIDTH, MemoryRecord
 from sinks.hotset import ActiveEntry, Lua, keys, layout, script
@@ -164,38 +163,34 @@ class HotsetReader:
         return Candidates(ranked, df, n_docs, examined, sources)
 
     # ---- context -----------------------------------------------------------------------------
-    async def context_candidates(
-        self, tenant: str, session_id: str | None, agent_id: str | None
-    ) -> dict[Section, list[Doc | None]]:
-        """Two round trips: bounded ZREVRANGEs of every section's index (one script call), then one
-        MGET of the memories they name."""
-        index: dict[Section, str] = {}
-        for section, memory_type in SECTION_TYPE.items():
-            if memory_type is not None:
-                index[section] = keys.by_type(tenant, memory_type)
-        if session_id is not None:
-            index["recent"] = keys.by_session(tenant, session_id)
-        elif agent_id is not None:
-            index["recent"] = keys.by_agent(tenant, agent_id)
-        else:
-            index["recent"] = keys.recent(tenant)
-        ranges = await self._context_ids(keys=list(index.values()), args=[FETCH[s] for s in index])
-        ids_by_section = dict(zip(index, ranges, strict=True))
-        unique = list(dict.fromkeys(mid for ids in ranges for mid in ids))
-        slots = dict(zip(unique, await self.get_many(tenant, unique), strict=True))
-        stale: dict[str, list[str]] = defaultdict(list)
-        out: dict[Section, list[Doc | None]] = {}
-        for section, ids in ids_by_section.items():
-            out[section] = [slots[mid].doc for mid in ids]
-            for mid in ids:
-                if not slots[mid].present or slots[mid].deleted:
-                    stale[index[section]].append(mid)
-        self.prune(tenant, stale)
-        return out
+    async def index_pages(self, pages: Sequence[tuple[str, int, int]]) -> list[tuple[int, list[str]]]:
+        """For (index key, start, count) each, newest first: (entries in the index, the ids), in
+        one script call (Lua.CONTEXT_IDS)."""
+        if not pages:
+            return []
+        raw = await self._context_ids(keys=[k for k, _, _ in pages], args=[x for _, s, n in pages for x in (s, n)])
+        return [(int(card), [str(m) for m in ids]) for card, ids in raw]
 
     # ---- handoffs ----------------------------------------------------------------------------
     async def handoff_ids(self, tenant: str, agent_id: str, n: int) -> list[str]:
         return list(await self.redis.zrevrange(keys.handoffs_to(tenant, agent_id), 0, n - 1))
+
+    async def page_after(self, key: str, before: tuple[int, str] | None, n: int) -> list[tuple[str, int]]:
+        """Up to `n` (id, score) of a recency index, newest first, strictly after the cursor
+        `before` = (score, id) in that order (at one score, ids come in reverse order)."""
+        if before is None:
+            raw = await self.redis.zrevrange(key, 0, n - 1, withscores=True)
+            return [(str(m), int(s)) for m, s in raw]
+        score, last = before
+        out: list[tuple[str, int]] = []
+        offset = 0
+        while len(out) < n:
+            raw = await self.redis.zrevrangebyscore(key, score, "-inf", start=offset, num=n + 64, withscores=True)
+            if not raw:
+                break
+            offset += len(raw)
+            out.extend((str(m), int(s)) for m, s in raw if int(s) < score or str(m) < last)
+        return out[:n]
 
     async def acked(self, tenant: str, ids: Sequence[str]) -> list[bool]:
         if not ids:

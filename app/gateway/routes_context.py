@@ -1,4 +1,5 @@
-"""/api/v2/context: the per-turn fast path (two Redis round trips, no warehouse)."""
+"""/api/v2/context: the per-turn fast path (index pages and one MGET per round; the warehouse only
+for active memories whose hotset copy expired)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ router = APIRouter(prefix="/api/v2", tags=["context"])
 
 async def context_reply(scope: Scope, caller: Principal, svc: Services, q: ContextQuery) -> Response:
     agent_id = scoped_agent(caller, q.agent_id)  # an agent-scoped key assembles its own context
-    ctx = await service.context(
+    outcome = await service.context(
         svc, caller.tenant_id, q.session_id, agent_id, q.channel_visibility, q.budget_tokens, caller.agent_id
     )
+    ctx = outcome.context
     body = {
         "session_id": q.session_id,
         "agent_id": agent_id,
@@ -45,6 +47,7 @@ async def context_reply(scope: Scope, caller: Principal, svc: Services, q: Conte
             for i in ctx.items
         ],
         "omitted": ctx.omitted,
+        "warehouse_consulted": outcome.warehouse_consulted,
     }
     return audited_json(scope, body)
 
@@ -56,7 +59,9 @@ async def get_context(
     svc: Annotated[Services, Depends(services)],
     q: Annotated[ContextQuery, Query()],
 ) -> Response:
-    """Identity and rules, active decisions, open tasks, the latest summary and the session's
-    recent events: deduplicated, within `budget_tokens`, each item with its memory id, in prompt
-    order. Tokens are counted as ceil(UTF-8 bytes / 4) of each item's text."""
+    """Every active identity fact, rule and decision in scope, the open tasks, the latest valid
+    summary and the session's recent events: deduplicated, within `budget_tokens` (sections give
+    way from the last: recent, summary, tasks, decisions, rules, identity), each item with its
+    memory id, in prompt order; `omitted` counts what each section left out. Tokens are counted
+    as ceil(UTF-8 bytes / 4) of each item's text."""
     return await context_reply(request.scope, caller, svc, q)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -13,6 +14,7 @@ from fastapi.responses import Response
 from app.auth.rbac import scoped_agent
 from app.gateway import service
 from app.gateway.deps import Principal, Services, principal, services
+from app.gateway.docs import Doc, from_record
 from app.gateway.errors import ApiError, SingleValued, responses
 from app.gateway.routes_memory import WRITE_ERRORS, Wait, json_response
 from app.gateway.schemas import (
@@ -24,7 +26,9 @@ from app.gateway.schemas import (
     StoreResult,
 )
 from app.gateway.visibility import visible
+from app.gateway.warehouse import WarehouseUnavailable
 from app.gateway.writes import stamp_after, validated
+from app.models import Visibility
 from sinks.hotset import keys
 
 router = APIRouter(prefix="/api/v2/handoffs", tags=["handoffs"])
@@ -67,48 +71,135 @@ async def create_handoff(body: HandoffRequest, caller: Caller, svc: Svc, wait: W
 
 @router.get("", response_model=HandoffList, responses=responses(401, 422), dependencies=[SingleValued])
 async def list_handoffs(caller: Caller, svc: Svc, q: Annotated[HandoffListQuery, Query()]) -> Response:
-    """Handoffs addressed to `to_agent`, newest first; pending ones only unless `include_acked`."""
-    to_agent, include_acked, channel_visibility, limit = q.to_agent, q.include_acked, q.channel_visibility, q.limit
+    """Handoffs addressed to `to_agent`, newest first, `limit` per page (`next_cursor` pages on,
+    so no pending packet is hidden behind others); pending ones only unless `include_acked`.
+    Each packet's references (its `citations`) are resolved: available, deleted or missing."""
+    to_agent, channel_visibility, limit = q.to_agent, q.channel_visibility, q.limit
     scoped_agent(caller, to_agent)  # an agent-scoped key reads only its own inbox
     tenant = caller.tenant_id
-    ids = await svc.reader.handoff_ids(tenant, to_agent, min(limit * 3, 300))
-    slots = await svc.reader.get_many(tenant, ids)
-    acked = await svc.reader.acked(tenant, ids)
-    out = []
-    stale = []
-    for mid, slot, was_acked in zip(ids, slots, acked, strict=True):
-        doc = slot.doc
-        if doc is None:
-            stale.append(mid)
-            continue
-        if doc.type != "handoff":
-            continue
-        record = doc.record
-        content = record.get("content") or {}
-        if content.get("to_agent") != to_agent:
-            continue
-        if not visible(doc.visibility, channel_visibility) or not service.readable(caller, doc):
-            continue
-        is_acked = was_acked or doc.status == "done"
-        if is_acked and not include_acked:
-            continue
-        out.append(
-            {
-                "handoff_id": mid,
-                "to_agent": to_agent,
-                "from_agent": doc.agent_id,
-                "task": str(content.get("task") or ""),
-                "text": doc.text,
-                "session_id": doc.session_id,
-                "occurred_at": record["occurred_at"],
-                "acked": is_acked,
-                "record": record,
-            }
-        )
-        if len(out) >= limit:
+    index = keys.handoffs_to(tenant, to_agent) if q.include_acked else keys.handoffs_pending(tenant, to_agent)
+    cursor = _decode_cursor(q.cursor) if q.cursor else None
+    out: list[dict[str, Any]] = []
+    stale: list[str] = []
+    last: tuple[int, str] | None = cursor
+    exhausted = False
+    page: list[tuple[str, int]] = []
+    for _ in range(HANDOFF_PAGE_ROUNDS):
+        want = limit + 1 - len(out)
+        page = await svc.reader.page_after(index, last, want)
+        exhausted = len(page) < want
+        if not page:
             break
-    svc.reader.prune(tenant, {keys.handoffs_to(tenant, to_agent): stale})
-    return json_response({"to_agent": to_agent, "handoffs": out})
+        ids = [mid for mid, _ in page]
+        slots = await svc.reader.get_many(tenant, ids)
+        acked = await svc.reader.acked(tenant, ids)
+        for (mid, score), slot, was_acked in zip(page, slots, acked, strict=True):
+            if len(out) == limit:
+                break  # one more exists: the cursor points before it
+            last = (score, mid)
+            doc = slot.doc
+            if doc is None:
+                stale.append(mid)
+                continue
+            content = doc.content
+            if doc.type != "handoff" or content.get("to_agent") != to_agent:
+                continue
+            if not visible(doc.visibility, channel_visibility) or not service.readable(caller, doc):
+                continue
+            is_acked = was_acked or doc.status == "done"
+            if is_acked and not q.include_acked:
+                continue
+            out.append(_packet(mid, to_agent, doc, is_acked))
+        if len(out) == limit or exhausted:
+            break
+    svc.reader.prune(tenant, {index: stale})
+    await _resolve_references(svc, caller, out, channel_visibility)
+    # A full page with index entries left after the cursor has a next page.
+    consumed_all = exhausted and (not page or last == (page[-1][1], page[-1][0]))
+    more = len(out) == limit and not consumed_all
+    next_cursor = _encode_cursor(last) if more and last is not None else None
+    return json_response({"to_agent": to_agent, "handoffs": out, "next_cursor": next_cursor})
+
+
+HANDOFF_PAGE_ROUNDS = 20  # index pages one list call reads at most (skipped entries cost a page)
+
+
+def _packet(mid: str, to_agent: str, doc: Doc, acked: bool) -> dict[str, Any]:
+    record = doc.record
+    content = record.get("content") or {}
+    return {
+        "handoff_id": mid,
+        "to_agent": to_agent,
+        "from_agent": doc.agent_id,
+        "task": str(content.get("task") or ""),
+        "text": doc.text,
+        "session_id": doc.session_id,
+        "occurred_at": record["occurred_at"],
+        "acked": acked,
+        "references": list(record.get("citations") or []),
+        "record": record,
+    }
+
+
+async def _resolve_references(
+    svc: Services, caller: Principal, packets: list[dict[str, Any]], channel_visibility: Visibility | None
+) -> None:
+    """Replace each packet's reference ids with what they name now: the hotset first, then the
+    warehouse for ids it does not hold (one batch). A memory the caller may not read
+    (service.readable) is reported as missing, deleted or not: a reference reveals nothing of it."""
+    wanted = list(dict.fromkeys(mid for p in packets for mid in p["references"]))
+    if not wanted:
+        return
+    tenant = caller.tenant_id
+    found: dict[str, dict[str, Any]] = {}
+    absent = []
+    for mid, slot in zip(wanted, await svc.reader.get_many(tenant, wanted), strict=True):
+        if slot.doc is not None:
+            found[mid] = _reference(caller, slot.doc, channel_visibility)
+        elif slot.deleted and caller.agent_id is None:
+            found[mid] = {"memory_id": mid, "status": "deleted"}
+        else:
+            absent.append(mid)  # a hotset tombstone names no owner: the warehouse's row does
+    if absent:
+        try:
+            records = await svc.warehouse.get_many(tenant, absent)
+        except WarehouseUnavailable:
+            records = {}
+        for mid, record in records.items():
+            doc = from_record(record)
+            if not service.readable(caller, doc):
+                continue
+            found[mid] = (
+                {"memory_id": mid, "status": "deleted"}
+                if record.deleted
+                else _reference(caller, doc, channel_visibility)
+            )
+    for p in packets:
+        p["references"] = [found.get(mid) or {"memory_id": mid, "status": "missing"} for mid in p["references"]]
+
+
+def _reference(caller: Principal, doc: Doc, channel_visibility: Visibility | None) -> dict[str, Any]:
+    if not visible(doc.visibility, channel_visibility) or not service.readable(caller, doc):
+        return {"memory_id": doc.memory_id, "status": "missing"}  # the caller learns nothing
+    return {"memory_id": doc.memory_id, "status": "available", "type": doc.type, "text": doc.text}
+
+
+def _encode_cursor(position: tuple[int, str]) -> str:
+    return base64.urlsafe_b64encode(f"{position[0]}|{position[1]}".encode()).decode("ascii")
+
+
+def _decode_cursor(raw: str) -> tuple[int, str]:
+    try:
+        score, bar, mid = base64.urlsafe_b64decode(raw.encode("ascii")).decode("utf-8").partition("|")
+        if not bar or not mid:
+            raise ValueError("no position")
+        return int(score), mid
+    except (ValueError, UnicodeError) as exc:
+        raise ApiError(
+            422,
+            "cursor is not a next_cursor of this list",
+            details=[{"loc": "query.cursor", "msg": "invalid cursor", "type": "value_error"}],
+        ) from exc
 
 
 @router.post(

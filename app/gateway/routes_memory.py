@@ -69,6 +69,9 @@ async def store(body: StoreRequest, caller: Caller, svc: Svc, wait: Wait = None)
     event = scope_event(caller, build_event(body, caller.tenant_id))
     if event.memory_id is not None:
         await service.check_writable(svc, caller, event.memory_id)
+    problem = (await service.write_errors(svc, caller.tenant_id, [event]))[0]
+    if problem is not None:
+        raise problem
     written = await svc.publisher.publish([event])
     return json_response((await _finish(svc, written, wait))[0], 202)
 
@@ -109,6 +112,17 @@ async def batch(body: BatchRequest, caller: Caller, svc: Svc, wait: Wait = None)
                     "error": {"code": exc.code, "message": exc.message, "details": exc.details},
                 }
             )
+    problems = await service.write_errors(svc, caller.tenant_id, [e for _, e in events])
+    for (i, _), err in zip(events, problems, strict=True):
+        if err is not None:
+            results.append(
+                {
+                    "index": i,
+                    "status": err.status,
+                    "error": {"code": err.code, "message": err.message, "details": err.details},
+                }
+            )
+    events = [item for item, err in zip(events, problems, strict=True) if err is None]
     if not events:
         raise ApiError(422, "no valid item in the batch", details=results)
     written = await svc.publisher.publish([e for _, e in events])
@@ -126,7 +140,11 @@ async def retrieve_reply(scope: Scope, caller: Principal, svc: Services, q: Retr
         raise ApiError(404, f"memory is not of type {q.memory_type.value}")
     if not visible(doc.visibility, q.channel_visibility):
         raise ApiError(404, "memory not found")  # as for an unknown id: a public read learns nothing
-    return audited_json(scope, {"source": doc.source, "record": doc.record})
+    reason = await service.staleness(svc, doc)
+    body: dict[str, Any] = {"source": doc.source, "record": doc.record}
+    if reason is not None:
+        body["stale"] = {"reason": reason}
+    return audited_json(scope, body)
 
 
 @router.get(

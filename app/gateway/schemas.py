@@ -198,11 +198,21 @@ class HandoffListQuery(ReadQuery):
     include_acked: QueryBool = False
     channel_visibility: Visibility | None = None
     limit: Limit100 = 20
+    cursor: Annotated[str, Field(min_length=1, max_length=512)] | None = Field(
+        None, description="`next_cursor` of the previous page"
+    )
+
+
+class Staleness(BaseModel):
+    reason: str
 
 
 class RetrieveResult(BaseModel):
     source: Literal["hotset", "warehouse"]
     record: MemoryRecord
+    stale: Staleness | None = Field(
+        None, description="a summary whose cited memories were deleted or superseded since: why"
+    )
 
 
 class SearchHit(BaseModel):
@@ -244,7 +254,12 @@ class ContextResult(BaseModel):
     used_tokens: int
     token_counting: str
     items: list[ContextItemOut]
-    omitted: int = Field(description="eligible items left out to stay within the budget")
+    omitted: dict[Literal["identity", "rules", "decisions", "tasks", "summary", "recent"], int] = Field(
+        description="per section, items in scope left out (budget, a stale summary, entries not read)"
+    )
+    warehouse_consulted: bool = Field(
+        description="true when active memories whose hotset copy expired were read from the warehouse"
+    )
 
 
 class HandoffRequest(BaseModel):
@@ -265,7 +280,9 @@ class HandoffRequest(BaseModel):
     user_id: Scope | None = None
     channel: Channel | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-    citations: list[Id128] | None = None
+    citations: list[Id128] | None = Field(
+        None, description="references: memory ids the receiver should read (resolved in its inbox)"
+    )
     importance: Importance | None = None
     event_id: Id128 | None = None
 
@@ -277,6 +294,15 @@ class HandoffAckRequest(BaseModel):
     note: Annotated[str, StringConstraints(strict=True, max_length=4096)] | None = None
 
 
+class HandoffReference(BaseModel):
+    memory_id: str
+    status: Literal["available", "deleted", "missing"] = Field(
+        description="missing: neither the hotset nor the warehouse holds it (or it is not visible to the channel)"
+    )
+    type: str | None = None
+    text: str | None = None
+
+
 class HandoffOut(BaseModel):
     handoff_id: str
     to_agent: str
@@ -286,12 +312,14 @@ class HandoffOut(BaseModel):
     session_id: str | None
     occurred_at: datetime
     acked: bool
+    references: list[HandoffReference] = Field(description="the packet's cited memories, resolved")
     record: MemoryRecord
 
 
 class HandoffList(BaseModel):
     to_agent: str
     handoffs: list[HandoffOut]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
 
 
 class HandoffAckResult(BaseModel):

@@ -15,13 +15,25 @@ from app.auth.errors import Forbidden
 from app.auth.principal import Principal
 from app.auth.scope import may_read, may_write
 from app.gateway import gmetrics
-from app.gateway.context import Context, assemble
+from app.gateway.context import (
+    RECENT_FETCH,
+    SECTION_TYPE,
+    SECTIONS,
+    STANDING,
+    SUMMARY_FETCH,
+    Context,
+    Section,
+    assemble,
+    summary_staleness,
+)
 from app.gateway.deps import Services
-from app.gateway.docs import ABSENT, Doc, from_record
+from app.gateway.docs import ABSENT, Doc, Slot, from_record
 from app.gateway.errors import ApiError
 from app.gateway.search import Scored, SearchParams, passes, rank, reconcile
 from app.gateway.warehouse import WarehouseUnavailable
-from app.models import Visibility
+from app.models import MemoryEvent, MemoryType, Visibility
+from app.pipeline import future_skew
+from sinks.hotset import keys
 
 MAX_FETCH_ROUNDS = 4
 
@@ -72,6 +84,71 @@ async def latest_occurred(svc: Services, tenant: str, memory_id: str) -> datetim
     except WarehouseUnavailable:
         return None
     return record.occurred_at if record is not None else None
+
+
+def skew_error(svc: Services, event: MemoryEvent) -> ApiError | None:
+    """A 422 for an event stamped further ahead of the gateway's clock than the worker accepts
+    (it would be dead-lettered, and a `?wait=visible` would time out)."""
+    reason = future_skew(event, int(time.time() * 1000), svc.settings.max_event_skew_seconds)
+    if reason is None:
+        return None
+    return ApiError(422, reason, "clock_skew", details={"max_event_skew_seconds": svc.settings.max_event_skew_seconds})
+
+
+async def write_errors(svc: Services, tenant: str, events: list[MemoryEvent]) -> list[ApiError | None]:
+    """The write guards at the gateway: per event, a 422 when it is stamped too far in the future
+    (skew_error) or when it is a summary citing a memory of
+    the tenant that does not exist or was deleted (a memory written earlier in `events` counts).
+    A cited memory found only in the warehouse is re-warmed, so the worker finds it too."""
+    summaries = [e for e in events if e.type is MemoryType.SUMMARY and e.op == "upsert" and e.citations]
+    if not summaries:
+        return [skew_error(svc, e) for e in events]
+    cited = list(dict.fromkeys(c for e in summaries for c in e.citations or ()))
+    state: dict[str, str] = {}
+    try:
+        slots = await svc.reader.get_many(tenant, cited)
+    except RedisError as exc:
+        raise ApiError(503, "the hotset is unavailable", "hotset_unavailable") from exc
+    for mid, slot in zip(cited, slots, strict=True):
+        if slot.present:
+            state[mid] = "deleted" if slot.deleted else "live"
+    absent = [mid for mid in cited if mid not in state]
+    if absent:
+        try:
+            records = await svc.warehouse.get_many(tenant, absent)
+        except WarehouseUnavailable as exc:
+            raise ApiError(
+                503,
+                "cited memories are not in the hotset and the warehouse is unavailable",
+                "warehouse_unavailable",
+                details={"reason": str(exc)},
+            ) from exc
+        for mid, record in records.items():
+            if record.deleted:
+                state[mid] = "deleted"
+                continue
+            ttl = svc.settings.hotset_ttl_seconds.get(record.type.value if record.type else "event", 86400)
+            await svc.reader.rewarm(record, record.ttl_seconds or ttl)
+            state[mid] = "live"
+    out: list[ApiError | None] = []
+    for event in events:
+        problem = skew_error(svc, event)
+        if problem is None and event.type is MemoryType.SUMMARY and event.op == "upsert":
+            missing = [c for c in event.citations or () if state.get(c) is None]
+            deleted = [c for c in event.citations or () if state.get(c) == "deleted"]
+            if missing or deleted:
+                problem = ApiError(
+                    422,
+                    "a summary must cite memories of this tenant that exist and are not deleted",
+                    "invalid_citations",
+                    details={"missing": missing, "deleted": deleted},
+                )
+        out.append(problem)
+        if problem is None and event.op == "upsert":
+            state[event.resolved_memory_id()] = "live"
+        elif event.op == "delete" and event.memory_id is not None:
+            state[event.memory_id] = "deleted"
+    return out
 
 
 @dataclass
@@ -131,6 +208,40 @@ async def search(svc: Services, tenant: str, p: SearchParams, fallback: bool) ->
     return SearchOutcome(rank(docs.values(), p, cands.df, cands.n_docs, now_ms), examined, sources, warehouse)
 
 
+CONTEXT_MAX_ROUNDS = 8  # index pages a context call reads at most per index
+CITATIONS_CHECKED = 100  # of a summary, for staleness
+
+
+@dataclass
+class ContextOutcome:
+    context: Context
+    warehouse_consulted: bool
+
+
+def context_indexes(tenant: str, session_id: str | None, agent_id: str | None) -> dict[Section, list[str]]:
+    """The indexes each section reads (app/gateway/context.py defines the scopes)."""
+    scopes = [keys.scope(None, None)]
+    if agent_id is not None:
+        scopes.append(keys.scope(agent_id, None))
+    if session_id is not None:
+        scopes.append(keys.scope(None, session_id))
+    out: dict[Section, list[str]] = {}
+    for section in STANDING:
+        memory_type = SECTION_TYPE[section]
+        assert memory_type is not None
+        out[section] = [keys.active_in_scope(tenant, memory_type, s) for s in scopes]
+    if session_id is not None:
+        out["summary"] = [keys.summaries_in_scope(tenant, keys.scope(None, session_id))]
+        out["recent"] = [keys.by_session(tenant, session_id)]
+    elif agent_id is not None:
+        out["summary"] = [keys.summaries_in_scope(tenant, s) for s in (keys.scope(agent_id, None), scopes[0])]
+        out["recent"] = [keys.by_agent(tenant, agent_id)]
+    else:
+        out["summary"] = [keys.summaries_in_scope(tenant, scopes[0])]
+        out["recent"] = [keys.recent(tenant)]
+    return out
+
+
 async def context(
     svc: Services,
     tenant: str,
@@ -139,9 +250,102 @@ async def context(
     channel_visibility: Visibility | None,
     budget_tokens: int,
     reader_agent: str | None = None,
-) -> Context:
-    candidates = await svc.reader.context_candidates(tenant, session_id, agent_id)
-    return assemble(candidates, budget_tokens, session_id, agent_id, channel_visibility, reader_agent)
+) -> ContextOutcome:
+    """Page through the section indexes until every section either fits or fills the budget.
+
+    Standing sections read the per-scope indexes of active memories page by page (never a
+    tenant-wide window); an active memory whose hotset copy expired is read from the warehouse
+    in one batch and re-warmed. Summary and recent read short recency windows. `reader_agent`
+    (an agent-scoped caller's agent) leaves out what app.auth.scope.may_read refuses it.
+    """
+    indexes = context_indexes(tenant, session_id, agent_id)
+    page = min(svc.settings.context_page_size, max(budget_tokens, 8))
+    first = {"summary": SUMMARY_FETCH, "recent": RECENT_FETCH}
+    offsets: dict[str, int] = {}
+    cards: dict[str, int] = {}
+    docs: dict[Section, list[Doc | None]] = {s: [] for s in SECTIONS}
+    stale_summaries: dict[str, str] = {}
+    consulted = False
+    wanted: list[tuple[Section, str, int]] = [
+        (section, key, first.get(section, page)) for section, ks in indexes.items() for key in ks
+    ]
+    ctx = assemble(docs, budget_tokens, session_id, agent_id, channel_visibility, reader_agent=reader_agent)
+    for _ in range(CONTEXT_MAX_ROUNDS):
+        replies = await svc.reader.index_pages([(key, offsets.get(key, 0), n) for _, key, n in wanted])
+        fetched: list[tuple[Section, str, list[str]]] = []
+        for (section, key, _n), (card, ids) in zip(wanted, replies, strict=True):
+            cards[key] = card
+            offsets[key] = offsets.get(key, 0) + len(ids)
+            fetched.append((section, key, ids))
+        unique = list(dict.fromkeys(mid for _, _, ids in fetched for mid in ids))
+        slots = dict(zip(unique, await svc.reader.get_many(tenant, unique), strict=True))
+        expired = [mid for section, _, ids in fetched if section in STANDING for mid in ids if not slots[mid].present]
+        if expired:
+            consulted = True
+            slots.update(await _from_warehouse(svc, tenant, expired))
+        stale: dict[str, list[str]] = defaultdict(list)
+        for section, key, ids in fetched:
+            docs[section].extend(slots[mid].doc for mid in ids)
+            for mid in ids:
+                slot = slots[mid]
+                # Active indexes keep an expired memory (it comes back from the warehouse).
+                if slot.deleted or (section not in STANDING and not slot.present):
+                    stale[key].append(mid)
+        svc.reader.prune(tenant, stale)
+        summaries = [slots[mid].doc for sec, _, ids in fetched if sec == "summary" for mid in ids]
+        stale_summaries.update(await _stale_summaries(svc, tenant, [d for d in summaries if d is not None]))
+        totals = {s: sum(cards.get(k, 0) for k in indexes[s]) for s in STANDING}
+        ctx = assemble(
+            docs, budget_tokens, session_id, agent_id, channel_visibility, totals, stale_summaries, reader_agent
+        )
+        wanted = [
+            (section, key, page)
+            for section in ctx.starved
+            for key in indexes[section]
+            if offsets.get(key, 0) < cards.get(key, 0)
+        ]
+        if not wanted:
+            break
+    return ContextOutcome(ctx, consulted)
+
+
+async def _from_warehouse(svc: Services, tenant: str, ids: list[str]) -> dict[str, Slot]:
+    """Active memories whose hotset copy expired, by id from the warehouse, re-warmed."""
+    try:
+        records = await svc.warehouse.get_many(tenant, ids)
+    except WarehouseUnavailable:
+        return {}
+    out: dict[str, Slot] = {}
+    for mid, record in records.items():
+        if record.deleted:
+            continue
+        ttl = svc.settings.hotset_ttl_seconds.get(record.type.value if record.type else "event", 86400)
+        record = await svc.reader.rewarm(record, record.ttl_seconds or ttl) or record
+        out[mid] = Slot(record.version, from_record(record), False)
+    return out
+
+
+async def _stale_summaries(svc: Services, tenant: str, summaries: list[Doc]) -> dict[str, str]:
+    """Summary id -> why it is stale, for those whose citations were deleted or superseded."""
+    cited = {s.memory_id: list((s.record.get("citations") or [])[:CITATIONS_CHECKED]) for s in summaries}
+    unique = list(dict.fromkeys(mid for ids in cited.values() for mid in ids))
+    if not unique:
+        return {}
+    slots = dict(zip(unique, await svc.reader.get_many(tenant, unique), strict=True))
+    out = {}
+    for summary in summaries:
+        reason = summary_staleness(summary, slots)
+        if reason is not None:
+            out[summary.memory_id] = reason
+    return out
+
+
+async def staleness(svc: Services, doc: Doc) -> str | None:
+    """Why a summary is stale (retrieve), or None; other types are never stale."""
+    if doc.type != "summary":
+        return None
+    tenant = str(doc.record.get("tenant_id") or "")
+    return (await _stale_summaries(svc, tenant, [doc])).get(doc.memory_id)
 
 
 def readable(caller: Principal, doc: Doc) -> bool:

@@ -77,6 +77,9 @@ def search_sql(table: str, terms: Sequence[str], p: SearchParams, limit: int) ->
     return sql, params
 
 
+GET_MANY_MAX = 200  # ids bound in one IN list
+
+
 class Warehouse:
     def __init__(self, settings: Settings, max_workers: int = 4) -> None:
         if not _IDENT.match(settings.snowflake_schema):
@@ -146,6 +149,22 @@ class Warehouse:
         if not rows:
             return None
         return row_to_record(rows[0], self.settings.topic_events)
+
+    async def get_many(self, tenant: str, memory_ids: Sequence[str]) -> dict[str, MemoryRecord]:
+        """The records of these ids the warehouse holds (deleted ones included), one query per
+        GET_MANY_MAX ids."""
+        out: dict[str, MemoryRecord] = {}
+        ids = list(dict.fromkeys(memory_ids))
+        for i in range(0, len(ids), GET_MANY_MAX):
+            chunk = ids[i : i + GET_MANY_MAX]
+            marks = ", ".join("?" for _ in chunk)
+            rows = await self.query(
+                f"SELECT {SELECT_RECORDS} FROM {self.table} WHERE tenant_id = ? AND id IN ({marks})", (tenant, *chunk)
+            )
+            for row in rows:
+                rec = row_to_record(row, self.settings.topic_events)
+                out[rec.memory_id] = rec
+        return out
 
     async def search(self, tenant: str, p: SearchParams, limit: int) -> list[MemoryRecord]:
         if not p.terms:

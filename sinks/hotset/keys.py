@@ -42,6 +42,42 @@ def write_seq(tenant: str) -> str:
     return f"{_t(tenant)}:wseq"
 
 
+def scope(agent_id: str | None, session_id: str | None) -> str:
+    """The scope a memory applies to: its session, else its agent, else the whole tenant."""
+    if session_id:
+        return f"s:{session_id}"
+    if agent_id:
+        return f"a:{agent_id}"
+    return "t"
+
+
+def active_in_scope(tenant: str, memory_type: str, scope_token: str) -> str:
+    """Sorted set (score = occurred_at ms): the active memories of one type and scope (context)."""
+    return f"{_t(tenant)}:act:{memory_type}:{scope_token}"
+
+
+def active_index_of(tenant: str) -> str:
+    """Hash: memory id -> the active_in_scope key it belongs to while active ('' for none: a done
+    task); lets the sink move a key's active memory between scopes."""
+    return f"{_t(tenant)}:actix"
+
+
+def key_history(tenant: str, field: str) -> str:
+    """Sorted set of '<version>|<memory_id>' (lexicographic) of every memory written for one
+    (type, key): a delete of the active one makes the newest remaining one active again."""
+    return f"{_t(tenant)}:kh:{field}"
+
+
+def summaries_in_scope(tenant: str, scope_token: str) -> str:
+    """Summaries by recency, per scope (a session's and its agent's; unscoped ones under 't')."""
+    return f"{_t(tenant)}:ix:sum:{scope_token}"
+
+
+def handoffs_pending(tenant: str, agent_id: str) -> str:
+    """Handoffs to an agent not yet acknowledged, by recency (the inbox pages over it)."""
+    return f"{_t(tenant)}:ix:handoff-pending:{agent_id}"
+
+
 def dedupe(tenant: str, digest: str) -> str:
     return f"{_t(tenant)}:dd:{digest}"
 

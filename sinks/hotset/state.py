@@ -6,6 +6,7 @@ per tenant (Lua.STATE) and the planner updates it in place as it decides.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class ActiveEntry:
         return cls(version=v, memory_id=mid)
 
 
+MemoryState = Literal["absent", "live", "deleted"]
+CITED_STATE: tuple[MemoryState, ...] = ("absent", "live", "deleted")  # as the STATE script codes them
+
+
 @dataclass
 class HotsetState:
     """What `plan` needs to know of the hotset, keyed by (tenant, digest) and (tenant, field)."""
@@ -47,3 +52,5 @@ class HotsetState:
     dedupe: dict[tuple[str, str], DedupeEntry] = field(default_factory=dict)
     active: dict[tuple[str, str], ActiveEntry] = field(default_factory=dict)
     seen: set[tuple[str, str]] = field(default_factory=set)  # (tenant, event_id) already applied
+    # (tenant, memory id) -> state of the memories summaries of the batch cite
+    memories: dict[tuple[str, str], MemoryState] = field(default_factory=dict)

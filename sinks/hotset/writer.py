@@ -9,16 +9,32 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import redis.asyncio as aioredis
 
-from app.models import MemoryType
+from app.models import MemoryRecord, MemoryType
 from sinks.hotset import keys
 from sinks.hotset.scripts import Lua, script
-from sinks.hotset.state import ActiveEntry, DedupeEntry, HotsetState
+from sinks.hotset.state import CITED_STATE, ActiveEntry, DedupeEntry, HotsetState
 
 if TYPE_CHECKING:  # app.pipeline imports the state entries from this package
     from app.pipeline import Intent, Prepared
 
 # "replay" writes nothing; "restore" (memstream rebuild) writes like "write" without the event ledger
-_KIND = {"write": "w", "delete": "x", "duplicate": "d", "dropped": "p", "restore": "r"}
+# A refused event is remembered like a dropped one: a replay does not dead-letter it twice.
+_KIND = {"write": "w", "delete": "x", "duplicate": "d", "dropped": "p", "restore": "r", "refused": "p"}
+
+
+def summary_scopes(rec: MemoryRecord) -> list[str]:
+    """The scopes a summary is found under: its session's and its agent's, else the tenant's."""
+    out = []
+    if rec.session_id:
+        out.append(keys.scope(None, rec.session_id))
+    if rec.agent_id:
+        out.append(keys.scope(rec.agent_id, None))
+    return out or [keys.scope(None, None)]
+
+
+def _closed(rec: MemoryRecord) -> bool:
+    """A done task stays the active version of its key but is no longer context."""
+    return rec.type is MemoryType.TASK and bool(rec.content) and (rec.content or {}).get("status") == "done"
 
 
 class Hotset:
@@ -45,15 +61,17 @@ class Hotset:
             digests = sorted({p.dedupe_digest for p in items if p.dedupe_digest})
             fields = sorted({p.active_field for p in items if p.active_field})
             events = sorted({p.record.event_id for p in items})
-            queries.append((tenant, digests, fields, events))
+            cited = sorted({c for p in items if p.record.type is MemoryType.SUMMARY for c in p.record.citations})
+            queries.append((tenant, digests, fields, events, cited))
             query = {
                 "dd": [keys.dedupe(tenant, d) for d in digests],
                 "act": keys.active(tenant),
                 "af": fields,
                 "seen": [keys.seen(tenant, e) for e in events],
+                "cit": [keys.memory(tenant, c) for c in cited],
             }
             await self._state(keys=[keys.stats(tenant)], args=[orjson.dumps(query)], client=pipe)
-        for (tenant, digests, fields, events), raw in zip(queries, await pipe.execute(), strict=True):
+        for (tenant, digests, fields, events, cited), raw in zip(queries, await pipe.execute(), strict=True):
             res = orjson.loads(raw)
             for d, v in zip(digests, res["dd"] or [], strict=False):
                 if v:
@@ -62,6 +80,8 @@ class Hotset:
                 if v:
                     state.active[(tenant, f)] = ActiveEntry.decode(v)
             state.seen.update((tenant, e) for e, hit in zip(events, res["seen"] or [], strict=False) if hit)
+            for c, flag in zip(cited, res.get("cit") or [], strict=False):
+                state.memories[(tenant, c)] = CITED_STATE[int(flag)]
         return state
 
     def ttl_for(self, memory_type: MemoryType | None, override: int | None) -> int:
@@ -73,6 +93,7 @@ class Hotset:
         rec = intent.record
         t = rec.tenant_id
         index_keys: list[str] = []
+        leave_keys: list[str] = []
         if intent.kind in ("write", "restore"):
             index_keys.append(keys.recent(t))
             if rec.type is not None:
@@ -82,8 +103,19 @@ class Hotset:
             if rec.agent_id:
                 index_keys.append(keys.by_agent(t, rec.agent_id))
             if rec.type is MemoryType.HANDOFF and rec.content and rec.content.get("to_agent"):
-                index_keys.append(keys.handoffs_to(t, str(rec.content["to_agent"])))
+                to_agent = str(rec.content["to_agent"])
+                index_keys.append(keys.handoffs_to(t, to_agent))
+                # The inbox: a packet leaves it with its acknowledged (done) version.
+                if rec.content.get("status") == "done":
+                    leave_keys.append(keys.handoffs_pending(t, to_agent))
+                else:
+                    index_keys.append(keys.handoffs_pending(t, to_agent))
+            if rec.type is MemoryType.SUMMARY:
+                index_keys.extend(keys.summaries_in_scope(t, s) for s in summary_scopes(rec))
             index_keys.extend(keys.term(t, term) for term in intent.terms)
+        in_scope = ""
+        if intent.active_field and rec.type is not None and not _closed(rec):
+            in_scope = keys.active_in_scope(t, rec.type.value, keys.scope(rec.agent_id, rec.session_id))
         return {
             "k": _KIND[intent.kind],
             "m": keys.memory(t, rec.memory_id),
@@ -96,13 +128,18 @@ class Hotset:
             "a": keys.active(t),
             "af": intent.active_field or "",
             "av": intent.active_value or "",
-            "sk": keys.memory(t, intent.supersedes) if intent.supersedes else "",
+            "mp": keys.memory(t, ""),
+            "ai": in_scope,
+            "ax": keys.active_index_of(t),
+            "kh": keys.key_history(t, intent.active_field) if intent.active_field else "",
+            "khp": keys.key_history(t, ""),
             "dk": keys.dedupe(t, intent.dedupe_digest) if intent.dedupe_value and intent.dedupe_digest else "",
             "dv": intent.dedupe_value or "",
             "id": rec.memory_id,
             "sb": rec.superseded_by or "",
             "t": rec.type.value if rec.type else "",
             "ix": index_keys,
+            "rx": leave_keys,
             "c": intent.counters,
         }
 

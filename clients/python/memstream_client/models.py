@@ -142,9 +142,14 @@ class BatchResult(_Result):
     items: list[BatchItemOk | BatchItemError]
 
 
+class Staleness(_Result):
+    reason: str
+
+
 class RetrieveResult(_Result):
     source: Source
     record: MemoryRecord
+    stale: Staleness | None = None  # a summary whose cited memories were deleted or superseded since
 
 
 class SearchHit(_Result):
@@ -186,11 +191,19 @@ class ContextResult(_Result):
     used_tokens: int
     token_counting: str
     items: list[ContextItemOut]
-    omitted: int = 0
+    omitted: dict[str, int] = Field(default_factory=dict)  # per section, items in scope left out
+    warehouse_consulted: bool = False
 
     def as_prompt(self) -> str:
         """The items as prompt lines, in the gateway's order."""
         return "\n".join(f"[{i.section}] {i.text}" for i in self.items)
+
+
+class HandoffReference(_Result):
+    memory_id: str
+    status: Literal["available", "deleted", "missing"]
+    type: str | None = None
+    text: str | None = None
 
 
 class HandoffOut(_Result):
@@ -202,12 +215,14 @@ class HandoffOut(_Result):
     session_id: str | None
     occurred_at: datetime
     acked: bool
+    references: list[HandoffReference] = Field(default_factory=list)
     record: MemoryRecord
 
 
 class HandoffList(_Result):
     to_agent: str
     handoffs: list[HandoffOut]
+    next_cursor: str | None = None  # pass as `cursor=` for the next page
 
 
 class HandoffAckResult(_Result):

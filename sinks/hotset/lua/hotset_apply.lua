@@ -3,13 +3,16 @@
 -- so the whole call stays in one cluster slot. Key names come from sinks/hotset/keys.py via ARGV.
 -- ARGV[1]: JSON array of ops {k kind (w write | x delete | d duplicate | p privacy drop |
 --   r restore from the warehouse: a write that skips the event ledger and counters), m memory key, v version, j record json, ttl,
---   st state ttl, s score, l ledger key, a active hash, af field, av value, sk superseded memory
---   key, dk dedupe key, dv dedupe value, id memory id, sb superseded_by, t type, ix index keys,
+--   st state ttl, s score, l ledger key, a active hash, af field, av value, mp memory key prefix,
+--   ai active-in-scope index of this memory ('' for none), ax the memory -> that index hash,
+--   kh key history ('' without a key), khp key history prefix (deletes), dk dedupe key, dv dedupe
+--   value, id memory id, sb superseded_by, t type, ix index keys, rx index keys to leave,
 --   c counters}. Versions are fixed-width digit strings: string order is version order, so a
 --   replay or an older version never overwrites a newer one. Returns how many ops changed state.
 -- Memory values are one string each (layout: sinks/hotset/layout.py):
 --   <version: 32 digits><deleted 0|1><record json>\30<superseded_by>
 local SEP = '\30'
+local HISTORY_SCAN = 50  -- members of a key's history a delete examines for the next active one
 local function sb_of(value)
   local cut = string.find(value, SEP, 34, true)
   return cut and string.sub(value, cut + 1) or ''
@@ -20,11 +23,65 @@ local function version_of(key)
   local v = redis.call('GETRANGE', key, 0, 31)
   return string.find(v, '^%d+$') and #v == 32 and v
 end
+local function id_of(pointer)
+  local bar = string.find(pointer, '|', 1, true)
+  return bar and string.sub(pointer, bar + 1)
+end
+-- Event time in ms from a version (its first 18 digits are microseconds).
+local function score_of(version)
+  return math.floor(tonumber(string.sub(version, 1, 18)) / 1000)
+end
 local ops = cjson.decode(ARGV[1])
 local stats = KEYS[1]
 local changed = 0
 local counts = {}  -- stats increments, written once per call: a redis.call costs more than a table
 local function count(name, inc) counts[name] = (counts[name] or 0) + inc end
+
+-- The active memory of `field` was deleted: the newest remaining live memory of the key becomes
+-- active (its superseded marker cleared, back in its scope index), or the key has none.
+local function reactivate(op, field, history, gone)
+  redis.call('HDEL', op.a, field)
+  for _, member in ipairs(redis.call('ZREVRANGE', history, 0, HISTORY_SCAN - 1)) do
+    local bar = string.find(member, '|', 1, true)
+    local v, mid = string.sub(member, 1, bar - 1), string.sub(member, bar + 1)
+    if mid ~= gone then
+      local mkey = op.mp .. mid
+      local head = redis.call('GETRANGE', mkey, 0, 32)
+      if #head == 33 and string.sub(head, 1, 32) == v and string.sub(head, 33, 33) == '0' then
+        redis.call('HSET', op.a, field, v .. '|' .. mid)
+        local value = redis.call('GET', mkey)
+        local cut = string.find(value, SEP, 34, true)
+        if cut and cut < #value then redis.call('SET', mkey, string.sub(value, 1, cut), 'KEEPTTL') end
+        local ix = redis.call('HGET', op.ax, mid)
+        if ix and ix ~= '' then redis.call('ZADD', ix, score_of(v), mid) end
+        count('reactivated', 1)
+        return
+      end
+      -- expired, deleted or an older version of a memory written again: never active again
+      redis.call('ZREM', history, member)
+    end
+  end
+end
+
+-- A deleted memory leaves its scope index; when it was its key's active memory (prev: the live
+-- value the delete replaces, if the hotset still held it), the key's next one takes its place.
+local function forget(op, prev)
+  local ix = redis.call('HGET', op.ax, op.id)
+  if ix then
+    if ix ~= '' then redis.call('ZREM', ix, op.id) end
+    redis.call('HDEL', op.ax, op.id)
+  end
+  if not prev or string.sub(prev, 33, 33) ~= '0' then return end
+  local cut = string.find(prev, SEP, 34, true)
+  local ok, rec = pcall(cjson.decode, string.sub(prev, 34, cut and cut - 1 or #prev))
+  if not ok or type(rec) ~= 'table' or type(rec.type) ~= 'string' or type(rec.key) ~= 'string' then return end
+  local field = rec.type .. '\31' .. rec.key
+  local history = op.khp .. field
+  redis.call('ZREM', history, string.sub(prev, 1, 32) .. '|' .. op.id)
+  local a = redis.call('HGET', op.a, field)
+  if a and id_of(a) == op.id then reactivate(op, field, history, op.id) end
+end
+
 for _, op in ipairs(ops) do
   -- The event id is the idempotency key: an event already applied changes nothing.
   if op.k == 'r' or redis.call('SET', op.l, '1', 'NX', 'EX', op.st) then
@@ -39,24 +96,37 @@ for _, op in ipairs(ops) do
       else
         -- Once superseded, a memory stays superseded: a newer version keeps the old marker.
         local sb = op.sb
-        if sb == '' and cur then sb = sb_of(redis.call('GET', op.m)) end
+        local prev = cur and redis.call('GET', op.m)
+        if sb == '' and prev then sb = sb_of(prev) end
         if op.k == 'x' then
           redis.call('SET', op.m, op.v .. '1' .. op.j .. SEP .. sb, 'EX', op.st)
+          forget(op, prev)
         else
           redis.call('SET', op.m, op.v .. '0' .. op.j .. SEP .. sb, 'EX', op.ttl)
         end
       end
       if (apply or complete) and op.k ~= 'x' then
         for _, ix in ipairs(op.ix) do redis.call('ZADD', ix, op.s, op.id) end
+        for _, ix in ipairs(op.rx) do redis.call('ZREM', ix, op.id) end
         if op.af ~= '' then
+          redis.call('ZADD', op.kh, 0, op.v .. '|' .. op.id)
+          local before = redis.call('HGET', op.ax, op.id)
+          redis.call('HSET', op.ax, op.id, op.ai)
           local a = redis.call('HGET', op.a, op.af)
-          if (not a) or a < op.av then
+          if op.av ~= '' and ((not a) or a < op.av) then
             redis.call('HSET', op.a, op.af, op.av)
-            if op.sk ~= '' then
-              local older = version_of(op.sk) and redis.call('GET', op.sk)
+            local old = a and id_of(a)
+            if old and old ~= op.id then
+              -- The key's previous active memory (whatever the planner saw) is superseded.
+              local oldix = redis.call('HGET', op.ax, old)
+              if oldix and oldix ~= '' then redis.call('ZREM', oldix, old) end
+              local sk = op.mp .. old
+              local older = version_of(sk) and redis.call('GET', sk)
               local cut = older and string.find(older, SEP, 34, true)
-              if cut then redis.call('SET', op.sk, string.sub(older, 1, cut) .. op.id, 'KEEPTTL') end
+              if cut then redis.call('SET', sk, string.sub(older, 1, cut) .. op.id, 'KEEPTTL') end
             end
+            if before and before ~= '' and before ~= op.ai then redis.call('ZREM', before, op.id) end
+            if op.ai ~= '' then redis.call('ZADD', op.ai, op.s, op.id) end
           end
         end
         if op.dk ~= '' then redis.call('SET', op.dk, op.dv, 'EX', op.st) end

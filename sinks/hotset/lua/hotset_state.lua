@@ -1,10 +1,16 @@
 -- Read what the pure planner needs for one tenant's batch, in one call.
 -- KEYS[1]: the tenant's stats hash (declares the slot; all keys share the {tenant} hash tag).
--- ARGV[1]: JSON {dd: [dedupe keys], act: active hash key, af: [fields], seen: [ledger keys]}.
--- Returns JSON {dd: [value or false], af: [value or false], seen: [0|1]}.
+-- ARGV[1]: JSON {dd: [dedupe keys], act: active hash key, af: [fields], seen: [ledger keys],
+--   cit: [memory keys of cited memories]}.
+-- Returns JSON {dd: [value or false], af: [value or false], seen: [0|1], cit: [0 absent | 1 live |
+--   2 deleted]}.
 local q = cjson.decode(ARGV[1])
-local out = {dd = {}, af = {}, seen = {}}
+local out = {dd = {}, af = {}, seen = {}, cit = {}}
 for i, k in ipairs(q.dd) do out.dd[i] = redis.call('GET', k) end
 for i, f in ipairs(q.af) do out.af[i] = redis.call('HGET', q.act, f) end
 for i, k in ipairs(q.seen) do out.seen[i] = redis.call('EXISTS', k) end
+for i, k in ipairs(q.cit or {}) do
+  local flag = redis.call('GETRANGE', k, 32, 32)
+  out.cit[i] = (flag == '0' and 1) or (flag == '1' and 2) or 0
+end
 return cjson.encode(out)

@@ -26,5 +26,12 @@ if sb == '' and ARGV[5] ~= '' then
     sb = string.sub(active, bar + 1)
   end
 end
+-- The active pointer names this very memory (made active again by a delete of the newer one):
+-- the warehouse's marker is older than the pointer.
+if sb ~= '' and ARGV[5] ~= '' then
+  local active = redis.call('HGET', KEYS[2], ARGV[5])
+  local bar = active and string.find(active, '|', 1, true)
+  if bar and string.sub(active, bar + 1) == ARGV[6] then sb = '' end
+end
 redis.call('SET', KEYS[1], ARGV[1] .. '0' .. ARGV[2] .. SEP .. sb, 'EX', ARGV[4])
 return sb

@@ -218,7 +218,7 @@ async def test_delete_forgets(gateway: Gateway, tenant: str) -> None:
 async def test_delete_orders_after_a_memory_stamped_in_the_future(gateway: Gateway, tenant: str) -> None:
     from datetime import UTC, datetime, timedelta
 
-    ahead = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()  # a client clock ahead of ours
+    ahead = (datetime.now(UTC) + timedelta(minutes=2)).isoformat()  # a client clock ahead of ours (within the skew)
     out = await gateway.store(tenant, ev(content={"text": "from the future"}, occurred_at=ahead))
     r = await gateway.delete(tenant, f"/api/v2/memory/{out['memory_id']}", params={"wait": "visible"})
     assert r.status_code == 202 and r.json()["version"] > out["version"], r.text
@@ -593,7 +593,8 @@ async def test_context_assembles_sections_in_prompt_order(gateway: Gateway, tena
     assert "They greeted" not in {i["text"] for i in public["items"]}
 
     tiny = (await gateway.get(tenant, "/api/v2/context", params={"session_id": "s1", "budget_tokens": "12"})).json()
-    assert tiny["used_tokens"] <= 12 and tiny["omitted"] > 0
+    assert tiny["used_tokens"] <= 12 and sum(tiny["omitted"].values()) > 0
+    assert ctx["warehouse_consulted"] is False
 
 
 # ---- handoffs ----------------------------------------------------------------------------------

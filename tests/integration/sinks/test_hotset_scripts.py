@@ -25,10 +25,10 @@ async def test_a_script_reloads_after_the_cache_is_flushed(client: aioredis.Redi
     ids = script(client, Lua.CONTEXT_IDS)
     await client.script_flush()
     assert await client.script_exists(ids.sha) == [False]
-    assert await ids(keys=[keys.recent(tenant)], args=[2]) == [["c", "b"]]
+    assert await ids(keys=[keys.recent(tenant)], args=[0, 2]) == [[3, ["c", "b"]]]
     assert await client.script_exists(ids.sha) == [True]
     await client.script_flush()
-    assert await ids(keys=[keys.recent(tenant)], args=[1]) == [["c"]]
+    assert await ids(keys=[keys.recent(tenant)], args=[1, 1]) == [[3, ["b"]]]
 
 
 async def test_a_script_runs_in_a_pipeline_after_the_cache_is_flushed(client: aioredis.Redis, tenant: str) -> None:
@@ -36,9 +36,9 @@ async def test_a_script_runs_in_a_pipeline_after_the_cache_is_flushed(client: ai
     ids = script(client, Lua.CONTEXT_IDS)
     await client.script_flush()
     pipe = client.pipeline(transaction=False)
-    await ids(keys=[keys.recent(tenant)], args=[1], client=pipe)
+    await ids(keys=[keys.recent(tenant)], args=[0, 1], client=pipe)
     pipe.zcard(keys.recent(tenant))
-    assert await pipe.execute() == [[["b"]], 2]
+    assert await pipe.execute() == [[[2, ["b"]]], 2]
 
 
 async def test_every_script_compiles_on_the_server(client: aioredis.Redis) -> None:
