@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -176,6 +177,85 @@ async def test_scoped_reads_follow_one_rule_on_every_path(gw: Gateway, warehouse
     # The unscoped credential reads the whole tenant.
     wide = await gw.client.get(f"{API}/context", params={"session_id": session}, headers=admin)
     assert ids["other"] in {i["memory_id"] for i in wide.json()["items"]}
+
+
+async def test_scoped_context_pages_past_unreadable_entries_and_references_hide_them(gw: Gateway, tenant: str) -> None:
+    admin = await key(gw, tenant, Role.WRITER)
+    planner = await key(gw, tenant, Role.READER, agent="planner")
+    session = f"s-{uuid.uuid4().hex[:6]}"
+    # More than a page (MEMSTREAM_CONTEXT_PAGE_SIZE) of another agent's session decisions, newer
+    # than the planner's own: the planner's context reads past them to its decision.
+    n = gw.settings.context_page_size + 44
+    t0 = datetime.now(UTC) - timedelta(hours=1)
+    own = await store(
+        gw,
+        admin,
+        {
+            "type": "decision",
+            "key": "own",
+            "agent_id": "planner",
+            "session_id": session,
+            "content": text("own", "decision"),
+            "occurred_at": (t0 - timedelta(minutes=1)).isoformat(),
+        },
+    )
+    for start in range(0, n, 100):
+        items = [
+            {
+                "type": "decision",
+                "key": f"c{i}",
+                "agent_id": "coder",
+                "session_id": session,
+                "content": text("coder", f"decision {i}"),
+                "occurred_at": (t0 + timedelta(seconds=i)).isoformat(),
+            }
+            for i in range(start, min(start + 100, n))
+        ]
+        r = await gw.client.post(
+            f"{API}/memory/batch", json={"items": items}, headers=admin, params={"wait": "visible"}
+        )
+        assert r.status_code == 202 and r.json()["accepted"] == len(items), r.text
+    ctx = await gw.client.get(
+        f"{API}/context", params={"session_id": session, "budget_tokens": 50_000}, headers=planner
+    )
+    assert ctx.status_code == 200, ctx.text
+    decisions = [i["memory_id"] for i in ctx.json()["items"] if i["section"] == "decisions"]
+    assert decisions == [own["memory_id"]], ctx.text
+    wide = await gw.client.get(f"{API}/context", params={"session_id": session, "budget_tokens": 50_000}, headers=admin)
+    assert sum(1 for i in wide.json()["items"] if i["section"] == "decisions") == n + 1
+
+    # A handoff to the planner citing memories it may and may not read, one of them deleted.
+    refs = {}
+    for name, agent in (("coder", "coder"), ("gone", "coder"), ("mine", "planner"), ("shared", None)):
+        body: dict[str, Any] = {"type": "event", "content": text("ref", name)}
+        if agent:
+            body["agent_id"] = agent
+        refs[name] = (await store(gw, admin, body))["memory_id"]
+    gone = await gw.client.delete(f"{API}/memory/{refs['gone']}", headers=admin, params={"wait": "visible"})
+    assert gone.status_code == 202, gone.text
+    h = await gw.client.post(
+        f"{API}/handoffs",
+        json={"to_agent": "planner", "from_agent": "coder", "task": "t", "citations": list(refs.values())},
+        headers=admin,
+        params={"wait": "visible"},
+    )
+    assert h.status_code == 202, h.text
+
+    async def references(headers: dict[str, str]) -> dict[str, tuple[str, str | None]]:
+        r = await gw.client.get(f"{API}/handoffs", params={"to_agent": "planner", "limit": "1"}, headers=headers)
+        assert r.status_code == 200, r.text
+        packet = r.json()["handoffs"][0]
+        assert packet["handoff_id"] == h.json()["memory_id"]
+        return {x["memory_id"]: (x["status"], x.get("text")) for x in packet["references"]}
+
+    assert await references(planner) == {
+        refs["coder"]: ("missing", None),
+        refs["gone"]: ("missing", None),
+        refs["mine"]: ("available", "ref mine"),
+        refs["shared"]: ("available", "ref shared"),
+    }
+    wide_refs = await references(admin)
+    assert wide_refs[refs["coder"]] == ("available", "ref coder") and wide_refs[refs["gone"]][0] == "deleted"
 
 
 async def test_nested_metadata_is_refused_at_the_door(gw: Gateway, tenant: str) -> None:
