@@ -26,7 +26,17 @@ from agents.loop import BatchLoop, Item, LoopConfig, host
 from app import metrics
 from app.kafka import AsyncProducer, BrokerUnavailable
 from app.models import DeadLetter, MemoryType
-from app.pipeline import Incoming, Intent, Prepared, dead_letter, future_skew, plan, prepare, validate
+from app.pipeline import (
+    Incoming,
+    Intent,
+    Prepared,
+    dead_letter,
+    future_skew,
+    plan,
+    prepare,
+    record_messages,
+    validate,
+)
 from app.settings import Settings
 from sinks.hotset import Hotset
 
@@ -83,10 +93,8 @@ class IngestProcessor:
 
     async def _publish(self, intents: list[Intent], dead: list[DeadLetter]) -> None:
         s = self.settings
-        messages: list[tuple[str, bytes | None, bytes]] = [
-            (s.topic_records, f"{i.record.tenant_id}/{i.record.memory_id}".encode(), i.record_json)
-            for i in intents
-            if i.publishes
+        messages: list[tuple[str, bytes | None, bytes | None]] = [
+            (s.topic_records, key, value) for key, value in record_messages(intents)
         ]
         messages.extend(
             (s.topic_deadletter, (d.tenant_id or "").encode() or None, orjson.dumps(d.model_dump(mode="json")))

@@ -38,6 +38,7 @@ from sinks.warehouse import (
     MemoryRecordsTable,
     Rejected,
     Row,
+    Tombstone,
     WarehouseSink,
     classify,
     parse,
@@ -95,6 +96,10 @@ class WarehouseHandler:
                 if route is None:
                     continue
                 row = parse(route.sink.table, item.value, item.topic, item.partition, item.offset, item.timestamp)
+                if isinstance(row, Tombstone):
+                    # A null value forgets a key; the delete record before it did the MERGE.
+                    metrics.SINK_ROWS.labels(f"{route.prefix}tombstone").inc()
+                    continue
                 batch.items.setdefault(item.topic, []).append(row)
         return batch
 

@@ -165,19 +165,69 @@ def cmd_dev(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from app.importer import run_import
 
-    return run_import(_settings(), args.file, args.dry_run)
+    return run_import(_settings(), args.file, args.dry_run, args.checkpoint, args.restart, args.chunk_lines)
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
     from app.rebuild import run_rebuild
 
-    return run_rebuild(_settings(), args.tenant)
+    checkpoint = args.checkpoint or Path(f"memstream-rebuild{'.' + args.tenant if args.tenant else ''}.checkpoint")
+    return run_rebuild(_settings(), args.tenant, checkpoint, args.restart)
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
     from app.mcp_server import run_mcp
 
     return run_mcp(_settings(), args.transport, args.host, args.port)
+
+
+def _subject(args: argparse.Namespace) -> tuple[str, object] | None:
+    from app.erasure import subject_from_args
+
+    try:
+        return args.tenant, subject_from_args(args.user_id, args.agent_id, args.session_id)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    import orjson
+
+    from app.erasure import Subject, run_erase
+
+    found = _subject(args)
+    if found is None:
+        return 2
+    tenant, subject = found
+    assert isinstance(subject, Subject)
+    report = run_erase(_settings(), tenant, subject, args.wait)
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from app.erasure import Subject, run_export
+
+    found = _subject(args)
+    if found is None:
+        return 2
+    tenant, subject = found
+    assert isinstance(subject, Subject)
+    if args.out is None:
+        n = run_export(_settings(), tenant, subject, sys.stdout.buffer)
+    else:
+        with open(args.out, "wb") as out:
+            n = run_export(_settings(), tenant, subject, out)
+    print(f"exported {n} memories", file=sys.stderr)
+    return 0
+
+
+def _add_subject_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--user-id")
+    p.add_argument("--agent-id")
+    p.add_argument("--session-id")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,16 +255,37 @@ def build_parser() -> argparse.ArgumentParser:
     add_keys_parser(sub)
     p = sub.add_parser("rebuild", help="refill the Redis hotset from the warehouse (cold-cache recovery)")
     p.add_argument("--tenant", help="only this tenant (default: all)")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="resume file (default: memstream-rebuild[.TENANT].checkpoint here; removed when done)",
+    )
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint, start from the beginning")
     p.set_defaults(func=cmd_rebuild)
     p = sub.add_parser("import", help="publish memory events from a JSON Lines file")
     p.add_argument("file", type=Path, metavar="FILE.jsonl")
     p.add_argument("--dry-run", action="store_true", help="validate only, publish nothing")
+    p.add_argument(
+        "--checkpoint", type=Path, help="resume file (default: FILE.jsonl.checkpoint; removed when the import ends)"
+    )
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint, start from line 1")
+    p.add_argument(
+        "--chunk-lines", type=int, default=2000, help="lines per acknowledged chunk: the checkpoint's granularity"
+    )
     p.set_defaults(func=cmd_import)
     p = sub.add_parser("mcp", help="serve memstream as MCP tools (stdio, or streamable HTTP) through the gateway")
     p.add_argument("--transport", choices=("stdio", "http"), default="stdio")
     p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (loopback by default)")
     p.add_argument("--port", type=int, default=8765, help="HTTP port (endpoint /mcp)")
     p.set_defaults(func=cmd_mcp)
+    p = sub.add_parser("erase", help="erase everything held about a user, agent or session (GDPR art. 17)")
+    _add_subject_flags(p)
+    p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the hotset tombstones (0: no wait)")
+    p.set_defaults(func=cmd_erase)
+    p = sub.add_parser("export", help="export everything held about a user, agent or session as JSON Lines")
+    _add_subject_flags(p)
+    p.add_argument("--out", type=Path, help="write to this file (default: standard output)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

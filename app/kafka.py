@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,12 +144,13 @@ class AsyncProducer:
         old.purge()
         old.poll(0)
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> Delivered:
+    async def send(self, topic: str, value: bytes | None, key: bytes | None = None) -> Delivered:
         futs = await self.send_many([(topic, key, value)])
         return futs[0]
 
-    async def send_many(self, messages: list[tuple[str, bytes | None, bytes]]) -> list[Delivered]:
-        """Produce messages in order; resolve when all are acknowledged (raises BrokerUnavailable).
+    async def send_many(self, messages: Sequence[tuple[str, bytes | None, bytes | None]]) -> list[Delivered]:
+        """Produce messages in order (a None value is a tombstone); resolve when all are
+        acknowledged (raises BrokerUnavailable).
 
         One future per call, completed from the poll thread when the last delivery report
         arrives: per-message futures and loop wake-ups cost more than the produce itself.

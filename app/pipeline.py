@@ -225,9 +225,42 @@ def future_skew(event: MemoryEvent, timestamp_ms: int | None, max_skew_s: float)
     )
 
 
-def to_record(event: MemoryEvent, pos: SourcePosition, redactions: Counter[str]) -> MemoryRecord:
+def tombstone(event: MemoryEvent, pos: SourcePosition) -> MemoryRecord:
+    """What a delete leaves: ids, version and deletion time; no content, metadata or subject ids
+    (what the hotset, memory.records and the warehouse row keep of a forgotten memory)."""
     version = make_version(event.occurred_at, pos.offset)
-    deleted = event.op == "delete"
+    return MemoryRecord.trusted(
+        tenant_id=event.tenant_id,
+        memory_id=event.resolved_memory_id(),
+        version=version,
+        event_id=event.event_id,
+        type=None,
+        key=None,
+        content=None,
+        metadata={},
+        agent_id=None,
+        user_id=None,
+        session_id=None,
+        channel_id=None,
+        visibility=event.visibility,
+        citations=[],
+        importance=None,
+        ttl_seconds=None,
+        occurred_at=event.occurred_at,
+        created_at=event.occurred_at,
+        updated_at=event.occurred_at,
+        deleted_at=event.occurred_at,
+        superseded_by=None,
+        redactions={},
+        source=pos,
+    )
+
+
+def to_record(event: MemoryEvent, pos: SourcePosition, redactions: Counter[str]) -> MemoryRecord:
+    if event.op == "delete":
+        return tombstone(event, pos)
+    version = make_version(event.occurred_at, pos.offset)
+    deleted = False
     metadata = dict(event.metadata)
     if redactions:
         metadata["redactions"] = dict(sorted(redactions.items()))
@@ -260,8 +293,10 @@ def to_record(event: MemoryEvent, pos: SourcePosition, redactions: Counter[str])
 
 
 def dedupe_digest(event: MemoryEvent) -> str | None:
-    """Same normalized text in the same tenant and scope -> same digest. Handoffs are never
-    duplicates: each packet is a delivery to an agent (a retry repeats its event id instead)."""
+    """Same normalized text (and, for a task, the same status) in the same tenant and scope ->
+    same digest: a task moving from open to done with its text unchanged is a new state, not a
+    copy. Handoffs are never duplicates: each packet is a delivery to an agent (a retry repeats
+    its event id instead)."""
     if event.op != "upsert" or event.content is None or event.type == MemoryType.HANDOFF:
         return None
     scope = (
@@ -273,7 +308,34 @@ def dedupe_digest(event: MemoryEvent) -> str | None:
         event.channel.id if event.channel else "",
         event.visibility,
     )
+    if event.type is MemoryType.TASK:
+        return digest(event.tenant_id, *scope, event.content.status or "", normalize(event.content.text))
     return digest(event.tenant_id, *scope, normalize(event.content.text))
+
+
+def record_digest(rec: MemoryRecord) -> str | None:
+    """`dedupe_digest` of the event a stored record came from (the record holds the same scope)."""
+    text = rec.content.get("text") if rec.content else None
+    if rec.deleted or not isinstance(text, str) or rec.type is None or rec.type == MemoryType.HANDOFF:
+        return None
+    scope = (
+        rec.type,
+        rec.key or "",
+        rec.session_id or "",
+        rec.agent_id or "",
+        rec.user_id or "",
+        rec.channel_id or "",
+        rec.visibility,
+    )
+    return digest(rec.tenant_id, *scope, normalize(text))
+
+
+def record_terms(rec: MemoryRecord) -> tuple[str, ...]:
+    """The keyword terms a stored record was indexed under (as `prepare` derives them)."""
+    text = rec.content.get("text") if rec.content else None
+    if not isinstance(text, str):
+        return ()
+    return tuple(index_terms(f"{rec.key or ''} {text}"))
 
 
 def prepare(event: MemoryEvent, pos: SourcePosition) -> Prepared:
@@ -314,6 +376,8 @@ class Intent:
     active_value: str | None = None
     supersedes: str | None = None  # memory id this write makes superseded
     reason: str | None = None  # refused: why (the event goes to the dead-letter topic)
+    # A delete: the stored record it forgets (its index entries and dedupe key go with it).
+    forgets: MemoryRecord | None = None
 
     @property
     def publishes(self) -> bool:
@@ -378,7 +442,25 @@ def plan(batch: list[Prepared], state: HotsetState, dedupe_window_s: int) -> lis
             out.append(Intent("dropped", rec, {"privacy_dropped": 1, **redaction_counters}))
             continue
         if p.event.op == "delete":
-            out.append(Intent("delete", rec, {"deletes": 1}))
+            # Everything derived from the stored record goes: postings, indexes, dedupe entry.
+            old = state.stored.pop((tenant, rec.memory_id), None)
+            if old is not None and old.version >= rec.version:
+                old = None  # a newer version stands; this delete changes nothing
+            dd = record_digest(old) if old is not None else None
+            if dd is not None:
+                prior = state.dedupe.get((tenant, dd))
+                if prior is not None and prior.memory_id == rec.memory_id:
+                    del state.dedupe[(tenant, dd)]
+            out.append(
+                Intent(
+                    "delete",
+                    rec,
+                    {"deletes": 1},
+                    terms=record_terms(old) if old is not None else (),
+                    dedupe_digest=dd,
+                    forgets=old,
+                )
+            )
             state.memories[(tenant, rec.memory_id)] = "deleted"
             continue
         problem = citation_problem(rec, state)
@@ -416,6 +498,9 @@ def plan(batch: list[Prepared], state: HotsetState, dedupe_window_s: int) -> lis
                 counters["superseded"] = 1
 
         state.memories[(tenant, rec.memory_id)] = "live"
+        prior_rec = state.stored.get((tenant, rec.memory_id))
+        if prior_rec is None or prior_rec.version < rec.version:
+            state.stored[(tenant, rec.memory_id)] = rec
         out.append(
             Intent(
                 "write",
@@ -429,4 +514,19 @@ def plan(batch: list[Prepared], state: HotsetState, dedupe_window_s: int) -> lis
                 supersedes=supersedes,
             )
         )
+    return out
+
+
+def record_messages(intents: list[Intent]) -> list[tuple[bytes, bytes | None]]:
+    """What `memory.records` receives for a batch, as (key, value), key `tenant/memory_id`: the
+    record of each write and delete; after a delete, a tombstone (null value) with the same key,
+    so that a compacting broker drops the memory's earlier records."""
+    out: list[tuple[bytes, bytes | None]] = []
+    for i in intents:
+        if not i.publishes:
+            continue
+        key = f"{i.record.tenant_id}/{i.record.memory_id}".encode()
+        out.append((key, i.record_json))
+        if i.kind == "delete":
+            out.append((key, None))
     return out

@@ -1,24 +1,35 @@
 """`memstream rebuild`: cold-cache recovery — refill the Redis hotset from the warehouse.
 
-Reads MEMORY_RECORDS (every tenant, or one), and writes each live memory whose hotset TTL has not
-run out back into Redis through the same versioned script as the ingest agent: memory values,
-recency/type/session/agent/handoff indexes, keyword postings and active-by-key pointers. A newer
-version already in Redis always wins, so rebuilding a warm hotset changes nothing, and the
-command can run while workers are ingesting.
+Reads MEMORY_RECORDS (every tenant, or one) page by page in key order (keyset pagination: each
+page starts after the last (tenant_id, id) of the previous one), so memory stays constant however
+large the table is, and the next page is fetched while the current one is written. Each live
+memory whose hotset TTL has not run out goes back into Redis through the same versioned script as
+the ingest agent: memory values, recency/type/session/agent/handoff indexes, keyword postings and
+active-by-key pointers. A newer version already in Redis always wins, so rebuilding a warm hotset
+changes nothing, and the command can run while workers are ingesting. After every page a
+checkpoint file records the last key written; an interrupted run resumes there. A complete
+rebuild of every tenant sets the hotset's warm marker (readiness reports `degraded` without it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import snowflake.connector
+from snowflake.connector import SnowflakeConnection
 
 from app.models import SUPERSEDING_TYPES, MemoryRecord
 from app.pipeline import Intent
+from app.progress import Progress, ensure_log_output, read_checkpoint, remove_checkpoint, write_checkpoint
 from app.redis_client import create_redis
 from app.settings import Settings
 from app.snowflake_conn import connect_kwargs
@@ -26,7 +37,11 @@ from app.text import index_terms
 from sinks.hotset import ActiveEntry, Hotset, keys
 from sinks.warehouse import SELECT_RECORDS, MemoryRecordsTable, row_to_record
 
-BATCH = 1000
+PAGE_ROWS = 5000
+# Memories per script call: one call blocks Redis while it runs, so it stays short (well under
+# the client's socket timeout, which would re-send it) and the gateway's reads interleave.
+APPLY_OPS = 500
+DEFAULT_CHECKPOINT = Path("memstream-rebuild.checkpoint")
 
 
 def restore_intent(rec: MemoryRecord, ttl_s: int, now: datetime) -> Intent | None:
@@ -50,44 +65,111 @@ def restore_intent(rec: MemoryRecord, ttl_s: int, now: datetime) -> Intent | Non
     )
 
 
-def warehouse_rows(settings: Settings, tenant: str | None) -> Iterator[dict[str, Any]]:
-    conn = snowflake.connector.connect(**connect_kwargs(settings), paramstyle="qmark")
-    try:
-        cur = conn.cursor()
-        where, params = ("WHERE tenant_id = ?", [tenant]) if tenant else ("", [])
-        sql = f"SELECT {SELECT_RECORDS} FROM {MemoryRecordsTable.name} {where} ORDER BY tenant_id, version"
+def page_sql(table: str, tenant: str | None, after: tuple[str, str] | None, limit: int) -> tuple[str, list[Any]]:
+    """The next page in (tenant_id, id) order after `after` (pure)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if tenant is not None:
+        where.append("tenant_id = ?")
+        params.append(tenant)
+    if after is not None:
+        where.append("(tenant_id > ? OR (tenant_id = ? AND id > ?))")
+        params += [after[0], after[0], after[1]]
+    clause = f"WHERE {' AND '.join(where)} " if where else ""
+    return f"SELECT {SELECT_RECORDS} FROM {table} {clause}ORDER BY tenant_id, id LIMIT {int(limit)}", params
+
+
+class WarehousePages:
+    """One warehouse session reading MEMORY_RECORDS a page at a time."""
+
+    def __init__(self, settings: Settings, tenant: str | None, page_rows: int = PAGE_ROWS) -> None:
+        self.tenant, self.page_rows = tenant, page_rows
+        self.table = MemoryRecordsTable.name
+        self.conn: SnowflakeConnection = snowflake.connector.connect(**connect_kwargs(settings), paramstyle="qmark")
+
+    def count(self) -> int:
+        where, params = ("WHERE tenant_id = ?", [self.tenant]) if self.tenant else ("", [])
+        cur = self.conn.cursor()
+        cur.execute(f"SELECT COUNT(*) FROM {self.table} {where}", params)
+        row = cur.fetchone()
+        return int(row[0]) if row else 0
+
+    def page(self, after: tuple[str, str] | None) -> list[dict[str, Any]]:
+        sql, params = page_sql(self.table, self.tenant, after, self.page_rows)
+        cur = self.conn.cursor()
         cur.execute(sql, params)
         names = [d.name.lower() for d in cur.description or ()]
-        while rows := cur.fetchmany(BATCH):
-            for row in rows:
-                yield dict(zip(names, row, strict=True))
-    finally:
-        conn.close()
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def close(self) -> None:
+        self.conn.close()
 
 
-async def rebuild(settings: Settings, tenant: str | None = None) -> dict[str, int]:
+@dataclass
+class RebuildCounts:
+    rows: int = 0
+    restored: int = 0
+    skipped: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"rows": self.rows, "restored": self.restored, "skipped": self.skipped}
+
+
+def intents_for(rows: Sequence[dict[str, Any]], hotset: Hotset, topic: str, now: datetime) -> list[Intent | None]:
+    out: list[Intent | None] = []
+    for row in rows:
+        rec = row_to_record(row, topic)
+        out.append(restore_intent(rec, hotset.ttl_for(rec.type, rec.ttl_seconds), now))
+    return out
+
+
+async def rebuild(
+    settings: Settings,
+    tenant: str | None = None,
+    checkpoint: Path | None = None,
+    restart: bool = False,
+    progress: bool | None = None,
+    page_rows: int = PAGE_ROWS,
+) -> dict[str, int]:
+    """Refill the hotset; returns rows read, memories restored and rows skipped (deleted or past
+    their hotset TTL) over the whole run, resumed parts included."""
+    counts, after = RebuildCounts(), None
+    state = None if (restart or checkpoint is None) else read_checkpoint(checkpoint)
+    if state is not None:
+        if state.get("tenant") != tenant:
+            raise ValueError(f"checkpoint {checkpoint} is for tenant {state.get('tenant')!r}; pass --restart")
+        after = tuple(state["after"]) if state.get("after") else None
+        counts = RebuildCounts(**{k: int(v) for k, v in state.get("counts", {}).items()})
+        print(f"resuming after {after} from {checkpoint}", file=sys.stderr)
     redis = create_redis(settings)
     hotset = Hotset(redis, settings.hotset_ttl_seconds, settings.state_ttl_seconds)
+    pages = await asyncio.to_thread(WarehousePages, settings, tenant, page_rows)
     now = datetime.now(UTC)
-    counts = {"rows": 0, "restored": 0, "skipped": 0}
-    batch: list[Intent] = []
     try:
-        for row in await asyncio.to_thread(lambda: list(warehouse_rows(settings, tenant))):
-            counts["rows"] += 1
-            rec = row_to_record(row, settings.topic_events)
-            intent = restore_intent(rec, hotset.ttl_for(rec.type, rec.ttl_seconds), now)
-            if intent is None:
-                counts["skipped"] += 1
-                continue
-            batch.append(intent)
-            if len(batch) >= BATCH:
-                counts["restored"] += await hotset.apply(batch)
-                batch = []
-        counts["restored"] += await hotset.apply(batch)
-        counts["api_keys"] = await refill_api_keys(settings, redis, tenant)
+        total = await asyncio.to_thread(pages.count)
+        with Progress(f"rebuild {tenant or 'all tenants'}", total, "rows", initial=counts.rows, bar=progress) as bar:
+            pending = asyncio.ensure_future(asyncio.to_thread(pages.page, after))
+            while rows := await pending:
+                after = (str(rows[-1]["tenant_id"]), str(rows[-1]["id"]))
+                pending = asyncio.ensure_future(asyncio.to_thread(pages.page, after))
+                intents = intents_for(rows, hotset, settings.topic_events, now)
+                live = [i for i in intents if i is not None]
+                counts.rows += len(rows)
+                counts.skipped += len(rows) - len(live)
+                for start in range(0, len(live), APPLY_OPS):
+                    counts.restored += await hotset.apply(live[start : start + APPLY_OPS])
+                bar.update(len(rows), restored=counts.restored)
+                if checkpoint is not None:
+                    write_checkpoint(checkpoint, {"tenant": tenant, "after": list(after), "counts": counts.as_dict()})
+        api_keys = await refill_api_keys(settings, redis, tenant)
+        if tenant is None:
+            await redis.set(keys.WARM_MARKER, datetime.now(UTC).isoformat())
+        if checkpoint is not None:
+            remove_checkpoint(checkpoint)
     finally:
         await redis.aclose()
-    return counts
+        await asyncio.to_thread(pages.close)
+    return {**counts.as_dict(), "api_keys": api_keys}
 
 
 async def refill_api_keys(settings: Settings, redis: Any, tenant: str | None) -> int:
@@ -105,9 +187,29 @@ async def refill_api_keys(settings: Settings, redis: Any, tenant: str | None) ->
         warehouse.close()
 
 
-def run_rebuild(settings: Settings, tenant: str | None) -> int:
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run_rebuild(
+    settings: Settings,
+    tenant: str | None,
+    checkpoint: Path | None = DEFAULT_CHECKPOINT,
+    restart: bool = False,
+) -> int:
+    ensure_log_output()
     started = time.monotonic()
-    counts = asyncio.run(rebuild(settings, tenant))
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        counts = asyncio.run(rebuild(settings, tenant, checkpoint, restart))
+    except KeyboardInterrupt:
+        print(f"interrupted: run the same command again to resume ({checkpoint})", file=sys.stderr)
+        return 130
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(
         f"read {counts['rows']} warehouse rows; restored {counts['restored']} memories into the hotset, "
         f"{counts['rows'] - counts['restored'] - counts['skipped']} already current, "

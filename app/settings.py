@@ -75,6 +75,22 @@ class Settings(BaseSettings):
         4, ge=1, description="partitions of each topic created by memstream (max useful workers)"
     )
     topic_replication: int = Field(1, ge=1, description="replication factor of created topics")
+    events_retention_seconds: int = Field(
+        3 * 86400,
+        ge=3600,
+        description="retention of memory.events (an input queue) when memstream creates it; "
+        "replays and rebuilds read memory.records",
+    )
+    deadletter_retention_seconds: int = Field(
+        7 * 86400,
+        ge=3600,
+        description="retention of memory.deadletter (original bytes of rejected events) when created",
+    )
+    records_tombstone_retention_seconds: int = Field(
+        86400,
+        ge=60,
+        description="how long a compacting broker keeps a null-value tombstone on memory.records (delete.retention.ms)",
+    )
     worker_group: str = Field("memstream-worker", description="consumer group of the ingest agent")
     warehouse_group: str = Field("memstream-warehouse", description="consumer group of the warehouse sink")
     kafka_session_timeout_s: float = Field(

@@ -2,4 +2,4 @@
 in `tests.support.gateway`. Helpers (event builders, topic readers, polling) are imported from
 `tests.support.*`; fixtures are requested by name."""
 
-pytest_plugins = ["tests.support.stack", "tests.support.gateway"]
+pytest_plugins = ["tests.support.stack", "tests.support.gateway", "tests.support.scenarios"]

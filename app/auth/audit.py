@@ -34,6 +34,8 @@ DETAIL_KEYS = frozenset(
         "agent_id",
         "as_agent",
         "count",
+        "deletes_published",
+        "hotset_found",
         "examined",
         "kind",
         "limit",
@@ -47,8 +49,11 @@ DETAIL_KEYS = frozenset(
         "scheme",
         "session_id",
         "source",
+        "subject_type",
         "to_agent",
         "wait",
+        "warehouse_found",
+        "warehouse_rows_erased",
     }
 )
 

@@ -21,6 +21,8 @@ ROUTE_ACTIONS: dict[tuple[str, str], Action] = {
     ("POST", f"{API}/handoffs"): Action.HANDOFF_CREATE,
     ("GET", f"{API}/handoffs"): Action.HANDOFF_READ,
     ("POST", f"{API}/handoffs/{{handoff_id}}/ack"): Action.HANDOFF_ACK,
+    ("POST", f"{API}/admin/erasure"): Action.ADMIN_ERASURE,
+    ("POST", f"{API}/admin/export"): Action.ADMIN_EXPORT,
 }
 
 

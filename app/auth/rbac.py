@@ -19,6 +19,8 @@ class Action(StrEnum):
     HANDOFF_ACK = "handoff.ack"
     STATS_READ = "stats.read"
     ADMIN_KEYS = "admin.keys"
+    ADMIN_ERASURE = "admin.erasure"
+    ADMIN_EXPORT = "admin.export"
 
 
 R, W, A = Role.READER, Role.WRITER, Role.ADMIN
@@ -36,6 +38,8 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.HANDOFF_CREATE: frozenset({W, A}),
     Action.HANDOFF_ACK: frozenset({W, A}),
     Action.ADMIN_KEYS: frozenset({A}),
+    Action.ADMIN_ERASURE: frozenset({A}),
+    Action.ADMIN_EXPORT: frozenset({A}),
 }
 
 

@@ -18,7 +18,7 @@ from app.auth import asgi as auth
 from app.auth.audit import AuditSink
 from app.auth.endpoints import ROUTE_ACTIONS
 from app.auth.registry import KeyRegistry
-from app.gateway import errors, routes_context, routes_handoffs, routes_memory, routes_ops
+from app.gateway import errors, routes_admin, routes_context, routes_handoffs, routes_memory, routes_ops
 from app.gateway.deps import Services
 from app.gateway.hot import HotReads
 from app.gateway.middleware import BodyLimit, RequestMetrics
@@ -102,7 +102,7 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
     )
     errors.install(app)
     auth.install(app)
-    for module in (routes_memory, routes_context, routes_handoffs, routes_ops):
+    for module in (routes_memory, routes_context, routes_handoffs, routes_ops, routes_admin):
         app.include_router(module.router)
     # Outermost first. The hot reads are innermost of these, so every other one applies to them.
     app.outer = (

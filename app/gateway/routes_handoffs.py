@@ -146,34 +146,34 @@ async def _resolve_references(
 ) -> None:
     """Replace each packet's reference ids with what they name now: the hotset first, then the
     warehouse for ids it does not hold (one batch). A memory the caller may not read
-    (service.readable) is reported as missing, deleted or not: a reference reveals nothing of it."""
+    (service.readable) is reported as missing; so is a deleted one for an agent-scoped caller:
+    a tombstone keeps no owner, so only an unscoped caller learns of a deletion."""
     wanted = list(dict.fromkeys(mid for p in packets for mid in p["references"]))
     if not wanted:
         return
     tenant = caller.tenant_id
+    scoped = caller.agent_id is not None
     found: dict[str, dict[str, Any]] = {}
     absent = []
     for mid, slot in zip(wanted, await svc.reader.get_many(tenant, wanted), strict=True):
-        if slot.doc is not None:
+        if slot.deleted:
+            if not scoped:
+                found[mid] = {"memory_id": mid, "status": "deleted"}
+        elif slot.doc is not None:
             found[mid] = _reference(caller, slot.doc, channel_visibility)
-        elif slot.deleted and caller.agent_id is None:
-            found[mid] = {"memory_id": mid, "status": "deleted"}
         else:
-            absent.append(mid)  # a hotset tombstone names no owner: the warehouse's row does
+            absent.append(mid)
     if absent:
         try:
             records = await svc.warehouse.get_many(tenant, absent)
         except WarehouseUnavailable:
             records = {}
         for mid, record in records.items():
-            doc = from_record(record)
-            if not service.readable(caller, doc):
-                continue
-            found[mid] = (
-                {"memory_id": mid, "status": "deleted"}
-                if record.deleted
-                else _reference(caller, doc, channel_visibility)
-            )
+            if record.deleted:
+                if not scoped:
+                    found[mid] = {"memory_id": mid, "status": "deleted"}
+            else:
+                found[mid] = _reference(caller, from_record(record), channel_visibility)
     for p in packets:
         p["references"] = [found.get(mid) or {"memory_id": mid, "status": "missing"} for mid in p["references"]]
 

@@ -20,6 +20,7 @@ from app.gateway.routes_memory import json_response
 from app.gateway.schemas import HealthResult, ReadyResult
 from app.gateway.warehouse import WarehouseUnavailable
 from app.metrics import DEPENDENCY_UP
+from sinks.hotset import keys
 
 router = APIRouter(tags=["ops"])
 CHECK_TIMEOUT_S = 2.0
@@ -52,8 +53,9 @@ def _admin(request: Request, svc: Services) -> AdminClient:
 
 @router.get("/ready", response_model=ReadyResult, responses=responses(503))
 async def ready(request: Request, svc: Annotated[Services, Depends(services)]) -> Response:
-    """Readiness of each dependency. `degraded` when only the warehouse is down (the hotset still
-    serves); 503 when Redis or Kafka is down."""
+    """Readiness of each dependency. `degraded` (with a `reason`) when the warehouse is down (the
+    hotset still serves) or the hotset is cold (reads fall back to the warehouse until
+    `memstream rebuild`); 503 when Redis or Kafka is down."""
     admin = _admin(request, svc)
     topic = svc.settings.topic_events
 
@@ -73,8 +75,28 @@ async def ready(request: Request, svc: Annotated[Services, Depends(services)]) -
     checks = dict(zip(names, results, strict=True))
     if checks["redis"]["status"] == "down" or checks["kafka"]["status"] == "down":
         return error_response(503, "not ready", "not_ready", details={"checks": checks})
-    status = "ok" if checks["warehouse"]["status"] == "up" else "degraded"
-    return json_response({"status": status, "checks": checks})
+    if checks["warehouse"]["status"] != "up":
+        return json_response({"status": "degraded", "checks": checks, "reason": "warehouse unavailable"})
+    reason = await _cold_reason(svc)
+    return json_response({"status": "degraded" if reason else "ok", "checks": checks, "reason": reason})
+
+
+async def _cold_reason(svc: Services) -> str | None:
+    """Why the hotset cannot be trusted to hold what the warehouse holds, or None.
+
+    The warm marker is set by a complete `memstream rebuild`; a flushed or replaced Redis loses
+    it. Without it the hotset is cold unless the warehouse is empty too (a fresh deployment, which
+    is warm by definition and gets the marker here)."""
+    try:
+        if await svc.redis.exists(keys.WARM_MARKER):
+            return None
+        rows = await svc.warehouse.query(f"SELECT 1 AS x FROM {svc.warehouse.table} LIMIT 1", ())
+        if not rows:
+            await svc.redis.set(keys.WARM_MARKER, "fresh", nx=True)
+            return None
+    except (RedisError, WarehouseUnavailable, TimeoutError) as exc:
+        return f"hotset warmth unknown: {type(exc).__name__}"
+    return "hotset cold: the warehouse holds memories the hotset has not been rebuilt from; run `memstream rebuild`"
 
 
 @router.get(

@@ -339,6 +339,7 @@ class DependencyState(BaseModel):
 class ReadyResult(BaseModel):
     status: Literal["ok", "degraded"]
     checks: dict[str, DependencyState]
+    reason: str | None = None
 
 
 class HealthResult(BaseModel):
@@ -362,3 +363,29 @@ class StatsResult(BaseModel):
     )
     dead_letters: int = Field(description="this tenant's events the worker refused (memory.deadletter)")
     sink_lag: dict[str, Any] = Field(description="the warehouse sink, as consumer_lag")
+
+
+class SubjectRequest(BaseModel):
+    """A data subject within the caller's tenant (erasure and export)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject_type: Literal["user_id", "agent_id", "session_id"] = Field(
+        description="which id names the subject: `user_id`, `agent_id` or `session_id`"
+    )
+    subject_id: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
+
+
+class ErasureRequest(SubjectRequest):
+    wait_s: Annotated[float, Field(ge=0, le=60, strict=False)] = Field(
+        0.0, description="wait up to this long for the worker to tombstone every memory in the hotset"
+    )
+
+
+class ErasureResult(BaseModel):
+    tenant_id: str
+    subject_type: str
+    memories: int = Field(description="live memories of the subject found across the stores")
+    stores: dict[str, dict[str, Any]] = Field(description="per store: what was found and erased")
+    audit_log_id: str
+    seconds: float

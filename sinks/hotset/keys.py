@@ -109,6 +109,9 @@ def term(tenant: str, token: str) -> str:
 
 
 GLOBAL_STATS = f"{PREFIX}:global:stats"
+# Present while the hotset holds what the warehouse holds: set by a complete `memstream rebuild`
+# and by readiness on a fresh deployment (empty warehouse); a flushed Redis loses it.
+WARM_MARKER = f"{PREFIX}:global:warm"
 
 
 # Security (app/auth). API keys are looked up globally by their public prefix (the credential

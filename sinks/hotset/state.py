@@ -6,7 +6,10 @@ per tenant (Lua.STATE) and the planner updates it in place as it decides.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from app.models import MemoryRecord
 
 
 @dataclass(frozen=True)
@@ -54,3 +57,5 @@ class HotsetState:
     seen: set[tuple[str, str]] = field(default_factory=set)  # (tenant, event_id) already applied
     # (tenant, memory id) -> state of the memories summaries of the batch cite
     memories: dict[tuple[str, str], MemoryState] = field(default_factory=dict)
+    # (tenant, memory_id) -> the live record a delete in the batch forgets (read for deletes only)
+    stored: dict[tuple[str, str], MemoryRecord] = field(default_factory=dict)

@@ -10,7 +10,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from app.models import MemoryRecord, MemoryType
-from sinks.hotset import keys
+from sinks.hotset import keys, layout
 from sinks.hotset.scripts import Lua, script
 from sinks.hotset.state import CITED_STATE, ActiveEntry, DedupeEntry, HotsetState
 
@@ -62,16 +62,18 @@ class Hotset:
             fields = sorted({p.active_field for p in items if p.active_field})
             events = sorted({p.record.event_id for p in items})
             cited = sorted({c for p in items if p.record.type is MemoryType.SUMMARY for c in p.record.citations})
-            queries.append((tenant, digests, fields, events, cited))
+            forgets = sorted({p.record.memory_id for p in items if p.event.op == "delete"})
+            queries.append((tenant, digests, fields, events, cited, forgets))
             query = {
                 "dd": [keys.dedupe(tenant, d) for d in digests],
                 "act": keys.active(tenant),
                 "af": fields,
                 "seen": [keys.seen(tenant, e) for e in events],
                 "cit": [keys.memory(tenant, c) for c in cited],
+                "mem": [keys.memory(tenant, m) for m in forgets],
             }
             await self._state(keys=[keys.stats(tenant)], args=[orjson.dumps(query)], client=pipe)
-        for (tenant, digests, fields, events, cited), raw in zip(queries, await pipe.execute(), strict=True):
+        for (tenant, digests, fields, events, cited, forgets), raw in zip(queries, await pipe.execute(), strict=True):
             res = orjson.loads(raw)
             for d, v in zip(digests, res["dd"] or [], strict=False):
                 if v:
@@ -82,6 +84,10 @@ class Hotset:
             state.seen.update((tenant, e) for e, hit in zip(events, res["seen"] or [], strict=False) if hit)
             for c, flag in zip(cited, res.get("cit") or [], strict=False):
                 state.memories[(tenant, c)] = CITED_STATE[int(flag)]
+            for m, v in zip(forgets, res.get("mem") or [], strict=False):
+                rec = _live_record(v) if v else None
+                if rec is not None:
+                    state.stored[(tenant, m)] = rec
         return state
 
     def ttl_for(self, memory_type: MemoryType | None, override: int | None) -> int:
@@ -90,11 +96,12 @@ class Hotset:
         return self.ttls.get(memory_type.value if memory_type else "event", self.state_ttl_s)
 
     def _op(self, intent: Intent) -> dict[str, Any]:
-        rec = intent.record
-        t = rec.tenant_id
+        t = intent.record.tenant_id
+        # A delete names the keys of what it forgets: the Lua removes the memory from them.
+        rec = intent.forgets if intent.kind == "delete" and intent.forgets is not None else intent.record
         index_keys: list[str] = []
         leave_keys: list[str] = []
-        if intent.kind in ("write", "restore"):
+        if intent.kind in ("write", "restore") or rec is intent.forgets:
             index_keys.append(keys.recent(t))
             if rec.type is not None:
                 index_keys.append(keys.by_type(t, rec.type.value))
@@ -116,6 +123,7 @@ class Hotset:
         in_scope = ""
         if intent.active_field and rec.type is not None and not _closed(rec):
             in_scope = keys.active_in_scope(t, rec.type.value, keys.scope(rec.agent_id, rec.session_id))
+        rec = intent.record
         return {
             "k": _KIND[intent.kind],
             "m": keys.memory(t, rec.memory_id),
@@ -133,7 +141,9 @@ class Hotset:
             "ax": keys.active_index_of(t),
             "kh": keys.key_history(t, intent.active_field) if intent.active_field else "",
             "khp": keys.key_history(t, ""),
-            "dk": keys.dedupe(t, intent.dedupe_digest) if intent.dedupe_value and intent.dedupe_digest else "",
+            "dk": keys.dedupe(t, intent.dedupe_digest)
+            if intent.dedupe_digest and (intent.dedupe_value or intent.kind == "delete")
+            else "",
             "dv": intent.dedupe_value or "",
             "id": rec.memory_id,
             "sb": rec.superseded_by or "",
@@ -166,3 +176,14 @@ class Hotset:
         for tenant, n in Counter(t for t in tenants if t).items():
             pipe.hincrby(keys.stats(tenant), "deadletters", n)
         await pipe.execute()
+
+
+def _live_record(value: str) -> MemoryRecord | None:
+    """The record a hotset value holds, or None for a tombstone or a value in another layout."""
+    try:
+        stored = layout.decode(value)
+        if stored is None or stored.deleted or not stored.record_json:
+            return None
+        return MemoryRecord.from_json(stored.record_json)
+    except ValueError:  # not this layout, or a record that no longer validates: nothing to forget
+        return None

@@ -3,7 +3,7 @@ built from them), `check` (the canonical-record check), `parse` (values to stagi
 `errors` (what a failure means), `sink` (the I/O), `read` (rows back to records)."""
 
 from sinks.warehouse.errors import ErrorKind, classify
-from sinks.warehouse.parse import Rejected, Row, chunks, parse
+from sinks.warehouse.parse import Rejected, Row, Tombstone, chunks, parse
 from sinks.warehouse.read import SELECT_RECORDS, row_to_record
 from sinks.warehouse.sink import STAGE, FlushResult, MergeCounts, WarehouseSink
 from sinks.warehouse.tables import AuditLogsTable, Column, MemoryRecordsTable, TableSpec
@@ -20,6 +20,7 @@ __all__ = [
     "Rejected",
     "Row",
     "TableSpec",
+    "Tombstone",
     "WarehouseSink",
     "chunks",
     "classify",

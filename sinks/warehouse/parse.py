@@ -40,6 +40,16 @@ class Rejected:
     tenant_id: str | None
 
 
+@dataclass(frozen=True)
+class Tombstone:
+    """A null value (compaction tombstone): nothing to stage. The delete record published before
+    it already made the row a tombstone; its offset is committed with the batch."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
 def parse(
     table: TableSpec,
     value: bytes | None,
@@ -47,9 +57,11 @@ def parse(
     partition: int,
     offset: int,
     timestamp: float | None = None,
-) -> Row | Rejected:
-    """One Kafka value as a staging row, or rejected with the reason."""
-    raw = value or b""
+) -> Row | Rejected | Tombstone:
+    """One Kafka value as a staging row, a tombstone (null value), or rejected with the reason."""
+    if value is None:
+        return Tombstone(topic, partition, offset)
+    raw = value
     try:
         if not raw:
             raise ValueError("empty message")

@@ -35,7 +35,7 @@ from snowflake.connector.cursor import SnowflakeCursor
 
 from app.settings import Settings
 from sinks.warehouse.errors import classify, reason
-from sinks.warehouse.parse import Rejected, Row, chunks, parse
+from sinks.warehouse.parse import Rejected, Row, Tombstone, chunks, parse
 from sinks.warehouse.tables import TableSpec
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,8 @@ class WarehouseSink:
     ) -> Rejected | None:
         """Parse and buffer one message; a value that is not a valid row is rejected at once."""
         item = parse(self.table, value, topic, partition, offset, timestamp)
+        if isinstance(item, Tombstone):
+            return None  # a null value: nothing to write (see `Tombstone`)
         self.extend([item])
         return item if isinstance(item, Rejected) else None
 

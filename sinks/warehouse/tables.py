@@ -129,8 +129,25 @@ class MemoryRecordsTable:
         Column("source_partition", "int", 10),
         Column("source_offset", "int", 20),
     )
-    # A delete (tombstone) moves the version and the deletion times; it keeps what the memory was.
-    ALWAYS = frozenset({"version", "event_id", "updated_at", "deleted_at", "source_partition", "source_offset"})
+    # What a delete forgets: the content and everything that describes or names whom it is about.
+    # A tombstone row keeps ids, version, type, visibility and times (idempotency and audit).
+    FORGOTTEN: dict[str, Any] = {
+        "content": None,
+        "metadata": {},
+        "key": None,
+        "agent_id": None,
+        "user_id": None,
+        "session_id": None,
+        "channel_id": None,
+        "citations": [],
+        "importance": None,
+        "redactions": {},
+    }
+    # A delete (tombstone) moves the version and the deletion times, and clears what it forgets
+    # (staged empty by `to_row`); the type, visibility and supersession stay.
+    ALWAYS = frozenset(
+        {"version", "event_id", "updated_at", "deleted_at", "source_partition", "source_offset", *FORGOTTEN}
+    )
     KEYS = frozenset({"tenant_id", "id"})
     TIMESTAMPS = tuple(c.name for c in columns if c.kind == "ts")
 
@@ -155,7 +172,18 @@ class MemoryRecordsTable:
 
     def to_row(self, value: bytes) -> tuple[dict[str, Any], str, bool]:
         fast = canonical_row(value)
-        return fast if fast is not None else self.model_row(value)
+        staged, tenant, grouped = fast if fast is not None else self.model_row(value)
+        if staged.get("deleted_at") is not None:
+            # A delete stages as a tombstone whatever the record carries (one written before
+            # deletes forgot, replayed from the topic, included).
+            staged = self.forgotten(staged)
+        return staged, tenant, grouped
+
+    @classmethod
+    def forgotten(cls, staged: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in staged.items() if k not in cls.FORGOTTEN}
+        out.update((k, v) for k, v in cls.FORGOTTEN.items() if v is not None)
+        return out
 
     @classmethod
     def model_row(cls, value: bytes) -> tuple[dict[str, Any], str, bool]:

@@ -62,6 +62,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s = Stack(kafka, red, wh, tmp)
     ensure_topics(s.settings())
     migrate.run(s.settings())  # the warehouse schema, as `memstream dev` does before the worker starts
+    with redis.Redis(port=red.port) as client:
+        client.set(keys.WARM_MARKER, "fresh")  # empty warehouse, empty hotset: warm, as /ready would mark it
     yield s
     for svc in (wh, red, kafka):
         svc.stop()

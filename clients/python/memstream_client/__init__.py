@@ -24,6 +24,7 @@ from memstream_client.event import MemoryEvent
 from memstream_client.models import (
     BatchResult,
     ContextResult,
+    ErasureResult,
     HandoffAckResult,
     HandoffList,
     HandoffRequest,
@@ -47,6 +48,7 @@ __all__ = [
     "ContextResult",
     "DeliveryFailed",
     "DeliveryReport",
+    "ErasureResult",
     "EventInvalid",
     "Forbidden",
     "GatewayTimeout",

@@ -242,6 +242,7 @@ class DependencyState(_Result):
 class ReadyResult(_Result):
     status: Literal["ok", "degraded"]
     checks: dict[str, DependencyState]
+    reason: str | None = None  # why `degraded`: the warehouse is down or the hotset is cold
 
 
 class HealthResult(_Result):
@@ -258,3 +259,14 @@ class StatsResult(_Result):
     consumer_lag: dict[str, Any]
     dead_letters: int
     sink_lag: dict[str, Any]
+
+
+class ErasureResult(_Result):
+    """POST /api/v2/admin/erasure (admin role): what was found and erased, per store."""
+
+    tenant_id: str
+    subject_type: str
+    memories: int
+    stores: dict[str, dict[str, Any]]
+    audit_log_id: str
+    seconds: float

@@ -7,7 +7,8 @@
 --   ai active-in-scope index of this memory ('' for none), ax the memory -> that index hash,
 --   kh key history ('' without a key), khp key history prefix (deletes), dk dedupe key, dv dedupe
 --   value, id memory id, sb superseded_by, t type, ix index keys, rx index keys to leave,
---   c counters}. Versions are fixed-width digit strings: string order is version order, so a
+--   c counters; for x, a tombstone: ix and dk name what the forgotten record was indexed
+--   under}. Versions are fixed-width digit strings: string order is version order, so a
 --   replay or an older version never overwrites a newer one. Returns how many ops changed state.
 -- Memory values are one string each (layout: sinks/hotset/layout.py):
 --   <version: 32 digits><deleted 0|1><record json>\30<superseded_by>
@@ -89,8 +90,9 @@ for _, op in ipairs(ops) do
     if op.k == 'w' or op.k == 'x' or op.k == 'r' then
       local cur = version_of(op.m)
       -- This very version already stored by a gateway re-warm (a warehouse read racing the
-      -- worker): the value stands, but only this event's write indexes it.
-      local complete = op.k == 'w' and cur == op.v
+      -- worker, or a cold read before a rebuild): the value stands, but only this event's write
+      -- or the rebuild's restore indexes it (index writes are idempotent).
+      local complete = (op.k == 'w' or op.k == 'r') and cur == op.v
       if cur and cur >= op.v then
         apply = false
       else
@@ -101,6 +103,13 @@ for _, op in ipairs(ops) do
         if op.k == 'x' then
           redis.call('SET', op.m, op.v .. '1' .. op.j .. SEP .. sb, 'EX', op.st)
           forget(op, prev)
+          -- Everything else derived from the record the tombstone replaces goes too: its index
+          -- members and keyword postings (op.ix) and its dedupe entry, if it names this memory.
+          for _, ix in ipairs(op.ix) do redis.call('ZREM', ix, op.id) end
+          if op.dk ~= '' then
+            local d = redis.call('GET', op.dk)
+            if d and string.sub(d, -(#op.id + 1)) == '|' .. op.id then redis.call('DEL', op.dk) end
+          end
         else
           redis.call('SET', op.m, op.v .. '0' .. op.j .. SEP .. sb, 'EX', op.ttl)
         end

@@ -70,8 +70,10 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-async def secure(stack: Stack, worker: Proc, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
-    del worker
+async def secure(
+    stack: Stack, worker: Proc, warehouse_table: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Gateway]:
+    del worker, warehouse_table  # erasure and export read the warehouse table
     async with running(secure_settings(stack, tmp_path_factory.mktemp("jwks"))) as gw:
         yield gw
 
@@ -83,6 +85,7 @@ OTHER_AGENT_EVENT = {"type": "event", "agent_id": "other", "content": {"text": "
 # One request per endpoint, well formed, so that an allowed call never fails for another reason.
 def calls(uid: str) -> dict[tuple[str, str], tuple[str, str, dict[str, Any]]]:
     m, h = f"{API}/memory", f"{API}/handoffs"
+    subject = {"subject_type": "user_id", "subject_id": f"none-{uid}"}
     return {
         ("POST", f"{m}/store"): ("POST", f"{m}/store", {"json": EVENT}),
         ("POST", f"{m}/batch"): ("POST", f"{m}/batch", {"json": {"items": [EVENT]}}),
@@ -94,6 +97,8 @@ def calls(uid: str) -> dict[tuple[str, str], tuple[str, str, dict[str, Any]]]:
         ("POST", h): ("POST", h, {"json": {"to_agent": "bob", "task": "t"}}),
         ("GET", h): ("GET", h, {"params": {"to_agent": "bob"}}),
         ("POST", f"{h}/{{handoff_id}}/ack"): ("POST", f"{h}/none-{uid}/ack", {}),
+        ("POST", f"{API}/admin/erasure"): ("POST", f"{API}/admin/erasure", {"json": subject}),
+        ("POST", f"{API}/admin/export"): ("POST", f"{API}/admin/export", {"json": subject}),
     }
 
 

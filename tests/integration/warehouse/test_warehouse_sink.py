@@ -71,18 +71,42 @@ def test_only_a_newer_version_updates(sink: WarehouseSink, settings: Settings, t
     assert got["created_at"] == datetime(2026, 3, 1, 11, 0)  # first seen, kept across versions
 
 
-def test_a_delete_is_soft_and_keeps_the_memory(sink: WarehouseSink, settings: Settings, tenant: str) -> None:
-    live = record(tenant, "e1", memory_id="m1", type="decision", key="db", content={"text": "use snowflake"})
+def forgotten(settings: Settings, tenant: str, memory_id: str) -> dict[str, object]:
+    names = ["metadata", "user_id", "session_id", "citations", "redactions", "importance", "event_id", "deleted_at"]
+    [got] = query(
+        settings,
+        f"SELECT {', '.join(names)} FROM MEMORY_RECORDS WHERE tenant_id = %s AND id = %s",
+        (tenant, memory_id),
+    )
+    out = dict(zip(names, got, strict=True))
+    for n in ("metadata", "citations", "redactions"):
+        out[n] = orjson.loads(str(out[n])) if out[n] is not None else None
+    return out
+
+
+def test_a_delete_forgets_and_leaves_a_tombstone(sink: WarehouseSink, settings: Settings, tenant: str) -> None:
+    live = record(
+        tenant,
+        "e1",
+        memory_id="m1",
+        type="decision",
+        key="db",
+        content={"text": "use snowflake"},
+        metadata={"email": "alice@example.com"},
+        user_id="u-alice",
+        session_id="s-alice",
+        agent_id="a1",
+        citations=["m0"],
+        importance=0.9,
+    )
     write(sink, live)
+    # The delete record as an older worker published it (metadata and scopes still in it): the
+    # row forgets them anyway.
     tomb = live.model_copy(
         update={
             "event_id": "del-1",
             "version": record(tenant, "x", occurred_at="2026-03-02T00:00:00Z").version,
-            "type": None,
-            "key": None,
             "content": None,
-            "metadata": {},
-            "agent_id": None,
             "deleted_at": datetime(2026, 3, 2, tzinfo=UTC),
             "updated_at": datetime(2026, 3, 2, tzinfo=UTC),
         }
@@ -90,17 +114,26 @@ def test_a_delete_is_soft_and_keeps_the_memory(sink: WarehouseSink, settings: Se
     write(sink, tomb)
     got = rows(settings, tenant)["m1"]
     assert got["deleted"] is True
-    assert (got["type"], got["key"], got["content"]) == ("decision", "db", {"text": "use snowflake"})
+    assert (got["type"], got["key"], got["content"], got["agent_id"]) == ("decision", None, None, None)
     assert str(got["version"]).zfill(32) == tomb.version
+    gone = forgotten(settings, tenant, "m1")
+    assert (gone["metadata"], gone["citations"], gone["redactions"]) == ({}, [], {})
+    assert (gone["user_id"], gone["session_id"], gone["importance"]) == (None, None, None)
+    assert gone["event_id"] == "del-1" and gone["deleted_at"] is not None
     before = snapshot(settings, [tenant])
     write(sink, live, tomb)  # replaying both changes nothing
+    write(sink, live)  # nor does the older upsert alone: the content never comes back
     assert snapshot(settings, [tenant]) == before
+    # A null value (the compaction tombstone that follows a delete record) is nothing to write.
+    assert sink.add(None, "memory.records", 0, 99) is None and not sink.pending and not sink.rejected
     # A delete of a memory the warehouse never saw is kept as a tombstone (an older write that
     # arrives later cannot resurrect it).
     ghost = tomb.model_copy(update={"memory_id": "m-ghost"})
     write(sink, ghost)
     write(sink, record(tenant, "old", memory_id="m-ghost", occurred_at="2026-02-01T00:00:00Z"))
     assert rows(settings, tenant)["m-ghost"]["deleted"] is True
+    assert rows(settings, tenant)["m-ghost"]["content"] is None
+    assert forgotten(settings, tenant, "m-ghost")["user_id"] is None
 
 
 def test_supersession_is_recorded_on_the_older_rows(sink: WarehouseSink, settings: Settings, tenant: str) -> None:

@@ -81,6 +81,16 @@ def test_dedupe_within_window_same_scope() -> None:
     assert kinds == ["write", "duplicate", "write", "write"]
 
 
+def test_a_task_status_change_with_the_same_text_is_not_a_duplicate() -> None:
+    def task(status: str, minute: int) -> Prepared:
+        when = f"2026-01-01T00:{minute:02d}:00Z"
+        return prep(msg(type="task", key="docs", content={"text": "task docs", "status": status}, occurred_at=when))
+
+    intents = plan([task("open", 0), task("done", 10), task("done", 20)], HotsetState(), 3600)
+    assert [i.kind for i in intents] == ["write", "write", "duplicate"]
+    assert intents[1].supersedes == intents[0].record.memory_id
+
+
 def test_handoffs_with_the_same_text_are_separate_packets() -> None:
     def handoff(to: str) -> Prepared:
         return prep(msg(type="handoff", content={"text": "review PR 42", "to_agent": to, "task": "review PR 42"}))

@@ -316,6 +316,8 @@ EXPECTED = {
     "handoff.create": "wa",
     "handoff.ack": "wa",
     "admin.keys": "a",
+    "admin.erasure": "a",
+    "admin.export": "a",
 }
 _LETTER = {Role.READER: "r", Role.WRITER: "w", Role.ADMIN: "a"}
 

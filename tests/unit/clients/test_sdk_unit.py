@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[3]
 # gateway component name -> the SDK model that mirrors it
 MIRRORS: dict[str, type[BaseModel]] = {
     "StoreResult": models.StoreResult,
+    "ErasureResult": models.ErasureResult,
     "BatchResult": models.BatchResult,
     "BatchItemOk": models.BatchItemOk,
     "BatchItemError": models.BatchItemError,

@@ -18,7 +18,7 @@ from snowflake.connector.errors import (
 
 from agents.warehouse import _dead
 from app.models import AuditEntry, MemoryRecord
-from sinks.warehouse import AuditLogsTable, MemoryRecordsTable, Rejected, Row, chunks, classify, parse
+from sinks.warehouse import AuditLogsTable, MemoryRecordsTable, Rejected, Row, Tombstone, chunks, classify, parse
 from sinks.warehouse.check import FIELD_TYPES, canonical_row
 from tests.support.warehouse import audit_entry, record
 
@@ -61,12 +61,21 @@ def test_superseding_types_with_a_key_are_grouped_for_the_supersession_pass() ->
 
 
 def test_a_delete_stages_as_a_tombstone() -> None:
-    base = record("t1", "e1")
+    base = record("t1", "e1", key="k", user_id="u", agent_id="a", metadata={"email": "x@example.com"})
     tomb = base.model_copy(
         update={"content": None, "deleted_at": datetime(2026, 3, 2, tzinfo=UTC), "version": "9" * 32}
     )
     d = staged(parse(RECORDS, tomb.to_json(), "r", 0, 0))
     assert "content" not in d and d["deleted_at"] == "2026-03-02 00:00:00"
+    # Whatever the delete record carries, the row forgets the metadata and whom it was about.
+    assert d["metadata"] == {} and d["citations"] == [] and d["redactions"] == {}
+    assert not {"key", "user_id", "agent_id", "session_id", "channel_id", "importance"} & set(d)
+    assert d["id"] == base.memory_id and d["event_id"] == base.event_id and d["type"] == "event"
+
+
+def test_a_null_value_is_a_tombstone_not_a_reject() -> None:
+    assert parse(RECORDS, None, "r", 3, 9) == Tombstone("r", 3, 9)
+    assert isinstance(parse(RECORDS, b"", "r", 3, 9), Rejected)  # an empty value is still refused
 
 
 @pytest.mark.parametrize(
@@ -166,7 +175,10 @@ def test_canonical_records_stage_what_the_model_path_stages(value: bytes) -> Non
     assert fast is not None, "a record as to_json writes it takes the fast path"
     model = MemoryRecordsTable.model_row(value)
     assert orjson.dumps(fast[0]) == orjson.dumps(model[0]) and fast[1:] == model[1:]
-    assert RECORDS.to_row(value) == fast
+    row, tenant, grouped = fast
+    if row.get("deleted_at") is not None:
+        row = MemoryRecordsTable.forgotten(row)  # a delete stages as a tombstone on either path
+    assert RECORDS.to_row(value) == (row, tenant, grouped)
 
 
 def _mutations() -> list[tuple[str, object]]:
