@@ -230,6 +230,29 @@ def _add_subject_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--session-id")
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from app.backup import run_export, run_restore
+
+    if args.backup_command == "export":
+        return run_export(_settings(), args.out, args.tenant, args.as_of, args.gzip)
+    return run_restore(_settings(), args.dir, args.tenant, not args.no_rebuild)
+
+
+def add_backup_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("backup", help="export memories to JSON Lines files, restore them (docs/backup.md)")
+    bs = p.add_subparsers(dest="backup_command", required=True)
+    e = bs.add_parser("export", help="stream every memory (or a tenant's) as of a time to DIR")
+    e.add_argument("--tenant", help="only this tenant (default: all)")
+    e.add_argument("--as-of", help="the versions current at this time (ISO 8601; default: now)")
+    e.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory for the files and manifest.json")
+    e.add_argument("--gzip", action="store_true", help="gzip each file (.jsonl.gz)")
+    r = bs.add_parser("restore", help="merge an export back into the warehouse and refill the hotset")
+    r.add_argument("dir", type=Path, metavar="DIR")
+    r.add_argument("--tenant", help="only this tenant of the backup")
+    r.add_argument("--no-rebuild", action="store_true", help="leave the hotset alone")
+    p.set_defaults(func=cmd_backup)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memstream", description="Event-driven memory for AI agents.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -286,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_subject_flags(p)
     p.add_argument("--out", type=Path, help="write to this file (default: standard output)")
     p.set_defaults(func=cmd_export)
+
+    add_backup_parser(sub)
     return parser
 
 

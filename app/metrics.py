@@ -24,3 +24,19 @@ SINK_BATCH_SECONDS = Histogram(
 SINK_LAG_SECONDS = Gauge(
     "memstream_sink_lag_seconds", "Age of the newest record merged into the warehouse at merge time"
 )
+WAREHOUSE_QUERY_SECONDS = Histogram(
+    "memstream_warehouse_query_seconds",
+    "Time of one warehouse statement, by statement name",
+    ["statement"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+WAREHOUSE_CONNECTIONS = Gauge(
+    "memstream_warehouse_connections",
+    "Warehouse sessions of this process, by client (sink, gateway) and state (open, in_use)",
+    ["client", "state"],
+)
+REDIS_POOL_CONNECTIONS = Gauge(
+    "memstream_redis_pool_connections",
+    "Redis connection pool of this process: in_use, idle and max connections",
+    ["state"],
+)

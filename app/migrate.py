@@ -8,6 +8,10 @@ Snowflake DDL commits as it goes, so a migration cannot be rolled back: every st
 safe to run twice (`IF NOT EXISTS`), and a migration that failed half-way is simply re-run.
 The connector (and the emulator) run one statement per call, so files are split here, by the
 connector's own splitter.
+
+Time Travel: a statement that sets `DATA_RETENTION_TIME_IN_DAYS` is applied only where the
+warehouse knows that parameter (real Snowflake); elsewhere (the local emulator) it is skipped and
+reported, and the migration still counts as applied.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ BOOTSTRAP_SQL = (
 )
 _FILE = re.compile(r"^V(\d+)__([A-Za-z0-9_]+)\.sql$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_TIME_TRAVEL = re.compile(r"\bDATA_RETENTION_TIME_IN_DAYS\b", re.IGNORECASE)
 CONNECT_RETRY_INITIAL_S = 0.2
 CONNECT_RETRY_MAX_S = 5.0
 
@@ -81,11 +86,13 @@ class Report:
     applied: list[str] = field(default_factory=list)
     already: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)  # dry run: what would be applied
+    skipped: list[str] = field(default_factory=list)  # statements this warehouse does not support
 
     def lines(self) -> list[str]:
         out = [f"warehouse database {self.database}, schema {SCHEMA}"]
         out += [f"  applied   {m}" for m in self.applied]
         out += [f"  pending   {m}" for m in self.pending]
+        out += [f"  skipped   {s}" for s in self.skipped]
         if not self.applied and not self.pending:
             last = self.already[-1] if self.already else "none"
             out.append(f"  up to date ({len(self.already)} applied, latest {last})")
@@ -116,6 +123,11 @@ def split_statements(sql: str) -> list[str]:
         if text:
             out.append(text)
     return out
+
+
+def needs_time_travel(statement: str) -> bool:
+    """Whether a statement sets Time Travel retention (applied only where the warehouse has it)."""
+    return bool(_TIME_TRAVEL.search(statement))
 
 
 def discover(directory: Path) -> list[Migration]:
@@ -178,6 +190,19 @@ def _connect_with_wait(settings: Settings, wait_s: float) -> Any:
         raise MigrationError(f"cannot connect to the warehouse: {exc}") from exc
 
 
+def has_time_travel(cur: Any, database: str) -> bool:
+    """Whether the warehouse knows DATA_RETENTION_TIME_IN_DAYS (the emulator answers that SHOW
+    PARAMETERS is not implemented)."""
+    from snowflake.connector.errors import ProgrammingError
+
+    try:
+        rows = cur.execute(f"SHOW PARAMETERS LIKE 'DATA_RETENTION_TIME_IN_DAYS' IN DATABASE {database}").fetchall()
+    except ProgrammingError as exc:
+        log.info("no Time Travel on this warehouse (%s)", exc)
+        return False
+    return bool(rows)
+
+
 def run(
     settings: Settings,
     directory: Path | None = None,
@@ -202,12 +227,19 @@ def run(
         applied = {int(v): (str(n), str(c)) for v, n, c in rows}
         pending = plan(migrations, applied)
         report.already = [m.label for m in migrations if m.version in applied]
+        time_travel: bool | None = None
         for m in pending:
             if dry_run:
                 report.pending.append(m.label)
                 continue
             statements = m.statements
             for i, stmt in enumerate(statements, 1):
+                if needs_time_travel(stmt):
+                    if time_travel is None:
+                        time_travel = has_time_travel(cur, database)
+                    if not time_travel:
+                        report.skipped.append(f"{m.label} statement {i} (no Time Travel on this warehouse)")
+                        continue
                 try:
                     cur.execute(stmt)
                 except Exception as exc:

@@ -52,6 +52,8 @@ TaskStatus = Literal["open", "in_progress", "blocked", "done"]
 Id128 = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
 Scope = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
 TenantId = Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+# X-Request-ID as the gateway accepts it: carried from the request to the warehouse row.
+RequestId = Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
 Importance = Annotated[StrictInt | StrictFloat, Field(ge=0, le=1)]
 
 
@@ -146,6 +148,8 @@ class MemoryEvent(BaseModel):
     occurred_at: EventTime
     # memstream extension: `false` means "do not remember" — the event is dropped and counted.
     remember: StrictBool = True
+    # memstream extension: the id of the gateway request that wrote the event (X-Request-ID).
+    request_id: RequestId | None = None
 
     @model_validator(mode="after")
     def _rules(self) -> MemoryEvent:
@@ -259,6 +263,7 @@ class MemoryRecord(BaseModel):
     superseded_by: str | None = None
     redactions: dict[str, int] = Field(default_factory=dict)
     source: SourcePosition | None = None
+    request_id: RequestId | None = None
 
     @property
     def deleted(self) -> bool:

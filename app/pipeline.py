@@ -253,6 +253,7 @@ def tombstone(event: MemoryEvent, pos: SourcePosition) -> MemoryRecord:
         superseded_by=None,
         redactions={},
         source=pos,
+        request_id=event.request_id,
     )
 
 
@@ -260,7 +261,6 @@ def to_record(event: MemoryEvent, pos: SourcePosition, redactions: Counter[str])
     if event.op == "delete":
         return tombstone(event, pos)
     version = make_version(event.occurred_at, pos.offset)
-    deleted = False
     metadata = dict(event.metadata)
     if redactions:
         metadata["redactions"] = dict(sorted(redactions.items()))
@@ -272,7 +272,7 @@ def to_record(event: MemoryEvent, pos: SourcePosition, redactions: Counter[str])
         event_id=event.event_id,
         type=event.type,
         key=event.key,
-        content=None if deleted or event.content is None else event.content.model_dump(exclude_none=True),
+        content=None if event.content is None else event.content.model_dump(exclude_none=True),
         metadata=metadata,
         agent_id=event.agent_id,
         user_id=event.user_id,
@@ -285,10 +285,11 @@ def to_record(event: MemoryEvent, pos: SourcePosition, redactions: Counter[str])
         occurred_at=event.occurred_at,
         created_at=event.occurred_at,
         updated_at=event.occurred_at,
-        deleted_at=event.occurred_at if deleted else None,
+        deleted_at=None,
         superseded_by=None,
         redactions=dict(redactions),
         source=pos,
+        request_id=event.request_id,
     )
 
 

@@ -36,6 +36,7 @@ from app.snowflake_conn import connect_kwargs
 from app.text import index_terms
 from sinks.hotset import ActiveEntry, Hotset, keys
 from sinks.warehouse import SELECT_RECORDS, MemoryRecordsTable, row_to_record
+from sinks.warehouse.timing import execute
 
 PAGE_ROWS = 5000
 # Memories per script call: one call blocks Redis while it runs, so it stays short (well under
@@ -84,6 +85,7 @@ class WarehousePages:
 
     def __init__(self, settings: Settings, tenant: str | None, page_rows: int = PAGE_ROWS) -> None:
         self.tenant, self.page_rows = tenant, page_rows
+        self.slow_s = settings.warehouse_slow_query_s
         self.table = MemoryRecordsTable.name
         self.conn: SnowflakeConnection = snowflake.connector.connect(**connect_kwargs(settings), paramstyle="qmark")
 
@@ -97,7 +99,7 @@ class WarehousePages:
     def page(self, after: tuple[str, str] | None) -> list[dict[str, Any]]:
         sql, params = page_sql(self.table, self.tenant, after, self.page_rows)
         cur = self.conn.cursor()
-        cur.execute(sql, params)
+        execute(cur, "rebuild_page", sql, params, slow_s=self.slow_s)
         names = [d.name.lower() for d in cur.description or ()]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
@@ -142,7 +144,8 @@ async def rebuild(
         counts = RebuildCounts(**{k: int(v) for k, v in state.get("counts", {}).items()})
         print(f"resuming after {after} from {checkpoint}", file=sys.stderr)
     redis = create_redis(settings)
-    hotset = Hotset(redis, settings.hotset_ttl_seconds, settings.state_ttl_seconds)
+    # Restores are not changes: they append nothing to the change feed.
+    hotset = Hotset(redis, settings.hotset_ttl_seconds, settings.state_ttl_seconds, feed_max_len=0)
     pages = await asyncio.to_thread(WarehousePages, settings, tenant, page_rows)
     now = datetime.now(UTC)
     try:

@@ -143,6 +143,14 @@ class Settings(BaseSettings):
         ge=60,
         description="how long event ids, dedupe entries and tombstones are remembered (replay horizon)",
     )
+    feed_max_len: int = Field(
+        10_000,
+        ge=0,
+        description=(
+            "changes kept per tenant for GET /api/v2/subscribe (Redis stream, trimmed approximately): "
+            "the resume horizon of Last-Event-ID; 0 writes no feed"
+        ),
+    )
     ingest_batch_max: int = Field(1000, ge=1, description="ingest batch size (messages)")
     ingest_batch_within_s: float = Field(0.02, gt=0, description="ingest batch time limit")
 
@@ -156,6 +164,22 @@ class Settings(BaseSettings):
     gateway_port: int = Field(8080, ge=0, le=65535, description="gateway port")
     gateway_max_body_bytes: int = Field(1024 * 1024, ge=1024, description="request body limit (413 above it)")
     gateway_batch_max_items: int = Field(100, ge=1, description="max events per batch request")
+    subscribe_heartbeat_s: float = Field(
+        15.0, gt=0, description="GET /api/v2/subscribe: an SSE comment after this long without an event"
+    )
+    subscribe_queue_max: int = Field(
+        1000,
+        ge=1,
+        description="GET /api/v2/subscribe: events buffered per subscriber (the gateway reads no further ahead)",
+    )
+    subscribe_stall_s: float = Field(
+        10.0,
+        gt=0,
+        description="GET /api/v2/subscribe: a subscriber that takes no event from its full buffer this long is dropped",
+    )
+    subscribe_max_subscribers: int = Field(
+        200, ge=1, description="GET /api/v2/subscribe: open subscriptions per gateway process (503 above it)"
+    )
     search_candidate_pool: int = Field(500, ge=10, description="max candidates a search examines in the hotset")
     context_page_size: int = Field(
         256,
@@ -249,6 +273,15 @@ class Settings(BaseSettings):
     # Worker observability
     metrics_host: str = Field("127.0.0.1", description="worker metrics bind address")
     metrics_port: int | None = Field(None, description="worker Prometheus port (unset: no endpoint)")
+    sentry_dsn: SecretStr | None = Field(
+        None, description="Sentry DSN: error tracking on (secret); unset, nothing is sent or even loaded"
+    )
+    sentry_environment: str | None = Field(None, description="Sentry environment name (default: MEMSTREAM_ENV)")
+    warehouse_slow_query_s: float = Field(
+        1.0,
+        ge=0,
+        description="warehouse statements slower than this (seconds) are logged: name, duration, query id, never SQL",
+    )
 
     # Clients of the gateway (`memstream mcp`): where it is and the one credential they act as.
     gateway_url: str | None = Field(

@@ -15,6 +15,7 @@ from app.kafka import AsyncProducer, ensure_topics_with_retry
 from app.logs import configure as configure_logging
 from app.redis_client import create_redis
 from app.settings import Settings
+from app.tracking import init_error_tracking
 from sinks.hotset import Hotset
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def create_app_with_agents(settings: Settings, agents: tuple[str, ...] = AGENTS)
 
     app = create_app(settings, settings.worker_group)
     redis = create_redis(settings)
-    hotset = Hotset(redis, settings.hotset_ttl_seconds, settings.state_ttl_seconds)
+    hotset = Hotset(redis, settings.hotset_ttl_seconds, settings.state_ttl_seconds, settings.feed_max_len)
     producer = AsyncProducer(settings)
     if "ingest" in agents:
         processor = ingest.IngestProcessor(settings, hotset, producer)
@@ -50,6 +51,7 @@ def create_app_with_agents(settings: Settings, agents: tuple[str, ...] = AGENTS)
 def run_worker(settings: Settings, agents: tuple[str, ...] = AGENTS) -> None:
     """Blocking: create topics (waiting for the broker), then run until SIGINT/SIGTERM."""
     configure_logging(settings)
+    init_error_tracking(settings, "worker")
     created = asyncio.run(ensure_topics_with_retry(settings))
     if created:
         log.info("created topics: %s", ", ".join(created))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
@@ -29,6 +30,8 @@ from app.auth.registry import KeyRegistry
 from app.settings import Settings
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# The request being served: writes stamp it on their events (app/gateway/writes.py).
+CURRENT_REQUEST_ID: ContextVar[str | None] = ContextVar("memstream_request_id", default=None)
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # Reasons a client may see in `details.reason`; anything else is reported as a bare 401/403.
 PUBLIC_REASONS = frozenset({
@@ -178,6 +181,7 @@ class AuditMiddleware:
         incoming = dict(scope.get("headers") or ()).get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
         request_id = incoming if _REQUEST_ID_RE.fullmatch(incoming) else unique_id()
         state["request_id"] = request_id
+        token = CURRENT_REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 500
         chunks: list[bytes] = []
@@ -204,6 +208,7 @@ class AuditMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            CURRENT_REQUEST_ID.reset(token)
             ctx = state.get("audit")
             if isinstance(ctx, AuditContext):
                 latency_ms = (time.perf_counter() - started) * 1000

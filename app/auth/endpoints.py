@@ -18,6 +18,7 @@ ROUTE_ACTIONS: dict[tuple[str, str], Action] = {
     ("GET", f"{API}/memory/stats"): Action.STATS_READ,
     ("DELETE", f"{API}/memory/{{memory_id}}"): Action.MEMORY_DELETE,
     ("GET", f"{API}/context"): Action.CONTEXT_READ,
+    ("GET", f"{API}/subscribe"): Action.MEMORY_READ,
     ("POST", f"{API}/handoffs"): Action.HANDOFF_CREATE,
     ("GET", f"{API}/handoffs"): Action.HANDOFF_READ,
     ("POST", f"{API}/handoffs/{{handoff_id}}/ack"): Action.HANDOFF_ACK,

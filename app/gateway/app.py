@@ -18,7 +18,15 @@ from app.auth import asgi as auth
 from app.auth.audit import AuditSink
 from app.auth.endpoints import ROUTE_ACTIONS
 from app.auth.registry import KeyRegistry
-from app.gateway import errors, routes_admin, routes_context, routes_handoffs, routes_memory, routes_ops
+from app.gateway import (
+    errors,
+    routes_admin,
+    routes_context,
+    routes_handoffs,
+    routes_memory,
+    routes_ops,
+    routes_subscribe,
+)
 from app.gateway.deps import Services
 from app.gateway.hot import HotReads
 from app.gateway.middleware import BodyLimit, RequestMetrics
@@ -67,6 +75,8 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
         # API keys: Redis caches them, the warehouse's API_KEYS table is their system of record.
         registry = KeyRegistry(warehouse.query, settings.snowflake_schema)
         app.state.security = auth.Security(settings, redis, ROUTE_ACTIONS, audit, registry)
+        feed = routes_subscribe.FeedHub(settings)
+        app.state.feed = feed
         flusher = asyncio.create_task(_flush_loop(reader))
         # What start-up loaded lives as long as the process: keep the cyclic collector from
         # walking it on every full collection, which pauses every request in flight.
@@ -75,6 +85,7 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
         try:
             yield
         finally:
+            await feed.close()
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
@@ -102,7 +113,7 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
     )
     errors.install(app)
     auth.install(app)
-    for module in (routes_memory, routes_context, routes_handoffs, routes_ops, routes_admin):
+    for module in (routes_memory, routes_context, routes_subscribe, routes_handoffs, routes_ops, routes_admin):
         app.include_router(module.router)
     # Outermost first. The hot reads are innermost of these, so every other one applies to them.
     app.outer = (

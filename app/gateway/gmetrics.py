@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUEST_SECONDS = Histogram(
     "memstream_gateway_request_seconds",
@@ -18,6 +18,12 @@ WAREHOUSE_CALLS = Counter(
     "memstream_gateway_warehouse_calls_total", "Warehouse queries from the gateway, by outcome", ["outcome"]
 )
 PUBLISHED = Counter("memstream_gateway_published_total", "Events the gateway published, by outcome", ["outcome"])
+SUBSCRIBERS = Gauge("memstream_gateway_subscribers", "Open change-feed subscriptions (GET /api/v2/subscribe)")
+SUBSCRIBERS_DROPPED = Counter(
+    "memstream_gateway_subscribers_dropped_total",
+    "Change-feed subscriptions ended by the gateway, by reason",
+    ["reason"],
+)
 
 
 _REQUEST_CHILDREN: dict[tuple[str, str, int], Any] = {}

@@ -193,6 +193,15 @@ class ContextQuery(ReadQuery):
     budget_tokens: Budget = Field(2000, description=TOKEN_COUNTING)
 
 
+class SubscribeQuery(ReadQuery):
+    type: MemoryType | None = None
+    session_id: QueryId | None = None
+    agent_id: QueryId | None = Field(None, description="the agent's memories, and handoffs from or to it")
+    channel_visibility: Visibility | None = Field(
+        None, description="visibility of the channel the feed is for; public sees public only"
+    )
+
+
 class HandoffListQuery(ReadQuery):
     to_agent: QueryId
     include_acked: QueryBool = False

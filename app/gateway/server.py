@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from types import FrameType
 from typing import Any
 
 from app.auth.tls import uvicorn_ssl_kwargs
@@ -37,7 +38,19 @@ def run_gateway(settings: Settings, cert_file: str | None = None, key_file: str 
 
     from app.gateway.app import create_app
     from app.logs import configure as configure_logging
+    from app.tracking import init_error_tracking
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # Event streams never end on their own: end them before uvicorn waits for its
+            # connections to finish (subscribers reconnect elsewhere with Last-Event-ID).
+            hub = getattr(app.state, "feed", None)
+            if hub is not None:
+                hub.shutdown_threadsafe()
+            super().handle_exit(sig, frame)
 
     configure_logging(settings)
+    init_error_tracking(settings, "gateway")
     options = server_options(settings, cert_file, key_file)  # bad TLS files fail before binding
-    uvicorn.run(create_app(settings), **options)
+    app = create_app(settings)
+    Server(uvicorn.Config(app, **options)).run()

@@ -18,6 +18,7 @@ import snowflake.connector
 from snowflake.connector import SnowflakeConnection
 from snowflake.connector.errors import Error as SnowflakeError
 
+from app import metrics
 from app.auth.scope import HANDOFF
 from app.gateway import gmetrics
 from app.gateway.search import SearchParams
@@ -26,6 +27,7 @@ from app.models import MemoryRecord
 from app.settings import Settings
 from app.snowflake_conn import connect_kwargs
 from sinks.warehouse import SELECT_RECORDS, MemoryRecordsTable, row_to_record
+from sinks.warehouse.timing import execute
 
 log = logging.getLogger(__name__)
 
@@ -103,34 +105,49 @@ class Warehouse:
         if conn is None or conn.is_closed():
             # qmark: values are bound by the server, never spliced into the SQL text.
             conn = snowflake.connector.connect(**connect_kwargs(self.settings), paramstyle="qmark")
+            metrics.WAREHOUSE_CONNECTIONS.labels("gateway", "open").inc()
             self._local.conn = conn
             with self._lock:
                 self._conns.append(conn)
         return conn
 
-    def _execute(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+    def _execute(self, sql: str, params: Sequence[Any], statement: str = "gateway_query") -> list[dict[str, Any]]:
         conn = self._connection()
+        in_use = metrics.WAREHOUSE_CONNECTIONS.labels("gateway", "in_use")
+        in_use.inc()
         try:
             cur = conn.cursor()
             try:
-                cur.execute(sql, list(params))
+                execute(cur, statement, sql, params, slow_s=self.settings.warehouse_slow_query_s)
                 names = [d.name.lower() for d in cur.description or ()]
                 return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
             finally:
                 cur.close()
         except BaseException:
             self._local.conn = None  # a broken session is not reused
-            with contextlib.suppress(SnowflakeError):
-                conn.close()
+            self._close(conn)
             raise
+        finally:
+            in_use.dec()
 
-    async def query(self, sql: str, params: Sequence[Any], probe: bool = False) -> list[dict[str, Any]]:
+    def _close(self, conn: SnowflakeConnection) -> None:
+        with self._lock:
+            if conn in self._conns:
+                self._conns.remove(conn)
+                metrics.WAREHOUSE_CONNECTIONS.labels("gateway", "open").dec()
+        with contextlib.suppress(SnowflakeError):
+            conn.close()
+
+    async def query(
+        self, sql: str, params: Sequence[Any], probe: bool = False, statement: str = "gateway_query"
+    ) -> list[dict[str, Any]]:
         if self.circuit_open and not probe:
             gmetrics.WAREHOUSE_CALLS.labels("skipped").inc()
             raise WarehouseUnavailable(self.last_error or "warehouse unavailable")
         loop = asyncio.get_running_loop()
         try:
-            rows = await asyncio.wait_for(loop.run_in_executor(self._pool, self._execute, sql, params), self.timeout_s)
+            call = loop.run_in_executor(self._pool, self._execute, sql, params, statement)
+            rows = await asyncio.wait_for(call, self.timeout_s)
         except (SnowflakeError, OSError, TimeoutError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             self._open_until = time.monotonic() + CIRCUIT_OPEN_S
@@ -144,7 +161,9 @@ class Warehouse:
     async def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:
         """The record, a deleted record (deleted_at set), or None when the warehouse never saw it."""
         rows = await self.query(
-            f"SELECT {SELECT_RECORDS} FROM {self.table} WHERE tenant_id = ? AND id = ?", (tenant, memory_id)
+            f"SELECT {SELECT_RECORDS} FROM {self.table} WHERE tenant_id = ? AND id = ?",
+            (tenant, memory_id),
+            statement="gateway_get",
         )
         if not rows:
             return None
@@ -170,16 +189,15 @@ class Warehouse:
         if not p.terms:
             return []
         sql, params = search_sql(self.table, p.terms, p, min(limit, WAREHOUSE_SEARCH_MAX_ROWS))
-        rows = await self.query(sql, [tenant, *params])
+        rows = await self.query(sql, [tenant, *params], statement="gateway_search")
         return [row_to_record(r, self.settings.topic_events) for r in rows]
 
     async def ping(self) -> None:
-        await self.query("SELECT 1", (), probe=True)
+        await self.query("SELECT 1", (), probe=True, statement="gateway_ping")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:
-            conns, self._conns = self._conns, []
+            conns = list(self._conns)
         for conn in conns:
-            with contextlib.suppress(SnowflakeError):
-                conn.close()
+            self._close(conn)

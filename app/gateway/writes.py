@@ -14,6 +14,7 @@ import orjson
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from app.auth.asgi import CURRENT_REQUEST_ID
 from app.gateway import gmetrics
 from app.gateway.errors import ApiError, validation_error
 from app.gateway.reads import HotsetReader
@@ -104,6 +105,9 @@ class Publisher:
     async def publish(self, events: list[MemoryEvent]) -> list[Written]:
         """Resolve once the broker acknowledged every event (acks=all); 503 otherwise."""
         topic = self.settings.topic_events
+        request_id = CURRENT_REQUEST_ID.get()
+        if request_id is not None:
+            events = [e if e.request_id else e.model_copy(update={"request_id": request_id}) for e in events]
         try:
             delivered = await self.producer.send_many([(topic, e.tenant_id.encode(), encode(e)) for e in events])
         except BrokerUnavailable as exc:

@@ -108,6 +108,13 @@ def term(tenant: str, token: str) -> str:
     return f"{_t(tenant)}:kw:{token}"
 
 
+def feed(tenant: str) -> str:
+    """Stream: the tenant's change feed (created, updated, superseded, deleted, handoff delivered),
+    written by the hotset write, trimmed to about MEMSTREAM_FEED_MAX_LEN entries, read by
+    GET /api/v2/subscribe. Entry ids are the SSE event ids."""
+    return f"{_t(tenant)}:feed"
+
+
 GLOBAL_STATS = f"{PREFIX}:global:stats"
 # Present while the hotset holds what the warehouse holds: set by a complete `memstream rebuild`
 # and by readiness on a fresh deployment (empty warehouse); a flushed Redis loses it.

@@ -38,12 +38,14 @@ def _closed(rec: MemoryRecord) -> bool:
 
 
 class Hotset:
-    def __init__(self, redis: aioredis.Redis, ttls: dict[str, int], state_ttl_s: int):
+    def __init__(self, redis: aioredis.Redis, ttls: dict[str, int], state_ttl_s: int, feed_max_len: int = 10_000):
         self.redis = redis
         self.ttls = ttls
         # Ledger, dedupe and tombstone keys outlive the dedupe window (which is event time) so
         # that a replay within this horizon decides exactly as the first pass did.
         self.state_ttl_s = state_ttl_s
+        # Each tenant's change feed (keys.feed) keeps about this many entries; 0 writes none.
+        self.feed_max_len = feed_max_len
         self._apply = script(redis, Lua.APPLY)
         self._state = script(redis, Lua.STATE)
 
@@ -151,6 +153,11 @@ class Hotset:
             "ix": index_keys,
             "rx": leave_keys,
             "c": intent.counters,
+            # The scope the change feed filters on (a delete's is read from the stored record).
+            "vis": rec.visibility,
+            "ses": rec.session_id or "",
+            "ag": rec.agent_id or "",
+            "ta": str(rec.content.get("to_agent") or "") if rec.type is MemoryType.HANDOFF and rec.content else "",
         }
 
     async def apply(self, intents: list[Intent]) -> int:
@@ -163,7 +170,9 @@ class Hotset:
             return 0
         pipe = self.redis.pipeline(transaction=False)
         for tenant, ops in by_tenant.items():
-            await self._apply(keys=[keys.stats(tenant)], args=[orjson.dumps(ops)], client=pipe)
+            feed = keys.feed(tenant) if self.feed_max_len else ""
+            args: list[bytes | str | int] = [orjson.dumps(ops), feed, self.feed_max_len]
+            await self._apply(keys=[keys.stats(tenant)], args=args, client=pipe)
         results: list[Any] = await pipe.execute()
         return sum(int(r) for r in results)
 

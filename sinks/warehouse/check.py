@@ -49,11 +49,13 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "superseded_by": (str, _NONE),
     "redactions": (dict,),
     "source": (dict, _NONE),
+    "request_id": (str, _NONE),
 }
 _TIMES = frozenset(
     name for name, f in MemoryRecord.model_fields.items() if datetime in (f.annotation, *get_args(f.annotation))
 )
 _TYPES = frozenset(t.value for t in MemoryType)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _VISIBILITY = frozenset(get_args(Visibility))
 # How `to_json` writes a time: "Z" for UTC, else the offset it was given; a fraction only when
 # there are microseconds.
@@ -130,6 +132,9 @@ def canonical_row(value: bytes) -> tuple[dict[str, Any], str, bool] | None:
     if (type_ is not None and type_ not in _TYPES) or d["visibility"] not in _VISIBILITY:
         return None
     citations, redactions, source = d["citations"], d["redactions"], d["source"]
+    request_id = d["request_id"]
+    if request_id is not None and _REQUEST_ID.fullmatch(request_id) is None:
+        return None
     if citations and not all(type(c) is str for c in citations):
         return None
     if redactions and not all(type(n) is int for n in redactions.values()):

@@ -74,4 +74,5 @@ def row_to_record(row: dict[str, Any], events_topic: str) -> MemoryRecord:
         superseded_by=row.get("superseded_by"),
         redactions=_json(row.get("redactions"), {}) or {},
         source=source,
+        request_id=row.get("request_id"),
     )

@@ -33,10 +33,12 @@ from typing import Any
 from snowflake.connector import SnowflakeConnection
 from snowflake.connector.cursor import SnowflakeCursor
 
+from app import metrics
 from app.settings import Settings
 from sinks.warehouse.errors import classify, reason
 from sinks.warehouse.parse import Rejected, Row, Tombstone, chunks, parse
 from sinks.warehouse.tables import TableSpec
+from sinks.warehouse.timing import execute
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,8 @@ class WarehouseSink:
         self.rejected: list[Rejected] = []
         self._conn: SnowflakeConnection | None = None
         self._tmp = Path(tempfile.mkdtemp(prefix=f"memstream-{table.name.lower()}-"))
+        self._slow_s = settings.warehouse_slow_query_s
+        self._label = table.name.lower()
         self._merge_sql = table.merge_sql(self.target, self.stage_table)
         self._post_sql = table.post_sql(self.target, self.stage_table)
         # Held while staging (PUT + COPY: the connector's Python, GIL-bound); a caller that
@@ -133,13 +137,13 @@ class WarehouseSink:
         try:
             cur = self._cursor()
             with self.turn:
-                cur.execute(f"TRUNCATE TABLE {self.stage_table}")
+                self._run(cur, "truncate", f"TRUNCATE TABLE {self.stage_table}")
                 self._stage(cur, rows)
-            merged = cur.execute(self._merge_sql)
+            merged = self._run(cur, "merge", self._merge_sql)
             assert merged is not None
             counts = _merge_counts(merged.fetchone(), len(rows))
             if self._post_sql and any(r.grouped for r in rows):
-                post = cur.execute(self._post_sql)
+                post = self._run(cur, "supersede", self._post_sql)
                 first = post.fetchone() if post is not None else None
                 counts.superseded = int(first[0]) if first else 0
             return counts
@@ -174,10 +178,14 @@ class WarehouseSink:
         try:
             # No compression and no detection: the connector would re-read the MIME tables per file.
             options = "AUTO_COMPRESS = FALSE SOURCE_COMPRESSION = NONE OVERWRITE = TRUE"
-            cur.execute(f"PUT 'file://{path.as_posix()}' @{STAGE} {options}")
+            self._run(cur, "put", f"PUT 'file://{path.as_posix()}' @{STAGE} {options}")
         finally:
             path.unlink(missing_ok=True)
-        cur.execute(f"COPY INTO {self.stage_table} FROM @{STAGE}/{name} FILE_FORMAT = (TYPE = JSON) PURGE = TRUE")
+        copy = f"COPY INTO {self.stage_table} FROM @{STAGE}/{name} FILE_FORMAT = (TYPE = JSON) PURGE = TRUE"
+        self._run(cur, "copy", copy)
+
+    def _run(self, cur: SnowflakeCursor, step: str, sql: str) -> Any:
+        return execute(cur, f"{self._label}_{step}", sql, slow_s=self._slow_s)
 
     def _cursor(self) -> SnowflakeCursor:
         if self._conn is None:
@@ -193,6 +201,7 @@ class WarehouseSink:
                 _close_quietly(conn)
                 raise
             self._conn = conn
+            metrics.WAREHOUSE_CONNECTIONS.labels("sink", "open").inc()
         return self._conn.cursor()
 
     def reset(self) -> None:
@@ -200,6 +209,7 @@ class WarehouseSink:
         session is unknown to it)."""
         conn, self._conn = self._conn, None
         if conn is not None:
+            metrics.WAREHOUSE_CONNECTIONS.labels("sink", "open").dec()
             _close_quietly(conn)
 
     def close(self) -> None:

@@ -128,6 +128,7 @@ class MemoryRecordsTable:
         Column("deleted_at", "ts"),
         Column("source_partition", "int", 10),
         Column("source_offset", "int", 20),
+        Column("request_id", "str"),
     )
     # What a delete forgets: the content and everything that describes or names whom it is about.
     # A tombstone row keeps ids, version, type, visibility and times (idempotency and audit).
@@ -143,10 +144,20 @@ class MemoryRecordsTable:
         "importance": None,
         "redactions": {},
     }
-    # A delete (tombstone) moves the version and the deletion times, and clears what it forgets
-    # (staged empty by `to_row`); the type, visibility and supersession stay.
+    # A delete (tombstone) moves the version, the deletion times and the request id (the row names
+    # the request that last changed it), and clears what it forgets (staged empty by `to_row`);
+    # the type, visibility and supersession stay.
     ALWAYS = frozenset(
-        {"version", "event_id", "updated_at", "deleted_at", "source_partition", "source_offset", *FORGOTTEN}
+        {
+            "version",
+            "event_id",
+            "updated_at",
+            "deleted_at",
+            "source_partition",
+            "source_offset",
+            "request_id",
+            *FORGOTTEN,
+        }
     )
     KEYS = frozenset({"tenant_id", "id"})
     TIMESTAMPS = tuple(c.name for c in columns if c.kind == "ts")

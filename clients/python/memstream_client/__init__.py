@@ -21,6 +21,7 @@ from memstream_client.errors import (
     ValidationFailed,
 )
 from memstream_client.event import MemoryEvent
+from memstream_client.feed import ChangeEvent, SubscriptionDropped
 from memstream_client.models import (
     BatchResult,
     ContextResult,
@@ -44,6 +45,7 @@ __all__ = [
     "AsyncMemstreamClient",
     "BadRequest",
     "BatchResult",
+    "ChangeEvent",
     "Conflict",
     "ContextResult",
     "DeliveryFailed",
@@ -73,6 +75,7 @@ __all__ = [
     "StatsResult",
     "StoreRequest",
     "StoreResult",
+    "SubscriptionDropped",
     "TransportError",
     "Unauthorized",
     "Unavailable",

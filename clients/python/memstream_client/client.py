@@ -6,15 +6,15 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import httpx
 
-from memstream_client import _core, models
+from memstream_client import _core, feed, models
 from memstream_client._core import Call, Done, Retry, RetryPolicy
-from memstream_client.errors import MemstreamError
+from memstream_client.errors import MemstreamError, TransportError
 
 R = TypeVar("R")
 OnRetry = Callable[[Retry], None]
@@ -43,6 +43,29 @@ class _Config:
 
     def request(self, http: httpx.Client | httpx.AsyncClient, call: Call[Any]) -> httpx.Request:
         return _core.build_request(http, call, self.headers, self.signing_secret)
+
+
+def _stream_timeout(base: httpx.Timeout, read_timeout: float | None) -> httpx.Timeout:
+    # The gateway sends a heartbeat every MEMSTREAM_SUBSCRIBE_HEARTBEAT_S: a longer silence is a dead stream.
+    return httpx.Timeout(connect=base.connect, read=read_timeout, write=base.write, pool=base.pool)
+
+
+def _resume_delay(cfg: _Config, attempt: int, reconnect: bool, error: MemstreamError) -> float:
+    """How long to wait before reopening a stream that ended, or raise `error`."""
+    if not reconnect or attempt >= cfg.retry.max_retries:
+        raise error
+    delay = cfg.retry.backoff(attempt)
+    if cfg.on_retry:
+        cfg.on_retry(Retry(attempt, delay, error.code, "GET", feed.PATH))
+    return delay
+
+
+def _open_failure(cfg: _Config, attempt: int, reconnect: bool, response: httpx.Response) -> float:
+    failure = _core.api_error(response.status_code, response.headers, response.content)
+    delay = cfg.retry.after_status(attempt, response.status_code, failure.retry_after) if reconnect else None
+    if delay is None:
+        raise failure
+    return delay
 
 
 def _env_credentials() -> dict[str, str | None]:
@@ -155,6 +178,51 @@ class MemstreamClient:
     ) -> models.HandoffAckResult:
         return self._run(_core.ack_handoff(handoff_id, agent_id, note))
 
+    # change feed
+    def subscribe(
+        self,
+        *,
+        type: str | None = None,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        channel_visibility: str | None = None,
+        last_event_id: str | None = None,
+        reconnect: bool = True,
+        read_timeout: float | None = 60.0,
+    ) -> Generator[feed.ChangeEvent, None, None]:
+        """The tenant's memory changes (GET /api/v2/subscribe), as they happen. With `reconnect`,
+        a stream the gateway ends (`SubscriptionDropped`) or a broken connection is reopened with
+        Last-Event-ID after the retry policy's backoff, so nothing is missed or repeated within
+        the feed's horizon (a `gap` event says when it was not); else those errors are raised."""
+        cursor = feed.Cursor(last_event_id)
+        query = feed.params(type, session_id, agent_id, channel_visibility)
+        timeout = _stream_timeout(self._http.timeout, read_timeout)
+        attempt = 0
+        while True:
+            try:
+                headers = {**self._cfg.headers, **cursor.headers()}
+                with self._http.stream("GET", feed.PATH, params=query, headers=headers, timeout=timeout) as r:
+                    if r.status_code != 200:
+                        r.read()
+                        delay = _open_failure(self._cfg, attempt, reconnect, r)
+                    else:
+                        decoder = feed.SseDecoder()
+                        for line in r.iter_lines():
+                            msg = decoder.line(line)
+                            event = cursor.take(msg) if msg is not None else None
+                            if event is not None:
+                                attempt = 0
+                                yield event
+                        ended = TransportError("the change feed ended", "transport_error")
+                        delay = _resume_delay(self._cfg, attempt, reconnect, ended)
+            except feed.SubscriptionDropped as exc:
+                delay = _resume_delay(self._cfg, attempt, reconnect, exc)
+            except httpx.TransportError as exc:
+                lost = TransportError(f"GET {feed.PATH}: {exc.__class__.__name__}: {exc}", "transport_error")
+                delay = _resume_delay(self._cfg, attempt, reconnect, lost)
+            time.sleep(delay)
+            attempt += 1
+
     # operations
     def health(self) -> models.HealthResult:
         return self._run(_core.health())
@@ -253,6 +321,47 @@ class AsyncMemstreamClient:
         self, handoff_id: str, *, agent_id: str | None = None, note: str | None = None
     ) -> models.HandoffAckResult:
         return await self._run(_core.ack_handoff(handoff_id, agent_id, note))
+
+    async def subscribe(
+        self,
+        *,
+        type: str | None = None,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        channel_visibility: str | None = None,
+        last_event_id: str | None = None,
+        reconnect: bool = True,
+        read_timeout: float | None = 60.0,
+    ) -> AsyncGenerator[feed.ChangeEvent, None]:
+        """As MemstreamClient.subscribe, iterated with `async for`."""
+        cursor = feed.Cursor(last_event_id)
+        query = feed.params(type, session_id, agent_id, channel_visibility)
+        timeout = _stream_timeout(self._http.timeout, read_timeout)
+        attempt = 0
+        while True:
+            try:
+                headers = {**self._cfg.headers, **cursor.headers()}
+                async with self._http.stream("GET", feed.PATH, params=query, headers=headers, timeout=timeout) as r:
+                    if r.status_code != 200:
+                        await r.aread()
+                        delay = _open_failure(self._cfg, attempt, reconnect, r)
+                    else:
+                        decoder = feed.SseDecoder()
+                        async for line in r.aiter_lines():
+                            msg = decoder.line(line)
+                            event = cursor.take(msg) if msg is not None else None
+                            if event is not None:
+                                attempt = 0
+                                yield event
+                        ended = TransportError("the change feed ended", "transport_error")
+                        delay = _resume_delay(self._cfg, attempt, reconnect, ended)
+            except feed.SubscriptionDropped as exc:
+                delay = _resume_delay(self._cfg, attempt, reconnect, exc)
+            except httpx.TransportError as exc:
+                lost = TransportError(f"GET {feed.PATH}: {exc.__class__.__name__}: {exc}", "transport_error")
+                delay = _resume_delay(self._cfg, attempt, reconnect, lost)
+            await asyncio.sleep(delay)
+            attempt += 1
 
     async def health(self) -> models.HealthResult:
         return await self._run(_core.health())

@@ -44,6 +44,7 @@ TaskStatus = Literal["open", "in_progress", "blocked", "done"]
 Id128 = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
 Scope = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
 TenantId = Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+RequestId = Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
 Importance = Annotated[StrictInt | StrictFloat, Field(ge=0, le=1)]
 
 
@@ -131,6 +132,7 @@ class MemoryEvent(BaseModel):
     ttl_seconds: TtlSeconds | None = None
     occurred_at: EventTime
     remember: StrictBool = True
+    request_id: RequestId | None = None  # correlates the event with the request that wrote it
 
     @model_validator(mode="after")
     def _rules(self) -> MemoryEvent:

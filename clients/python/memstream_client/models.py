@@ -110,6 +110,7 @@ class MemoryRecord(_Result):
     superseded_by: str | None = None
     redactions: dict[str, int] = Field(default_factory=dict)
     source: SourcePosition | None = None
+    request_id: str | None = None  # the gateway request that wrote it (X-Request-ID)
 
     @property
     def text(self) -> str:

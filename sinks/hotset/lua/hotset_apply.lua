@@ -7,9 +7,13 @@
 --   ai active-in-scope index of this memory ('' for none), ax the memory -> that index hash,
 --   kh key history ('' without a key), khp key history prefix (deletes), dk dedupe key, dv dedupe
 --   value, id memory id, sb superseded_by, t type, ix index keys, rx index keys to leave,
---   c counters; for x, a tombstone: ix and dk name what the forgotten record was indexed
---   under}. Versions are fixed-width digit strings: string order is version order, so a
+--   c counters, vis visibility, ses session, ag agent, ta handoff recipient; for x, a tombstone:
+--   ix and dk name what the forgotten record was indexed under}. Versions are fixed-width digit
+--   strings: string order is version order, so a
 --   replay or an older version never overwrites a newer one. Returns how many ops changed state.
+-- ARGV[2] (optional): the tenant's change feed stream; ARGV[3]: its approximate MAXLEN. Every op
+--   that changes a memory appends one entry (created, updated, superseded, deleted,
+--   handoff_delivered); a replay changes nothing, so it appends nothing.
 -- Memory values are one string each (layout: sinks/hotset/layout.py):
 --   <version: 32 digits><deleted 0|1><record json>\30<superseded_by>
 local SEP = '\30'
@@ -34,6 +38,25 @@ local function score_of(version)
 end
 local ops = cjson.decode(ARGV[1])
 local stats = KEYS[1]
+local feed = ARGV[2] or ''
+local feed_max = ARGV[3] or '10000'
+local function str(v) return type(v) == 'string' and v or '' end
+-- One feed entry. The record JSON travels only with created/updated/handoff_delivered.
+local function emit(kind, id, t, vis, ses, ag, ta, version, sb, rec)
+  if feed == '' then return end
+  redis.call('XADD', feed, 'MAXLEN', '~', feed_max, '*', 'kind', kind, 'id', id, 'type', t,
+    'vis', vis, 'ses', ses, 'ag', ag, 'ta', ta, 'v', version, 'sb', sb, 'rec', rec)
+end
+-- The scope of a stored record (for a delete or a supersession the op does not carry it). A
+-- memory the hotset does not hold is reported as private: only a private-channel read sees it.
+local function scope_of(value)
+  local cut = value and string.find(value, SEP, 34, true)
+  local ok, r = pcall(cjson.decode, cut and string.sub(value, 34, cut - 1) or '')
+  if not ok or type(r) ~= 'table' then return '', 'private', '', '', '' end
+  local ta = ''
+  if type(r.content) == 'table' then ta = str(r.content.to_agent) end
+  return str(r.type), str(r.visibility) ~= '' and r.visibility or 'private', str(r.session_id), str(r.agent_id), ta
+end
 local changed = 0
 local counts = {}  -- stats increments, written once per call: a redis.call costs more than a table
 local function count(name, inc) counts[name] = (counts[name] or 0) + inc end
@@ -110,8 +133,14 @@ for _, op in ipairs(ops) do
             local d = redis.call('GET', op.dk)
             if d and string.sub(d, -(#op.id + 1)) == '|' .. op.id then redis.call('DEL', op.dk) end
           end
+          local t, vis, ses, ag, ta = scope_of(prev)
+          emit('deleted', op.id, t, vis, ses, ag, ta, op.v, sb, '')
         else
           redis.call('SET', op.m, op.v .. '0' .. op.j .. SEP .. sb, 'EX', op.ttl)
+          if op.k == 'w' then
+            local kind = cur and 'updated' or (op.t == 'handoff' and 'handoff_delivered' or 'created')
+            emit(kind, op.id, op.t, op.vis or 'private', op.ses or '', op.ag or '', op.ta or '', op.v, sb, op.j)
+          end
         end
       end
       if (apply or complete) and op.k ~= 'x' then
@@ -132,7 +161,13 @@ for _, op in ipairs(ops) do
               local sk = op.mp .. old
               local older = version_of(sk) and redis.call('GET', sk)
               local cut = older and string.find(older, SEP, 34, true)
-              if cut then redis.call('SET', sk, string.sub(older, 1, cut) .. op.id, 'KEEPTTL') end
+              if cut then
+                redis.call('SET', sk, string.sub(older, 1, cut) .. op.id, 'KEEPTTL')
+                if op.k == 'w' then
+                  local t, vis, ses, ag, ta = scope_of(older)
+                  emit('superseded', old, t, vis, ses, ag, ta, string.sub(older, 1, 32), op.id, '')
+                end
+              end
             end
             if before and before ~= '' and before ~= op.ai then redis.call('ZREM', before, op.id) end
             if op.ai ~= '' then redis.call('ZADD', op.ai, op.s, op.id) end

@@ -142,6 +142,38 @@ async def test_async_client_every_call_with_a_jwt(live: LiveGateway, tenant: str
         assert (await c.stats()).counts_by_type["rule"] == 1
 
 
+def test_sync_subscribe_follows_and_resumes(live: LiveGateway, tenant: str) -> None:
+    key = asyncio.run(live.key(tenant, Role.WRITER))
+    with MemstreamClient(live.url, api_key=key, retry=FAST) as c:
+        one = c.store(type="event", text="first change", wait=True)
+        feed = c.subscribe(last_event_id="0-0")  # from the feed's start
+        first = next(feed)
+        assert (first.event, first.memory_id) == ("created", one.memory_id)
+        assert first.record is not None and first.record["content"]["text"] == "first change"
+        two = c.store(type="event", text="second change", wait=True)
+        second = next(feed)
+        assert (second.event, second.memory_id) == ("created", two.memory_id)
+        feed.close()
+        # A new subscription after the first event resumes with exactly what followed it.
+        resumed = c.subscribe(last_event_id=first.id)
+        assert next(resumed).memory_id == two.memory_id
+        resumed.close()
+        with pytest.raises(ValidationFailed):
+            next(c.subscribe(channel_visibility="everyone"))
+
+
+async def test_async_subscribe_filters(live: LiveGateway, tenant: str) -> None:
+    async with AsyncMemstreamClient(live.url, bearer_token=live.token(tenant, "writer"), retry=FAST) as c:
+        await c.store(type="event", text="a private note", wait=True)
+        public = await c.store(
+            type="event", text="a public note", channel={"id": "news", "visibility": "public"}, wait=True
+        )
+        feed = c.subscribe(channel_visibility="public", last_event_id="0-0")
+        event = await anext(feed)
+        assert (event.event, event.memory_id, event.data["visibility"]) == ("created", public.memory_id, "public")
+        await feed.aclose()
+
+
 async def test_refusals_carry_the_contract_codes(live: LiveGateway, tenant: str) -> None:
     reader = await live.key(tenant, Role.READER)
     writer = await live.key(tenant, Role.WRITER)

@@ -53,6 +53,8 @@ def dump_redis(rds: redis.Redis, tenant: str) -> str:
             value = sorted(rds.smembers(key))
         elif kind == "list":
             value = rds.lrange(key, 0, -1)
+        elif kind == "stream":  # the change feed carries records too
+            value = rds.xrange(key)
         else:
             value = kind
         out.append(f"{key} {value!r}")

@@ -73,6 +73,11 @@ def test_migrate_applies_pending_once_and_reports(stack: Stack, tmp_path: Path) 
 
     first = migrate.run(settings, directory=mig_dir)
     assert first.applied == [m.stem for m in MIGRATIONS]
+    # The emulator has no Time Travel: the retention statements are skipped and reported.
+    assert first.skipped == [
+        f"V002__time_travel_retention statement {i} (no Time Travel on this warehouse)" for i in (1, 2)
+    ]
+    assert "skipped   V002__time_travel_retention statement 1" in "\n".join(first.lines())
     again = migrate.run(settings, directory=mig_dir)
     assert again.applied == [] and again.already == first.applied
     assert "up to date" in "\n".join(again.lines())

@@ -13,7 +13,7 @@ import pytest
 from app.logs import scrub
 from app.models import DeadLetter, MemoryEvent
 from app.pipeline import Incoming, prepare, validate
-from app.redact import may_contain_secret, redact_text, redact_value
+from app.redact import may_contain_secret, redact_text, redact_value, refused_identifier
 from tests.support.secrets_corpus import Sample, corpus
 
 CORPUS = corpus()
@@ -242,3 +242,9 @@ def test_import_redacts_and_refuses() -> None:
     published = prepare_line(ok + b"\n")
     assert isinstance(published, tuple) and GH not in published[1].decode()
     assert prepare_line(refused) == "session_id contains a secret (github_token); identifiers are refused, not redacted"
+
+
+def test_a_uuid_whose_digits_pass_the_card_check_is_not_refused() -> None:
+    uuid_like_card = "04341925-4122-4482-889e-aff309cad683"  # digit groups pass the card pattern and Luhn
+    assert refused_identifier([("event_id", uuid_like_card)]) is None
+    assert refused_identifier([("key", "4111 1111 1111 1111")]) is not None

@@ -18,7 +18,7 @@ TABLES: list[TableSpec] = [MemoryRecordsTable(), AuditLogsTable()]
 
 def ddl_columns(sql_files: list[str]) -> dict[str, list[tuple[str, str]]]:
     """Table name -> [(column, type as Snowflake SQL)] after applying the files in order
-    (CREATE TABLE, ALTER TABLE … ADD COLUMN)."""
+    (CREATE TABLE, ALTER TABLE … ADD COLUMN; ALTER TABLE … SET changes no column)."""
     tables: dict[str, list[tuple[str, str]]] = {}
     for sql in sql_files:
         for statement in sqlglot.parse(sql, read="snowflake"):
@@ -29,6 +29,8 @@ def ddl_columns(sql_files: list[str]) -> dict[str, list[tuple[str, str]]]:
                 tables[schema.this.name.upper()] = [(c.name, _type(c)) for c in cols]
             elif isinstance(statement, exp.Alter) and statement.kind == "TABLE":
                 for action in statement.args.get("actions") or []:
+                    if isinstance(action, exp.AlterSet):
+                        continue  # table properties (Time Travel retention), not columns
                     assert isinstance(action, exp.ColumnDef), f"not understood here: {action.sql()}"
                     tables[statement.this.name.upper()].append((action.name, _type(action)))
     return tables
@@ -66,6 +68,9 @@ def mismatches(table: TableSpec, ddl: dict[str, list[tuple[str, str]]]) -> list[
     declared = [(c.name, staged_type(c)) for c in table.columns] + [(LOADED_AT, "TIMESTAMPNTZ")]
     # VARCHAR lengths are the DDL's own (the records bound their ids elsewhere).
     found = [(n, "VARCHAR" if t.startswith("VARCHAR") else t) for n, t in created]
+    # A column added by a later migration lands after loaded_at in the table and before it in the
+    # declaration (loaded_at is the declaration's last): compare with loaded_at moved last.
+    found = [c for c in found if c[0] != LOADED_AT] + [c for c in found if c[0] == LOADED_AT]
     if [n for n, _ in found] != [n for n, _ in declared]:
         return [f"{table.name} columns: DDL {[n for n, _ in found]} != declared {[n for n, _ in declared]}"]
     pairs = zip(found, declared, strict=True)
