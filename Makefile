@@ -46,7 +46,7 @@ docs: $(STAMP)  ## regenerate the configuration table in README.md from app/sett
 	$(BIN)/python -m app.config_doc
 
 bench-quick: $(STAMP)
-	for b in ingest sink gateway rebuild; do $(BIN)/python bench/$$b.py --quick || exit 1; done
+	for b in ingest sink gateway rebuild recall; do $(BIN)/python bench/$$b.py --quick || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* .memstream

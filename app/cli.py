@@ -172,7 +172,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     from app.rebuild import run_rebuild
 
     checkpoint = args.checkpoint or Path(f"memstream-rebuild{'.' + args.tenant if args.tenant else ''}.checkpoint")
-    return run_rebuild(_settings(), args.tenant, checkpoint, args.restart)
+    return run_rebuild(_settings(), args.tenant, checkpoint, args.restart, args.reindex)
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
@@ -284,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="resume file (default: memstream-rebuild[.TENANT].checkpoint here; removed when done)",
     )
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint, start from the beginning")
+    p.add_argument(
+        "--reindex", action="store_true", help="also rewrite memories the hotset holds at the same version (new index)"
+    )
     p.set_defaults(func=cmd_rebuild)
     p = sub.add_parser("import", help="publish memory events from a JSON Lines file")
     p.add_argument("file", type=Path, metavar="FILE.jsonl")

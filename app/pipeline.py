@@ -38,7 +38,7 @@ from app.redact import (
     refused_identifier,
     strings,
 )
-from app.text import digest, index_terms, normalize
+from app.text import contextual_terms, digest, index_terms, normalize
 from sinks.hotset import keys
 from sinks.hotset.state import ActiveEntry, DedupeEntry, HotsetState
 
@@ -71,6 +71,11 @@ class Prepared:
     active_field: str | None
     terms: tuple[str, ...]
     dropped: bool  # privacy: marked not to be remembered
+
+    @property
+    def turn_of(self) -> tuple[str, str] | None:
+        """(tenant, session) when this is a conversation turn, indexed with the turn before it."""
+        return turn_scope(self.record)
 
 
 def _reason(exc: ValidationError) -> str:
@@ -339,6 +344,14 @@ def record_terms(rec: MemoryRecord) -> tuple[str, ...]:
     return tuple(index_terms(f"{rec.key or ''} {text}"))
 
 
+def turn_scope(record: MemoryRecord) -> tuple[str, str] | None:
+    """Conversation turns (events of a session with text) are indexed with their session's
+    previous turn: (tenant, session) for those, else None."""
+    if record.type is not MemoryType.EVENT or not record.session_id or not record.content:
+        return None
+    return (record.tenant_id, record.session_id)
+
+
 def prepare(event: MemoryEvent, pos: SourcePosition) -> Prepared:
     event, counts = redact(event)
     record = to_record(event, pos, counts)
@@ -367,10 +380,11 @@ def prepare(event: MemoryEvent, pos: SourcePosition) -> Prepared:
 class Intent:
     """One write for the hotset (and, for `write`/`delete`, one record for `memory.records`)."""
 
-    kind: Literal["write", "delete", "duplicate", "dropped", "replay", "restore", "refused"]
+    kind: Literal["write", "delete", "duplicate", "dropped", "replay", "restore", "reindex", "refused"]
     record: MemoryRecord
     counters: dict[str, int]
     terms: tuple[str, ...] = ()
+    context_terms: tuple[str, ...] = ()  # of `terms`, those from the session's previous turn
     dedupe_digest: str | None = None
     dedupe_value: str | None = None
     active_field: str | None = None
@@ -387,7 +401,7 @@ class Intent:
     @property
     def stores(self) -> bool:
         """Carries a record into the hotset (a restore re-warms one from the warehouse)."""
-        return self.kind in ("write", "delete", "restore")
+        return self.kind in ("write", "delete", "restore", "reindex")
 
     @cached_property
     def record_json(self) -> bytes:
@@ -502,12 +516,22 @@ def plan(batch: list[Prepared], state: HotsetState, dedupe_window_s: int) -> lis
         prior_rec = state.stored.get((tenant, rec.memory_id))
         if prior_rec is None or prior_rec.version < rec.version:
             state.stored[(tenant, rec.memory_id)] = rec
+        context: tuple[str, ...] = ()
+        turn = p.turn_of
+        if turn is not None and p.event.content is not None:
+            prev_text, prev_visibility = state.previous_turn.get(turn, ("", ""))
+            # Only a turn its readers may see lends terms: a search must not find a public turn by
+            # the words of a private one.
+            if prev_visibility == rec.visibility:
+                context = contextual_terms(p.terms, prev_text)
+            state.previous_turn[turn] = (p.event.content.text, rec.visibility)
         out.append(
             Intent(
                 "write",
                 rec,
                 counters,
-                terms=p.terms,
+                terms=p.terms + context,
+                context_terms=context,
                 dedupe_digest=p.dedupe_digest,
                 dedupe_value=dd_value,
                 active_field=p.active_field,

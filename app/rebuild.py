@@ -8,7 +8,11 @@ the ingest agent: memory values, recency/type/session/agent/handoff indexes, key
 active-by-key pointers. A newer version already in Redis always wins, so rebuilding a warm hotset
 changes nothing, and the command can run while workers are ingesting. After every page a
 checkpoint file records the last key written; an interrupted run resumes there. A complete
-rebuild of every tenant sets the hotset's warm marker (readiness reports `degraded` without it).
+rebuild of every tenant sets the hotset's warm marker (readiness reports `degraded` without it). Conversation
+turns are indexed with the previous turn of their session found in the same page, as the worker
+indexes them (app.pipeline.turn_scope); `--reindex` also rewrites the memories the hotset already
+holds at the same version, which brings a hotset written before contextual indexing to the
+current index.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import asyncio
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,12 +32,12 @@ import snowflake.connector
 from snowflake.connector import SnowflakeConnection
 
 from app.models import SUPERSEDING_TYPES, MemoryRecord
-from app.pipeline import Intent
+from app.pipeline import Intent, turn_scope
 from app.progress import Progress, ensure_log_output, read_checkpoint, remove_checkpoint, write_checkpoint
 from app.redis_client import create_redis
 from app.settings import Settings
 from app.snowflake_conn import connect_kwargs
-from app.text import index_terms
+from app.text import contextual_terms, index_terms
 from sinks.hotset import ActiveEntry, Hotset, keys
 from sinks.warehouse import SELECT_RECORDS, MemoryRecordsTable, row_to_record
 from sinks.warehouse.timing import execute
@@ -45,8 +49,11 @@ APPLY_OPS = 500
 DEFAULT_CHECKPOINT = Path("memstream-rebuild.checkpoint")
 
 
-def restore_intent(rec: MemoryRecord, ttl_s: int, now: datetime) -> Intent | None:
-    """What a warehouse row restores (pure): nothing for deleted or expired memories."""
+def restore_intent(
+    rec: MemoryRecord, ttl_s: int, now: datetime, previous_text: str = "", reindex: bool = False
+) -> Intent | None:
+    """What a warehouse row restores (pure): nothing for deleted or expired memories.
+    `previous_text`: the previous turn of the session, for a conversation turn."""
     if rec.deleted or rec.content is None:
         return None
     if rec.occurred_at.timestamp() + ttl_s <= now.timestamp():
@@ -56,11 +63,14 @@ def restore_intent(rec: MemoryRecord, ttl_s: int, now: datetime) -> Intent | Non
         active_field = keys.active_field(rec.type.value, rec.key)
         active_value = ActiveEntry(rec.version, rec.memory_id).encode()
     text = str(rec.content.get("text", ""))
+    terms = tuple(index_terms(f"{rec.key or ''} {text}"))
+    context = contextual_terms(terms, previous_text) if turn_scope(rec) is not None else ()
     return Intent(
-        "restore",
+        "reindex" if reindex else "restore",
         rec,
         {},
-        terms=tuple(index_terms(f"{rec.key or ''} {text}")),
+        terms=terms + context,
+        context_terms=context,
         active_field=active_field,
         active_value=active_value,
     )
@@ -117,11 +127,28 @@ class RebuildCounts:
         return {"rows": self.rows, "restored": self.restored, "skipped": self.skipped}
 
 
-def intents_for(rows: Sequence[dict[str, Any]], hotset: Hotset, topic: str, now: datetime) -> list[Intent | None]:
+def with_previous_turns(records: Iterable[MemoryRecord]) -> Iterator[tuple[MemoryRecord, str]]:
+    """Each record with the text of the newest earlier live memory of its session ("" when none,
+    or when that memory's visibility differs), in the order of (tenant, session, occurred_at,
+    memory id)."""
+    prev: tuple[str, str] | None = None
+    text = visibility = ""
+    ordered = sorted(records, key=lambda r: (r.tenant_id, r.session_id or "", r.occurred_at, r.memory_id))
+    for rec in ordered:
+        scope = (rec.tenant_id, rec.session_id or "")
+        if scope != prev:
+            prev, text, visibility = scope, "", ""
+        yield rec, text if rec.session_id and visibility == rec.visibility else ""
+        if not rec.deleted and rec.content is not None:
+            text, visibility = str(rec.content.get("text", "")), rec.visibility
+
+
+def intents_for(
+    rows: Sequence[dict[str, Any]], hotset: Hotset, topic: str, now: datetime, reindex: bool = False
+) -> list[Intent | None]:
     out: list[Intent | None] = []
-    for row in rows:
-        rec = row_to_record(row, topic)
-        out.append(restore_intent(rec, hotset.ttl_for(rec.type, rec.ttl_seconds), now))
+    for rec, previous in with_previous_turns(row_to_record(row, topic) for row in rows):
+        out.append(restore_intent(rec, hotset.ttl_for(rec.type, rec.ttl_seconds), now, previous, reindex))
     return out
 
 
@@ -132,6 +159,7 @@ async def rebuild(
     restart: bool = False,
     progress: bool | None = None,
     page_rows: int = PAGE_ROWS,
+    reindex: bool = False,
 ) -> dict[str, int]:
     """Refill the hotset; returns rows read, memories restored and rows skipped (deleted or past
     their hotset TTL) over the whole run, resumed parts included."""
@@ -155,7 +183,7 @@ async def rebuild(
             while rows := await pending:
                 after = (str(rows[-1]["tenant_id"]), str(rows[-1]["id"]))
                 pending = asyncio.ensure_future(asyncio.to_thread(pages.page, after))
-                intents = intents_for(rows, hotset, settings.topic_events, now)
+                intents = intents_for(rows, hotset, settings.topic_events, now, reindex)
                 live = [i for i in intents if i is not None]
                 counts.rows += len(rows)
                 counts.skipped += len(rows) - len(live)
@@ -199,12 +227,13 @@ def run_rebuild(
     tenant: str | None,
     checkpoint: Path | None = DEFAULT_CHECKPOINT,
     restart: bool = False,
+    reindex: bool = False,
 ) -> int:
     ensure_log_output()
     started = time.monotonic()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        counts = asyncio.run(rebuild(settings, tenant, checkpoint, restart))
+        counts = asyncio.run(rebuild(settings, tenant, checkpoint, restart, reindex=reindex))
     except KeyboardInterrupt:
         print(f"interrupted: run the same command again to resume ({checkpoint})", file=sys.stderr)
         return 130

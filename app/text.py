@@ -6,6 +6,7 @@ import hashlib
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Sequence
 
 _WORD = re.compile(r"[0-9a-z]+(?:['_-][0-9a-z]+)*")  # ASCII text: the common case, and the fast one
 # Scripts written without spaces between words (Han, kana, Thai, Lao): a run of them is indexed
@@ -105,6 +106,17 @@ def index_terms(text: str) -> list[str]:
     if len(distinct) <= MAX_TERMS_PER_DOC:
         return distinct  # the common case; a Counter's most_common costs more than the rest of indexing
     return [t for t, _ in Counter(words).most_common(MAX_TERMS_PER_DOC)]
+
+
+def contextual_terms(own: Sequence[str], previous_text: str) -> tuple[str, ...]:
+    """Terms a conversation turn is also found by: those of the previous turn of its session that
+    its own terms lack, within the per-document cap. A short reply ("yes, let's do that") is then
+    found by the words of the question it answers."""
+    room = MAX_TERMS_PER_DOC - len(own)
+    if room <= 0 or not previous_text:
+        return ()
+    mine = set(own)
+    return tuple(t for t in index_terms(previous_text) if t not in mine)[:room]
 
 
 def digest(*parts: str) -> str:

@@ -1,4 +1,4 @@
-"""API keys in the system of record: `AI_MEMORY.API_KEYS` in the warehouse (migration V002).
+"""API keys in the system of record: `AI_MEMORY.API_KEYS` in the warehouse (migration V004).
 
 Redis is the cache the gateway reads on every request (app.auth.apikeys.ApiKeyStore); this table
 is what survives a Redis wipe. `memstream keys create/revoke` write here first, then Redis; a

@@ -19,6 +19,7 @@ import orjson
 from app.models import MemoryRecord
 from app.text import estimate_tokens, normalize, term_counts
 from sinks.hotset import StoredMemory
+from sinks.hotset.layout import CONTEXT_TERMS
 
 Source = Literal["hotset", "warehouse"]
 
@@ -31,6 +32,7 @@ class Doc:
         "_terms",
         "_tokens",
         "agent_id",
+        "context_terms",
         "deleted",
         "importance",
         "key",
@@ -74,6 +76,9 @@ class Doc:
         self.deleted: bool = record.get("deleted_at") is not None
         self.occurred_at: datetime = datetime.fromisoformat(str(record["occurred_at"]))
         self.occurred_ms: int = int(self.occurred_at.timestamp() * 1000)
+        ctx = record.pop(CONTEXT_TERMS, None) if record_json is None else record.get(CONTEXT_TERMS)
+        ctx = ctx if isinstance(ctx, list) else ()
+        self.context_terms: tuple[str, ...] = tuple(t for t in ctx if isinstance(t, str))
         self._norm: str | None = None
         self._tokens = 0
         self._terms: dict[str, int] | None = None
@@ -85,6 +90,7 @@ class Doc:
             return self._record
         assert self._json is not None
         record: dict[str, Any] = orjson.loads(self._json)
+        record.pop(CONTEXT_TERMS, None)  # an index field of the hotset's copy, not of the record
         if self.superseded_by:
             record["superseded_by"] = self.superseded_by
         return record
@@ -120,10 +126,14 @@ class Doc:
 
     @property
     def term_counts(self) -> dict[str, int]:
-        """Indexed terms of key and text with their frequencies, as BM25 reads them. A plain dict
+        """Indexed terms of key and text with their frequencies (and the context terms, once each),
+        as BM25 reads them. A plain dict
         of atoms: the cyclic collector stops tracking it (a Counter it would walk forever)."""
         if self._terms is None:
-            self._terms = dict(term_counts(f"{self.key or ''} {self.text}"))
+            terms = dict(term_counts(f"{self.key or ''} {self.text}"))
+            for t in self.context_terms:  # a conversation turn's terms from the turn before it
+                terms.setdefault(t, 1)
+            self._terms = terms
         return self._terms
 
 

@@ -8,6 +8,10 @@ time per memory than a Lua loop of HMGETs (docs/performance.md). The version is 
 record. JSON never holds a raw control character, so the first \\x1e after the
 header ends the record and whatever follows is the id of the memory that superseded this one.
 
+A conversation turn's record JSON carries one field memory.records does not: CONTEXT_TERMS, the
+terms it is indexed by from the previous turn of its session (app.text.contextual_terms), so that
+the gateway's BM25 scores what the postings found; readers drop it from the record they return.
+
 The Lua writers (scripts Lua.APPLY and Lua.REWARM) build the same layout; tests hold them to
 `encode` and `decode` here. A value not in this layout (written by something else)
 reads as absent and is overwritten by the next write or re-warm of that memory.
@@ -15,9 +19,14 @@ reads as absent and is overwritten by the next write or re-warm of that memory.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import orjson
+
 from app.models import VERSION_WIDTH
+
+CONTEXT_TERMS = "context_terms"
 
 SEP = "\x1e"
 _FLAG = VERSION_WIDTH  # index of the deleted flag
@@ -48,3 +57,30 @@ def decode(value: str | None) -> StoredMemory | None:
     if cut < 0 or value[_FLAG] not in "01" or not value[:VERSION_WIDTH].isdigit():
         raise ValueError("not a hotset memory value")
     return StoredMemory(value[:VERSION_WIDTH], value[_FLAG] == "1", value[_BODY:cut], value[cut + 1 :] or None)
+
+
+def with_context(record_json: str, terms: Sequence[str]) -> str:
+    """The record JSON as the hotset holds it: with CONTEXT_TERMS when there are any."""
+    if not terms or not record_json.endswith("}"):
+        return record_json
+    return f'{record_json[:-1]},"{CONTEXT_TERMS}":{orjson.dumps(list(terms)).decode()}}}'
+
+
+def stored_text(value: str) -> tuple[str, str]:
+    """The text and visibility of a live memory's value (("", "") for a tombstone or a value not
+    in this layout)."""
+    try:
+        stored = decode(value)
+    except ValueError:
+        return "", ""
+    if stored is None or stored.deleted or not stored.record_json:
+        return "", ""
+    try:
+        record = orjson.loads(stored.record_json)
+    except orjson.JSONDecodeError:
+        return "", ""
+    content = record.get("content") if isinstance(record, dict) else None
+    text = content.get("text") if isinstance(content, dict) else None
+    if not isinstance(text, str):
+        return "", ""
+    return text, str(record.get("visibility") or "private")

@@ -59,3 +59,6 @@ class HotsetState:
     memories: dict[tuple[str, str], MemoryState] = field(default_factory=dict)
     # (tenant, memory_id) -> the live record a delete in the batch forgets (read for deletes only)
     stored: dict[tuple[str, str], MemoryRecord] = field(default_factory=dict)
+    # (tenant, session) -> (text, visibility) of the session's newest memory before the batch (its
+    # previous turn for contextual indexing); the planner moves it along as it writes the batch's turns
+    previous_turn: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)

@@ -17,9 +17,10 @@ from sinks.hotset.state import CITED_STATE, ActiveEntry, DedupeEntry, HotsetStat
 if TYPE_CHECKING:  # app.pipeline imports the state entries from this package
     from app.pipeline import Intent, Prepared
 
-# "replay" writes nothing; "restore" (memstream rebuild) writes like "write" without the event ledger
+# "replay" writes nothing; "restore" (memstream rebuild) writes like "write" without the event ledger;
+# "reindex" (memstream rebuild --reindex) restores and also rewrites a memory's same version
 # A refused event is remembered like a dropped one: a replay does not dead-letter it twice.
-_KIND = {"write": "w", "delete": "x", "duplicate": "d", "dropped": "p", "restore": "r", "refused": "p"}
+_KIND = {"write": "w", "delete": "x", "duplicate": "d", "dropped": "p", "restore": "r", "reindex": "i", "refused": "p"}
 
 
 def summary_scopes(rec: MemoryRecord) -> list[str]:
@@ -65,7 +66,13 @@ class Hotset:
             events = sorted({p.record.event_id for p in items})
             cited = sorted({c for p in items if p.record.type is MemoryType.SUMMARY for c in p.record.citations})
             forgets = sorted({p.record.memory_id for p in items if p.event.op == "delete"})
-            queries.append((tenant, digests, fields, events, cited, forgets))
+            first: dict[str, int] = {}  # session -> its earliest turn in the batch (ms)
+            for p in items:
+                if p.turn_of is not None and p.record.session_id:
+                    ms = int(p.record.occurred_at.timestamp() * 1000)
+                    first[p.record.session_id] = min(ms, first.get(p.record.session_id, ms))
+            sessions = sorted(first)
+            queries.append((tenant, digests, fields, events, cited, forgets, sessions))
             query = {
                 "dd": [keys.dedupe(tenant, d) for d in digests],
                 "act": keys.active(tenant),
@@ -73,9 +80,13 @@ class Hotset:
                 "seen": [keys.seen(tenant, e) for e in events],
                 "cit": [keys.memory(tenant, c) for c in cited],
                 "mem": [keys.memory(tenant, m) for m in forgets],
+                "prev": [[keys.by_session(tenant, s), str(first[s])] for s in sessions],
+                "mp": keys.memory(tenant, ""),
             }
             await self._state(keys=[keys.stats(tenant)], args=[orjson.dumps(query)], client=pipe)
-        for (tenant, digests, fields, events, cited, forgets), raw in zip(queries, await pipe.execute(), strict=True):
+        for (tenant, digests, fields, events, cited, forgets, sessions), raw in zip(
+            queries, await pipe.execute(), strict=True
+        ):
             res = orjson.loads(raw)
             for d, v in zip(digests, res["dd"] or [], strict=False):
                 if v:
@@ -90,6 +101,10 @@ class Hotset:
                 rec = _live_record(v) if v else None
                 if rec is not None:
                     state.stored[(tenant, m)] = rec
+            for s, v in zip(sessions, res.get("prev") or [], strict=False):
+                text, visibility = layout.stored_text(v) if v else ("", "")
+                if text:
+                    state.previous_turn[(tenant, s)] = (text, visibility)
         return state
 
     def ttl_for(self, memory_type: MemoryType | None, override: int | None) -> int:
@@ -103,7 +118,7 @@ class Hotset:
         rec = intent.forgets if intent.kind == "delete" and intent.forgets is not None else intent.record
         index_keys: list[str] = []
         leave_keys: list[str] = []
-        if intent.kind in ("write", "restore") or rec is intent.forgets:
+        if intent.kind in ("write", "restore", "reindex") or rec is intent.forgets:
             index_keys.append(keys.recent(t))
             if rec.type is not None:
                 index_keys.append(keys.by_type(t, rec.type.value))
@@ -130,7 +145,7 @@ class Hotset:
             "k": _KIND[intent.kind],
             "m": keys.memory(t, rec.memory_id),
             "v": rec.version,
-            "j": intent.record_json.decode() if intent.stores else "",
+            "j": layout.with_context(intent.record_json.decode(), intent.context_terms) if intent.stores else "",
             "ttl": self.ttl_for(rec.type, rec.ttl_seconds),
             "st": self.state_ttl_s,
             "s": int(rec.occurred_at.timestamp() * 1000),

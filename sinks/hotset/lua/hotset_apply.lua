@@ -2,7 +2,8 @@
 -- KEYS[1]: the tenant's stats hash. Every key named in ARGV carries the same {tenant} hash tag,
 -- so the whole call stays in one cluster slot. Key names come from sinks/hotset/keys.py via ARGV.
 -- ARGV[1]: JSON array of ops {k kind (w write | x delete | d duplicate | p privacy drop |
---   r restore from the warehouse: a write that skips the event ledger and counters), m memory key, v version, j record json, ttl,
+--   r restore from the warehouse: a write that skips the event ledger and counters, i re-index: a
+--   restore that also rewrites the same version), m memory key, v version, j record json, ttl,
 --   st state ttl, s score, l ledger key, a active hash, af field, av value, mp memory key prefix,
 --   ai active-in-scope index of this memory ('' for none), ax the memory -> that index hash,
 --   kh key history ('' without a key), khp key history prefix (deletes), dk dedupe key, dv dedupe
@@ -108,15 +109,23 @@ end
 
 for _, op in ipairs(ops) do
   -- The event id is the idempotency key: an event already applied changes nothing.
-  if op.k == 'r' or redis.call('SET', op.l, '1', 'NX', 'EX', op.st) then
+  if op.k == 'r' or op.k == 'i' or redis.call('SET', op.l, '1', 'NX', 'EX', op.st) then
     local apply = true
-    if op.k == 'w' or op.k == 'x' or op.k == 'r' then
+    if op.k == 'w' or op.k == 'x' or op.k == 'r' or op.k == 'i' then
       local cur = version_of(op.m)
       -- This very version already stored by a gateway re-warm (a warehouse read racing the
       -- worker, or a cold read before a rebuild): the value stands, but only this event's write
       -- or the rebuild's restore indexes it (index writes are idempotent).
-      local complete = (op.k == 'w' or op.k == 'r') and cur == op.v
-      if cur and cur >= op.v then
+      local complete = (op.k == 'w' or op.k == 'r' or op.k == 'i') and cur == op.v
+      -- A re-index (memstream rebuild --reindex) rewrites the live value of this very version
+      -- with its index fields, keeping its TTL and superseded marker.
+      local reindex = op.k == 'i' and cur == op.v and redis.call('GETRANGE', op.m, 32, 32) == '0'
+      if reindex then
+        local prev = redis.call('GET', op.m)
+        local sb = op.sb
+        if sb == '' then sb = sb_of(prev) end
+        redis.call('SET', op.m, op.v .. '0' .. op.j .. SEP .. sb, 'KEEPTTL')
+      elseif cur and cur >= op.v then
         apply = false
       else
         -- Once superseded, a memory stays superseded: a newer version keeps the old marker.
@@ -143,7 +152,7 @@ for _, op in ipairs(ops) do
           end
         end
       end
-      if (apply or complete) and op.k ~= 'x' then
+      if (apply or complete or reindex) and op.k ~= 'x' then
         for _, ix in ipairs(op.ix) do redis.call('ZADD', ix, op.s, op.id) end
         for _, ix in ipairs(op.rx) do redis.call('ZREM', ix, op.id) end
         if op.af ~= '' then

@@ -446,7 +446,7 @@ async def test_search_ranks_filters_and_respects_visibility(gateway: Gateway, te
         ev(event_id="k4", content={"text": "internal kafka runbook"},
            channel={"id": "ops", "visibility": "internal"}),
         ev(event_id="k5", content={"text": "kafka in another session"}, session_id="s2", agent_id="a2"),
-        ev(event_id="k6", content={"text": "nothing relevant here"}),
+        ev(event_id="k6", content={"text": "nothing relevant here"}, session_id="s3"),  # no kafka turn before it
         ev(event_id="d1", type="decision", key="bus", content={"text": "use kafka as the bus"},
            occurred_at="2026-01-01T00:00:00Z"),
         ev(event_id="d2", type="decision", key="bus", content={"text": "use kafka with tansu as the bus"},
