@@ -253,6 +253,12 @@ def add_backup_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.set_defaults(func=cmd_backup)
 
 
+def cmd_reembed(args: argparse.Namespace) -> int:
+    from app.reembed import run_reembed
+
+    return run_reembed(_settings(), args.tenant)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memstream", description="Event-driven memory for AI agents.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -262,8 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run the Faust worker against the configured services")
     p.add_argument(
         "--agents",
-        default="ingest,warehouse",
-        help="which agents to run (default: ingest,warehouse; split them to scale separately)",
+        default="ingest,warehouse,embed",
+        help="which agents to run (default: ingest,warehouse,embed; split them to scale separately)",
     )
     p.set_defaults(func=cmd_worker)
     p = sub.add_parser("migrate", help="apply pending warehouse migrations (deploy/snowflake/V*.sql)")
@@ -288,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--reindex", action="store_true", help="also rewrite memories the hotset holds at the same version (new index)"
     )
     p.set_defaults(func=cmd_rebuild)
+    p = sub.add_parser("reembed", help="re-embed a tenant's memories with the configured model (after a model change)")
+    p.add_argument("--tenant", required=True, help="the tenant to re-embed")
+    p.set_defaults(func=cmd_reembed)
     p = sub.add_parser("import", help="publish memory events from a JSON Lines file")
     p.add_argument("file", type=Path, metavar="FILE.jsonl")
     p.add_argument("--dry-run", action="store_true", help="validate only, publish nothing")

@@ -40,3 +40,7 @@ REDIS_POOL_CONNECTIONS = Gauge(
     "Redis connection pool of this process: in_use, idle and max connections",
     ["state"],
 )
+EMBEDDED = Counter("memstream_embedded_total", "Memories embedded by the embedding agent")
+EMBED_LAG_SECONDS = Gauge(
+    "memstream_embed_lag_seconds", "Age of the newest record the embedding agent wrote, at write time"
+)

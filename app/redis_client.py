@@ -36,12 +36,13 @@ for _state in ("in_use", "idle", "max"):
     metrics.REDIS_POOL_CONNECTIONS.labels(_state).set_function(partial(pool_connections, _state))
 
 
-def create_redis(settings: Settings) -> aioredis.Redis:
+def create_redis(settings: Settings, *, decode: bool = True) -> aioredis.Redis:
+    """`decode=False`: values come back as bytes (the hotset's binary vectors)."""
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
     client: aioredis.Redis = aioredis.from_url(  # type: ignore[no-untyped-call]
         settings.redis_url.get_secret_value(),
         password=password,
-        decode_responses=True,
+        decode_responses=decode,
         max_connections=settings.redis_max_connections,
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,

@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     )
     worker_group: str = Field("memstream-worker", description="consumer group of the ingest agent")
     warehouse_group: str = Field("memstream-warehouse", description="consumer group of the warehouse sink")
+    embed_group: str = Field("memstream-embed", description="consumer group of the embedding agent")
     kafka_session_timeout_s: float = Field(
         6.0, gt=0, description="consumer session timeout (group joins take about half of it)"
     )
@@ -186,6 +187,22 @@ class Settings(BaseSettings):
         ge=8,
         le=5000,
         description="ids a context call reads from one index per round trip (it pages while the budget has room)",
+    )
+    embed_model: Literal["wordllama", "none"] = Field(
+        "wordllama",
+        description="embedding model of memories and queries (weights from an installed package); "
+        "none: keyword search only",
+    )
+    embed_dim: Literal[64, 128, 256] = Field(64, description="dimensions kept of the model's vectors")
+    embed_batch_max: int = Field(1000, ge=1, description="embedding agent batch size (records)")
+    embed_batch_within_s: float = Field(0.05, gt=0, description="embedding agent batch time limit")
+    vector_cache_max_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=0,
+        description="memory a gateway process spends on cached tenant vectors (0 = fetch them for every search)",
+    )
+    search_vector_weight: float = Field(
+        0.4, ge=0, le=1, description="weight of the vector score in hybrid ranking (the keyword score gets the rest)"
     )
     gateway_doc_cache_size: int = Field(
         20_000,

@@ -1,5 +1,5 @@
-"""`memstream worker`: one Faust app running the ingest agent and the warehouse sink agent as
-services (each a handler on the batch-consumer loop, agents/loop.py)."""
+"""`memstream worker`: one Faust app running the ingest agent, the warehouse sink agent and the
+embedding agent as services (each a handler on the batch-consumer loop, agents/loop.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import logging
 import faust
 from prometheus_client import start_http_server
 
-from agents import ingest, warehouse
+from agents import embed, ingest, warehouse
 from app.kafka import AsyncProducer, ensure_topics_with_retry
 from app.logs import configure as configure_logging
 from app.redis_client import create_redis
@@ -21,12 +21,13 @@ from sinks.hotset import Hotset
 log = logging.getLogger(__name__)
 
 
-AGENTS = ("ingest", "warehouse")
+AGENTS = ("ingest", "warehouse", "embed")
 
 
 def create_app_with_agents(settings: Settings, agents: tuple[str, ...] = AGENTS) -> faust.App:
-    """One Faust app running the chosen agents: both by default; split them into separate
-    processes to scale (or isolate) ingest and the warehouse sink independently."""
+    """One Faust app running the chosen agents: all by default; split them into separate
+    processes to scale (or isolate) ingest, the warehouse sink and embedding independently.
+    The embedding agent is left out when MEMSTREAM_EMBED_MODEL=none."""
     from app.faust_app import create_app
 
     app = create_app(settings, settings.worker_group)
@@ -38,6 +39,12 @@ def create_app_with_agents(settings: Settings, agents: tuple[str, ...] = AGENTS)
         ingest.register(app, processor, settings)
     if "warehouse" in agents:
         warehouse.register(app, settings)
+    if "embed" in agents:
+        from app.embed import load
+
+        model = load(settings)
+        if model is not None:
+            embed.register(app, settings, model, hotset)
 
     @app.service
     class _Resources(faust.Service):

@@ -5,7 +5,8 @@ redis-py GET measured by the same load generator in the same run.
 
 Starts its own Redis, Tansu and warehouse emulator (app.devstack, free loopback ports), writes the
 memories straight into Redis through sinks.hotset.Hotset.apply with intents from app.pipeline
-(the worker's own code path, without Kafka, for speed), runs `memstream gateway` (uvicorn, with
+and their vectors through the embedding agent's plan and writer (the worker's own code paths,
+without Kafka, for speed; search therefore runs in its default hybrid mode), runs `memstream gateway` (uvicorn, with
 uvloop/httptools when installed) in a subprocess and loads it from a separate client process.
 
 Load model: 50 clients, each on its own keep-alive connection, send on a fixed schedule (open
@@ -106,12 +107,16 @@ async def seed(redis_url: str, evs: list[dict[str, Any]]) -> list[str]:
     import orjson
     import redis.asyncio as aioredis
 
+    from agents.embed import plan as plan_vectors
+    from app.embed import WordLlamaEmbedder
     from app.models import MemoryEvent, SourcePosition
     from app.pipeline import plan, prepare
     from app.settings import DEFAULT_TTLS
-    from sinks.hotset import Hotset
+    from sinks.hotset import Hotset, VectorWriter
 
     r = aioredis.from_url(redis_url, decode_responses=True)
+    model = WordLlamaEmbedder(64)  # the default model: search defaults to hybrid once vectors exist
+    vectors = VectorWriter(r)
     hotset = Hotset(r, dict(DEFAULT_TTLS) | {"event": 30 * 86400}, 30 * 86400)
     ids: list[str] = []
     batch_size = 2000
@@ -125,6 +130,8 @@ async def seed(redis_url: str, evs: list[dict[str, Any]]) -> list[str]:
         state = await hotset.read_state(prepared)
         intents = plan(prepared, state, 0)
         await hotset.apply(intents)
+        written = [orjson.loads(i.record_json) for i in intents if i.kind == "write"]
+        await vectors.apply(plan_vectors(written, model, lambda rec: 30 * 86400))
         ids.extend(i.record.memory_id for i in intents if i.kind == "write")
     await r.aclose()
     return ids
@@ -492,6 +499,7 @@ def main() -> int:
         "retrieve_rps": res["retrieve"]["rps"],
         "search_p50_ms": res["search"]["p50_ms"],
         "search_p95_ms": res["search"]["p95_ms"],
+        "search_modes": search_stats["modes"],
         "search_p99_ms": res["search"]["p99_ms"],
         "search_rps": res["search"]["rps"],
         "context_p50_ms": res["context"]["p50_ms"],
@@ -534,15 +542,18 @@ def probe_search(port: int, paths: list[str]) -> dict[str, Any]:
     """What the searches did: candidates examined, results, whether the warehouse was needed."""
     import httpx
 
-    examined, results, warehouse = [], [], Counter()
+    examined, results, warehouse, modes, semantic = [], [], Counter(), Counter(), []
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={HEADER: TENANT}) as c:
         for path in paths:
             body = c.get(path).json()
             examined.append(body["candidates_examined"])
             results.append(len(body["results"]))
             warehouse[body["warehouse"]] += 1
+            modes[body.get("mode", "keyword")] += 1
+            semantic.append(body.get("candidates", {}).get("semantic", 0))
     return {"candidates_examined_mean": statistics.fmean(examined), "results_mean": statistics.fmean(results),
-            "warehouse": dict(warehouse)}  # fmt: skip
+            "warehouse": dict(warehouse), "modes": dict(modes),
+            "semantic_candidates_mean": statistics.fmean(semantic)}  # fmt: skip
 
 
 if __name__ == "__main__":

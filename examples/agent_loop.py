@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         decisions = [i.memory_id for i in ctx.items if i.section == "decisions"]
         if decisions != [second.memory_id]:
             problems.append(f"the context should hold only the changed decision, holds {decisions}")
-        history = memory.search("meetup", session_id=session, include_superseded=True)
+        # Keyword mode: the decision history is the memories naming the meetup (hybrid, the default
+        # once vectors exist, would add the session's memories nearest in meaning).
+        history = memory.search("meetup", session_id=session, include_superseded=True, mode="keyword")
         print(f"decision history: {[h.record.text for h in history.results]}")
         if {h.memory_id for h in history.results} != {first.memory_id, second.memory_id}:
             problems.append("the search with include_superseded should find both decisions")

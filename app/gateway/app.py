@@ -18,6 +18,7 @@ from app.auth import asgi as auth
 from app.auth.audit import AuditSink
 from app.auth.endpoints import ROUTE_ACTIONS
 from app.auth.registry import KeyRegistry
+from app.embed import load as load_embedder
 from app.gateway import (
     errors,
     routes_admin,
@@ -31,6 +32,7 @@ from app.gateway.deps import Services
 from app.gateway.hot import HotReads
 from app.gateway.middleware import BodyLimit, RequestMetrics
 from app.gateway.reads import HotsetReader
+from app.gateway.vectors import VectorCache
 from app.gateway.warehouse import Warehouse
 from app.gateway.writes import Publisher
 from app.kafka import AsyncProducer
@@ -61,6 +63,11 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
                 "compression.type": "none",
             },
         )
+        embedder = await asyncio.to_thread(load_embedder, settings)
+        binary = create_redis(settings, decode=False)
+        vectors = (
+            VectorCache(binary, embedder.name, embedder.dim, settings.vector_cache_max_bytes) if embedder else None
+        )
         app.state.services = Services(
             settings=settings,
             redis=redis,
@@ -68,6 +75,8 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
             warehouse=warehouse,
             producer=producer,
             publisher=Publisher(settings, producer, reader),
+            embedder=embedder,
+            vectors=vectors,
         )
         # Security: credentials, rate limits, RBAC; audit entries to memory.audit through the
         # process's one producer.
@@ -97,6 +106,7 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
             app.state.kafka_admin = None  # /ready's admin client: its librdkafka handle goes with it
             warehouse.close()
             await redis.aclose()
+            await binary.aclose()
 
     app = _GatewayApp(
         title="memstream gateway",

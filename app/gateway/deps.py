@@ -14,7 +14,9 @@ from fastapi import Request
 
 from app.auth.asgi import current_principal as principal
 from app.auth.principal import Principal
+from app.embed import Embedder
 from app.gateway.reads import HotsetReader
+from app.gateway.vectors import VectorCache
 from app.gateway.warehouse import Warehouse
 from app.gateway.writes import Publisher
 from app.kafka import AsyncProducer
@@ -33,6 +35,8 @@ class Services:
     warehouse: Warehouse
     producer: AsyncProducer
     publisher: Publisher
+    embedder: Embedder | None = None  # None: semantic search is off
+    vectors: VectorCache | None = None
 
 
 async def services(request: Request) -> Services:

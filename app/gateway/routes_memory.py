@@ -165,8 +165,9 @@ async def search_reply(scope: Scope, caller: Principal, svc: Services, q: Search
         include_superseded=q.include_superseded,
         limit=q.limit,
         reader_agent=caller.agent_id,
+        text=q.q,
     )
-    out = await service.search(svc, caller.tenant_id, params, q.fallback)
+    out = await service.search(svc, caller.tenant_id, params, q.fallback, q.mode)
     return audited_json(
         scope,
         {
@@ -177,13 +178,16 @@ async def search_reply(scope: Scope, caller: Principal, svc: Services, q: Search
             "candidate_pool": svc.settings.search_candidate_pool,
             "sources": out.sources,
             "warehouse": out.warehouse,
+            "mode": out.mode,
+            "candidates": out.candidates,
         },
     )
 
 
 @router.get("/search", response_model=SearchResult, responses=responses(401, 422), dependencies=[SingleValued])
 async def search(request: Request, caller: Caller, svc: Svc, q: Annotated[SearchQuery, Query()]) -> Response:
-    """Ranked keyword search: BM25 relevance with recency and importance, over a bounded pool."""
+    """Ranked search: keyword (BM25), semantic (vectors) or hybrid (both fused), with recency and
+    importance, over bounded candidate pools."""
     return await search_reply(request.scope, caller, svc, q)
 
 

@@ -184,6 +184,11 @@ class SearchQuery(ReadQuery):
     limit: Limit100 = 10
     include_superseded: QueryBool = False
     fallback: QueryBool = Field(True, description="false: answer from the hotset only")
+    mode: Literal["keyword", "semantic", "hybrid"] | None = Field(
+        None,
+        description="keyword (BM25), semantic (vectors) or hybrid (both, fused); default: hybrid when the "
+        "tenant has vectors, else keyword",
+    )
 
 
 class ContextQuery(ReadQuery):
@@ -242,6 +247,10 @@ class SearchResult(BaseModel):
     candidate_pool: int
     sources: list[Literal["hotset", "warehouse"]]
     warehouse: Literal["used", "not_needed", "unavailable"]
+    mode: Literal["keyword", "semantic", "hybrid"] = Field("keyword", description="the mode that answered")
+    candidates: dict[str, int] = Field(
+        default_factory=dict, description="per search mode used (keyword, semantic): candidates it examined"
+    )
 
 
 class ContextItemOut(BaseModel):

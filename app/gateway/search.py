@@ -9,6 +9,11 @@ Two stages keep a search over a large hotset bounded:
    `prescore`): moving thousands of postings into Python costs more than scoring them.
 2. `rank` scores the best of them fully: BM25 with real term frequencies and document length,
    then `score = 0.7 * relevance + 0.2 * recency + 0.1 * importance`.
+
+Semantic and hybrid modes (`fuse`): vector candidates (cosine over the tenant's vectors,
+app/gateway/vectors.py) join the keyword ones; each mode's scores are min-max normalized over its
+own candidates and summed with weights (`search_vector_weight` for the vectors), which replaces
+BM25's relevance in the same final score.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from app.auth.scope import may_read
 from app.gateway.docs import Doc, Slot, from_record
@@ -32,6 +37,7 @@ AVG_DOC_TERMS = 24.0  # typical indexed terms per memory; the hotset keeps no co
 RECENCY_HALF_LIFE_S = 7 * 86400
 DEFAULT_IMPORTANCE = 0.5
 W_RELEVANCE, W_RECENCY, W_IMPORTANCE = 0.7, 0.2, 0.1
+Mode = Literal["keyword", "semantic", "hybrid"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class SearchParams:
     include_superseded: bool = False
     limit: int = 10
     reader_agent: str | None = None  # an agent-scoped caller: app.auth.scope.may_read filters
+    text: str = ""  # the query as written (embedded for semantic search)
 
 
 class Scored(NamedTuple):  # a tuple: one per scored candidate of every search
@@ -143,6 +150,59 @@ def rank(docs: Iterable[Doc], p: SearchParams, df: Mapping[str, int], n_docs: in
         parts = _parts(doc, p, df, n_docs, now_ms)
         if parts is not None:
             scored.append((-_total(*parts), doc.memory_id, doc, parts))
+    scored.sort(key=lambda s: (s[0], s[1]))
+    return [
+        Scored(doc, -neg, round(rel, 6), round(rec, 6), round(imp, 6))
+        for neg, _, doc, (rel, rec, imp) in scored[: p.limit]
+    ]
+
+
+def _minmax(values: Mapping[str, float]) -> dict[str, float]:
+    if not values:
+        return {}
+    lo, hi = min(values.values()), max(values.values())
+    if hi <= lo:
+        return dict.fromkeys(values, 1.0)
+    return {k: (v - lo) / (hi - lo) for k, v in values.items()}
+
+
+def fuse(
+    docs: Iterable[Doc],
+    p: SearchParams,
+    df: Mapping[str, int],
+    n_docs: int,
+    now_ms: float,
+    cosine: Mapping[str, float],
+    vector_weight: float,
+    *,
+    keyword: bool = True,
+) -> list[Scored]:
+    """Semantic (`keyword=False`: relevance is the cosine) or hybrid ranking: relevance is the
+    weighted sum of the min-max normalized BM25 and cosine scores of the candidates (a mode with
+    no candidate leaves its weight to the other), then recency and importance as in `rank`."""
+    kept: dict[str, Doc] = {}
+    kw: dict[str, float] = {}
+    for doc in docs:
+        if doc.memory_id in kept or not passes(doc, p):
+            continue
+        raw = bm25(p.terms, doc, df, n_docs) if keyword and p.terms else 0.0
+        if raw <= 0 and doc.memory_id not in cosine:
+            continue
+        kept[doc.memory_id] = doc
+        if raw > 0:
+            kw[doc.memory_id] = raw
+    cos = {mid: c for mid, c in cosine.items() if mid in kept}
+    if keyword:
+        kn, cn = _minmax(kw), _minmax(cos)
+        w_vec = vector_weight if kn and cn else (1.0 if cn else 0.0)
+        rel_of = {mid: (1 - w_vec) * kn.get(mid, 0.0) + w_vec * cn.get(mid, 0.0) for mid in kept}
+    else:
+        rel_of = {mid: max(0.0, cos.get(mid, 0.0)) for mid in kept}
+    scored: list[tuple[float, str, Doc, tuple[float, float, float]]] = []
+    for mid, doc in kept.items():
+        imp = doc.importance if doc.importance is not None else DEFAULT_IMPORTANCE
+        parts = (rel_of[mid], recency(doc.occurred_ms, now_ms), imp)
+        scored.append((-_total(*parts), mid, doc, parts))
     scored.sort(key=lambda s: (s[0], s[1]))
     return [
         Scored(doc, -neg, round(rel, 6), round(rec, 6), round(imp, 6))

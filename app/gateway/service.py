@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -29,7 +29,7 @@ from app.gateway.context import (
 from app.gateway.deps import Services
 from app.gateway.docs import ABSENT, Doc, Slot, from_record
 from app.gateway.errors import ApiError
-from app.gateway.search import Scored, SearchParams, passes, rank, reconcile
+from app.gateway.search import Mode, Scored, SearchParams, fuse, passes, rank, reconcile
 from app.gateway.warehouse import WarehouseUnavailable
 from app.models import MemoryEvent, MemoryType, Visibility
 from app.pipeline import future_skew
@@ -157,13 +157,74 @@ class SearchOutcome:
     examined: int
     sources: list[Literal["hotset", "warehouse"]]
     warehouse: Literal["used", "not_needed", "unavailable"]
+    mode: Mode = "keyword"
+    candidates: dict[str, int] = field(default_factory=dict)  # per mode used: candidates examined
 
 
-async def search(svc: Services, tenant: str, p: SearchParams, fallback: bool) -> SearchOutcome:
-    if not p.terms:
-        return SearchOutcome([], 0, [], "not_needed")
-    pool = svc.settings.search_candidate_pool
+@dataclass
+class _Keyword:
+    docs: dict[str, Doc]
+    df: dict[str, int]
+    n_docs: int
+    examined: int
+    sources: list[Literal["hotset", "warehouse"]]
+    warehouse: Literal["used", "not_needed", "unavailable"]
+
+
+async def search(
+    svc: Services, tenant: str, p: SearchParams, fallback: bool, mode: Mode | None = None
+) -> SearchOutcome:
+    """`mode` None: hybrid when the query has terms and the tenant has vectors (and a model is
+    configured), else keyword. `examined` stays the keyword candidates when keyword search ran
+    (`candidates` has each mode's count)."""
+    tv = None
+    if mode is None and not p.terms:
+        mode = "keyword"  # stopwords only: nothing to search for
+    if mode != "keyword" and svc.vectors is not None and svc.embedder is not None:
+        tv = await svc.vectors.get(tenant)
+    if mode is None:
+        mode = "hybrid" if tv is not None and tv.rows else "keyword"
+    elif mode != "keyword" and tv is None:
+        raise ApiError(
+            422, "semantic search is off (MEMSTREAM_EMBED_MODEL=none)", "semantic_unavailable", details={"mode": mode}
+        )
     now_ms = time.time() * 1000
+    if mode == "keyword" or p.terms:
+        kw = await _keyword(svc, tenant, p, fallback, now_ms)
+    else:
+        kw = _Keyword({}, {}, 0, 0, [], "not_needed")
+    if mode == "keyword":
+        hits = rank(kw.docs.values(), p, kw.df, kw.n_docs, now_ms) if p.terms else []
+        return SearchOutcome(hits, kw.examined, kw.sources, kw.warehouse, mode, {"keyword": kw.examined})
+    assert tv is not None and svc.embedder is not None
+    query = svc.embedder.embed([p.text])[0]
+    k = min(svc.settings.search_candidate_pool, max(10 * p.limit, 100))
+    near, scanned = tv.top(
+        query,
+        k,
+        type=p.type,
+        session_id=p.session_id,
+        agent_id=p.agent_id,
+        channel_visibility=p.channel_visibility,
+    )
+    cosine = dict(near)
+    missing = [mid for mid in cosine if mid not in kw.docs]
+    docs = dict(kw.docs)
+    for mid, slot in zip(missing, await svc.reader.get_many(tenant, missing), strict=True):
+        if slot.doc is not None:
+            docs[mid] = slot.doc
+    sources = kw.sources or (["hotset"] if docs else [])
+    use_kw = mode == "hybrid"
+    hits = fuse(docs.values(), p, kw.df, kw.n_docs, now_ms, cosine, svc.settings.search_vector_weight, keyword=use_kw)
+    candidates = {"keyword": kw.examined, "semantic": scanned} if use_kw else {"semantic": scanned}
+    examined = kw.examined if use_kw else scanned
+    return SearchOutcome(hits, examined, sources, kw.warehouse, mode, candidates)
+
+
+async def _keyword(svc: Services, tenant: str, p: SearchParams, fallback: bool, now_ms: float) -> _Keyword:
+    if not p.terms:
+        return _Keyword({}, {}, 0, 0, [], "not_needed")
+    pool = svc.settings.search_candidate_pool
     # Stage 1 orders by matched terms and recency only; BM25's term frequencies and lengths can
     # reorder that, so stage 2 scores several times the limit (recall by multiple: docs/performance.md).
     batch = max(8 * p.limit, 80)
@@ -205,7 +266,7 @@ async def search(svc: Services, tenant: str, p: SearchParams, fallback: bool) ->
                 docs.pop(mid, None)
                 if doc is not None:
                     docs[mid] = doc
-    return SearchOutcome(rank(docs.values(), p, cands.df, cands.n_docs, now_ms), examined, sources, warehouse)
+    return _Keyword(docs, cands.df, cands.n_docs, examined, sources, warehouse)
 
 
 CONTEXT_MAX_ROUNDS = 8  # index pages a context call reads at most per index

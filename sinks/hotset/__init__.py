@@ -4,14 +4,16 @@
 - `layout`: the value of a memory (`StoredMemory`, `encode`, `decode`).
 - `state`: the state entries the pure planner reads (`HotsetState`, `DedupeEntry`, `ActiveEntry`).
 - `scripts`: the one loader of the Lua scripts in lua/ (`Lua`, `script`).
-- `writer`: the sink's adapter (`Hotset`): reads planner state, applies intents.
+- `vectors`: the value of a memory's vector (`encode`, `decode`).
+- `writer`: the sink's adapter (`Hotset`): reads planner state, applies intents; the embedding
+  agent's (`VectorWriter`).
 """
 
-from sinks.hotset import keys, layout
+from sinks.hotset import keys, layout, vectors
 from sinks.hotset.layout import StoredMemory
 from sinks.hotset.scripts import Lua, script
 from sinks.hotset.state import ActiveEntry, DedupeEntry, HotsetState
-from sinks.hotset.writer import Hotset
+from sinks.hotset.writer import Hotset, VectorOp, VectorWriter
 
 __all__ = [
     "ActiveEntry",
@@ -20,7 +22,10 @@ __all__ = [
     "HotsetState",
     "Lua",
     "StoredMemory",
+    "VectorOp",
+    "VectorWriter",
     "keys",
     "layout",
     "script",
+    "vectors",
 ]

@@ -115,6 +115,22 @@ def feed(tenant: str) -> str:
     return f"{_t(tenant)}:feed"
 
 
+# Vectors (the embedding agent; layout: sinks/hotset/vectors.py).
+def vector(tenant: str, memory_id: str) -> str:
+    """String: version, model, filter fields and float16 vector of one memory (same TTL as the memory)."""
+    return f"{_t(tenant)}:vec:{memory_id}"
+
+
+def vector_index(tenant: str) -> str:
+    """Sorted set: memory ids with a vector, score = the tenant's vector sequence at their write."""
+    return f"{_t(tenant)}:vx"
+
+
+def vector_meta(tenant: str) -> str:
+    """Hash: `seq` (vector writes) and `del` (vector removals): gateways' caches compare them."""
+    return f"{_t(tenant)}:vmeta"
+
+
 GLOBAL_STATS = f"{PREFIX}:global:stats"
 # Present while the hotset holds what the warehouse holds: set by a complete `memstream rebuild`
 # and by readiness on a fresh deployment (empty warehouse); a flushed Redis loses it.

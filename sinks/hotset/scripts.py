@@ -28,6 +28,7 @@ class Lua(StrEnum):
     PRUNE = "prune"  # gateway: drop index members whose memory is gone
     RATELIMIT = "ratelimit"  # auth: token buckets, all or nothing
     APIKEY_MERGE = "apikey_merge"  # auth: cache an API key record, never undoing a revocation
+    VECTORS = "vectors_apply"  # embedding agent: write or drop one tenant's vectors
 
 
 @cache

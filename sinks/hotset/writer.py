@@ -4,6 +4,7 @@ tenant per batch (argument packing, not Redis, is the cost per command: ops trav
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -173,6 +174,11 @@ class Hotset:
             "ses": rec.session_id or "",
             "ag": rec.agent_id or "",
             "ta": str(rec.content.get("to_agent") or "") if rec.type is MemoryType.HANDOFF and rec.content else "",
+            **(
+                {"vk": keys.vector(t, rec.memory_id), "vx": keys.vector_index(t), "vm": keys.vector_meta(t)}
+                if intent.kind == "delete"
+                else {}
+            ),
         }
 
     async def apply(self, intents: list[Intent]) -> int:
@@ -211,3 +217,43 @@ def _live_record(value: str) -> MemoryRecord | None:
         return MemoryRecord.from_json(stored.record_json)
     except ValueError:  # not this layout, or a record that no longer validates: nothing to forget
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class VectorOp:
+    """Write (`value` set) or drop (`value` None) the vector of one memory version."""
+
+    tenant: str
+    memory_id: str
+    version: str
+    value: bytes | None
+    ttl_s: int
+    replace: bool = False  # re-embedding (another model): replaces the same version's vector
+
+
+class VectorWriter:
+    """The embedding agent's adapter: one Lua.VECTORS call per tenant per batch."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self._apply = script(redis, Lua.VECTORS)
+
+    async def apply(self, ops: list[VectorOp]) -> int:
+        by_tenant: dict[str, list[str | bytes | int]] = defaultdict(list)
+        for op in ops:
+            t = op.tenant
+            by_tenant[t] += [
+                ("r" if op.replace else "w") if op.value is not None else "x",
+                keys.memory(t, op.memory_id),
+                keys.vector(t, op.memory_id),
+                op.memory_id,
+                op.version,
+                op.value or b"",
+                op.ttl_s,
+            ]
+        if not by_tenant:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for tenant, args in by_tenant.items():
+            await self._apply(keys=[keys.vector_meta(tenant), keys.vector_index(tenant)], args=args, client=pipe)
+        return sum(int(r) for r in await pipe.execute())

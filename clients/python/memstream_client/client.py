@@ -147,7 +147,8 @@ class MemstreamClient:
         return self._run(_core.retrieve(memory_id, memory_type, channel_visibility))
 
     def search(self, q: str, **options: Any) -> models.SearchResult:
-        """Options: type, session_id, agent_id, channel_visibility, limit, include_superseded, fallback."""
+        """Options: type, session_id, agent_id, channel_visibility, limit, include_superseded, fallback,
+        mode (keyword, semantic or hybrid)."""
         return self._run(_core.search(q, **options))
 
     def stats(self) -> models.StatsResult:

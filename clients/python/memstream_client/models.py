@@ -171,6 +171,8 @@ class SearchResult(_Result):
     candidate_pool: int
     sources: list[Source]
     warehouse: Literal["used", "not_needed", "unavailable"]
+    mode: Literal["keyword", "semantic", "hybrid"] = "keyword"  # absent from gateways without vectors
+    candidates: dict[str, int] = Field(default_factory=dict)  # per search mode used: candidates examined
 
 
 class ContextItemOut(_Result):

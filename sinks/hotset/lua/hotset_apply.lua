@@ -9,8 +9,9 @@
 --   kh key history ('' without a key), khp key history prefix (deletes), dk dedupe key, dv dedupe
 --   value, id memory id, sb superseded_by, t type, ix index keys, rx index keys to leave,
 --   c counters, vis visibility, ses session, ag agent, ta handoff recipient; for x, a tombstone:
---   ix and dk name what the forgotten record was indexed under}. Versions are fixed-width digit
---   strings: string order is version order, so a
+--   ix and dk name what the forgotten record was indexed under; vk/vx/vm the memory's vector
+--   key, the vector index and meta (deletes only)}. Versions are fixed-width digit strings:
+--   string order is version order, so a
 --   replay or an older version never overwrites a newer one. Returns how many ops changed state.
 -- ARGV[2] (optional): the tenant's change feed stream; ARGV[3]: its approximate MAXLEN. Every op
 --   that changes a memory appends one entry (created, updated, superseded, deleted,
@@ -144,6 +145,11 @@ for _, op in ipairs(ops) do
           end
           local t, vis, ses, ag, ta = scope_of(prev)
           emit('deleted', op.id, t, vis, ses, ag, ta, op.v, sb, '')
+          -- A deleted memory's vector goes with it, whether or not the embedding agent caught up.
+          if op.vk and op.vk ~= '' then
+            redis.call('DEL', op.vk)
+            if redis.call('ZREM', op.vx, op.id) == 1 then redis.call('HINCRBY', op.vm, 'del', 1) end
+          end
         else
           redis.call('SET', op.m, op.v .. '0' .. op.j .. SEP .. sb, 'EX', op.ttl)
           if op.k == 'w' then

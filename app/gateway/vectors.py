@@ -1,0 +1,194 @@
+"""Exact vector search over a tenant's memories, from the hotset's vectors (sinks/hotset/vectors.py).
+
+Redis holds each memory's vector (float16, with the fields search filters on); a gateway keeps a
+tenant's vectors as one float32 matrix in a bounded cache (`vector_cache_max_bytes`, least
+recently used tenant out first), so any gateway answers any tenant. Each search checks the
+tenant's vector meta hash in one round trip: an unchanged `seq` means the matrix is current; a
+grown `seq` fetches only the vectors written since (the index is scored by `seq`); removals past
+a tenth of the rows reload the whole tenant. A row whose memory was deleted in between is still
+dropped: search reads each candidate's record and filters it (`search.passes`).
+
+`top` scores every row with one matrix-vector product after masking rows by the static filters
+(type, session, agent, visibility, model): exact, no recall to lose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import redis.asyncio as aioredis
+
+from app.gateway.visibility import allowed
+from app.models import Visibility
+from sinks.hotset import keys, vectors
+
+log = logging.getLogger(__name__)
+
+FETCH_CHUNK = 2000  # vectors per MGET on a (re)load
+RELOAD_REMOVED_SHARE = 0.1
+
+
+VISIBILITIES = ("public", "internal", "private")
+_VIS_CODE = {v: i for i, v in enumerate(VISIBILITIES)}
+
+
+def _grow(a: npt.NDArray[Any], size: int) -> npt.NDArray[Any]:
+    out = np.zeros((size, *a.shape[1:]), dtype=a.dtype)
+    if a.dtype == object:
+        out[:] = None
+    out[: a.shape[0]] = a
+    return out
+
+
+class TenantVectors:
+    """One tenant's vectors as rows of a float32 matrix, with the filter fields as arrays."""
+
+    def __init__(self, model: str, dim: int, seq: int = 0, removed: int = 0) -> None:
+        self.model, self.dim, self.seq, self.removed = model, dim, seq, removed
+        self.ids: list[str] = []
+        self.pos: dict[str, int] = {}
+        self.rows = 0
+        self.matrix = np.zeros((0, dim), dtype=np.float32)
+        self.types: npt.NDArray[Any] = np.zeros(0, dtype=object)
+        self.sessions: npt.NDArray[Any] = np.zeros(0, dtype=object)
+        self.agents: npt.NDArray[Any] = np.zeros(0, dtype=object)
+        self.vis = np.zeros(0, dtype=np.int8)
+        # recorded with this gateway's model and dimension (other rows wait for `memstream reembed`)
+        self.usable = np.zeros(0, dtype=bool)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.matrix.nbytes) + 150 * self.matrix.shape[0]
+
+    def upsert(self, memory_id: str, value: bytes) -> None:
+        try:
+            _, meta, vec = vectors.decode(value)
+        except ValueError:
+            log.warning("hotset vector of %s is not in the vector layout: skipped", memory_id)
+            return
+        i = self.pos.get(memory_id)
+        if i is None:
+            i = self.rows
+            if i >= self.matrix.shape[0]:
+                size = max(64, 2 * self.matrix.shape[0])
+                self.matrix = _grow(self.matrix, size)
+                self.types, self.sessions = _grow(self.types, size), _grow(self.sessions, size)
+                self.agents, self.vis = _grow(self.agents, size), _grow(self.vis, size)
+                self.usable = _grow(self.usable, size)
+            self.pos[memory_id] = i
+            self.ids.append(memory_id)
+            self.rows += 1
+        usable = meta.model == self.model and meta.dim == self.dim
+        self.types[i], self.sessions[i], self.agents[i] = meta.type, meta.session_id, meta.agent_id
+        self.vis[i] = _VIS_CODE.get(meta.visibility, _VIS_CODE["private"])
+        self.usable[i] = usable
+        self.matrix[i] = vec if usable else 0.0
+
+    def top(
+        self,
+        query: npt.NDArray[np.float32],
+        k: int,
+        *,
+        type: str | None = None,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        channel_visibility: Visibility | None = None,
+    ) -> tuple[list[tuple[str, float]], int]:
+        """The k best rows by cosine (vectors are unit length) among those the filters allow, and
+        how many rows were scored."""
+        n = self.rows
+        if not n or k <= 0:
+            return [], 0
+        ok = allowed(channel_visibility)
+        mask = self.usable[:n].copy()
+        if len(ok) < len(VISIBILITIES):
+            mask &= np.isin(self.vis[:n], [_VIS_CODE[v] for v in ok])
+        if type is not None:
+            mask &= self.types[:n] == type
+        if session_id is not None:
+            mask &= self.sessions[:n] == session_id
+        if agent_id is not None:
+            mask &= self.agents[:n] == agent_id
+        idx = np.flatnonzero(mask)
+        if not idx.size:
+            return [], 0
+        k = min(k, idx.size)
+        if idx.size * 4 < n:  # a selective filter: score only the rows it allows
+            scores = self.matrix[idx] @ query
+            best = np.argpartition(-scores, k - 1)[:k]
+            best = best[np.argsort(-scores[best], kind="stable")]
+            return [(self.ids[int(idx[b])], float(scores[b])) for b in best], int(idx.size)
+        # Otherwise one product over every row (no copy of the matrix), the others masked out.
+        scores = self.matrix[:n] @ query
+        scores[~mask] = -np.inf
+        best = np.argpartition(-scores, k - 1)[:k]
+        best = best[np.argsort(-scores[best], kind="stable")]
+        return [(self.ids[int(b)], float(scores[b])) for b in best], int(idx.size)
+
+
+class VectorCache:
+    """Per-gateway tenant matrices, bounded in bytes; `get` brings one up to date first."""
+
+    def __init__(self, redis: aioredis.Redis, model: str, dim: int, max_bytes: int) -> None:
+        self.redis = redis  # decode_responses=False: vectors are binary
+        self.model, self.dim, self.max_bytes = model, dim, max_bytes
+        self._tenants: OrderedDict[str, TenantVectors] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self._tenants.values())
+
+    async def get(self, tenant: str) -> TenantVectors:
+        lock = self._locks.setdefault(tenant, asyncio.Lock())
+        async with lock:
+            seq, removed = await self._meta(tenant)
+            cached = self._tenants.get(tenant)
+            if cached is not None and cached.seq == seq and cached.removed == removed:
+                self._tenants.move_to_end(tenant)
+                return cached
+            if cached is None or (removed - cached.removed) > RELOAD_REMOVED_SHARE * max(cached.rows, 1):
+                tv = await self._load(tenant, seq, removed)
+            else:
+                tv = cached
+                await self._catch_up(tenant, tv, seq, removed)
+            self._keep(tenant, tv)
+            return tv
+
+    async def _meta(self, tenant: str) -> tuple[int, int]:
+        raw: list[bytes | None] = await self.redis.hmget(keys.vector_meta(tenant), ["seq", "del"])  # type: ignore[misc]
+        return int(raw[0] or 0), int(raw[1] or 0)
+
+    async def _load(self, tenant: str, seq: int, removed: int) -> TenantVectors:
+        tv = TenantVectors(self.model, self.dim, seq, removed)
+        members: list[bytes] = await self.redis.zrangebyscore(keys.vector_index(tenant), "-inf", seq)
+        await self._fetch(tenant, tv, [m.decode() for m in members])
+        return tv
+
+    async def _catch_up(self, tenant: str, tv: TenantVectors, seq: int, removed: int) -> None:
+        members: list[bytes] = await self.redis.zrangebyscore(keys.vector_index(tenant), f"({tv.seq}", seq)
+        await self._fetch(tenant, tv, [m.decode() for m in members])
+        tv.seq, tv.removed = seq, removed
+
+    async def _fetch(self, tenant: str, tv: TenantVectors, ids: Sequence[str]) -> None:
+        prefix = keys.vector(tenant, "")
+        for start in range(0, len(ids), FETCH_CHUNK):
+            chunk = ids[start : start + FETCH_CHUNK]
+            values: list[bytes | None] = await self.redis.mget([prefix + mid for mid in chunk])
+            for mid, value in zip(chunk, values, strict=True):
+                if value:
+                    tv.upsert(mid, value)
+
+    def _keep(self, tenant: str, tv: TenantVectors) -> None:
+        self._tenants.pop(tenant, None)
+        if tv.nbytes > self.max_bytes:
+            return  # larger than the whole budget: used for this search only
+        self._tenants[tenant] = tv
+        while self.nbytes > self.max_bytes and len(self._tenants) > 1:
+            self._tenants.popitem(last=False)
