@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from app.gateway import create_app
 from app.gateway.deps import Services
+from app.migrate import discover, needs_time_travel
 from app.settings import Settings
 from app.snowflake_conn import connect
 from tests.support.stack import Proc, Stack
@@ -29,18 +30,16 @@ _VARIANTS = ("content", "metadata", "citations", "redactions")
 
 
 def apply_v001(settings: Settings) -> None:
-    """The warehouse schema (every migration, in order), idempotently (IF NOT EXISTS)."""
-    files = sorted(MIGRATIONS.glob("V*.sql"), key=lambda f: int(f.name[1:].split("__")[0]))
-    text = "\n".join(f.read_text() for f in files)
-    sql = "\n".join(line for line in text.splitlines() if not line.strip().startswith("--"))
+    """The warehouse schema (every migration, in order), idempotently (IF NOT EXISTS); Time Travel
+    statements are left out, as `memstream migrate` leaves them out on the emulator."""
+    statements = [st for m in discover(MIGRATIONS) for st in m.statements if not needs_time_travel(st)]
     conn = connect(settings, with_schema=False)
     try:
         cur = conn.cursor()
         cur.execute(f"CREATE DATABASE IF NOT EXISTS {settings.snowflake_database}")
         cur.execute(f"USE DATABASE {settings.snowflake_database}")
-        for statement in sql.split(";"):
-            if statement.strip():
-                cur.execute(statement)
+        for statement in statements:
+            cur.execute(statement)
     finally:
         conn.close()
 
