@@ -122,7 +122,7 @@ class IngestProcessor:
         dead = batch.dead + _refusals(intents, batch.summaries)
         await self._publish(intents, dead)
         await self._apply(intents)
-        await self.hotset.count_dead_letters(len(dead))
+        await self.hotset.count_dead_letters([d.tenant_id for d in dead])
         self._observe(intents, dead)
         metrics.INGEST_BATCH_SECONDS.observe(time.perf_counter() - started)
 

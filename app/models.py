@@ -26,6 +26,9 @@ from pydantic import (
 MAX_TEXT_BYTES = 64 * 1024
 MAX_METADATA_BYTES = 16 * 1024
 MAX_TTL_SECONDS = 10 * 365 * 86400  # a hotset TTL beyond ten years is a mistake, not a policy
+# Nesting of free-form JSON (metadata, content extras): the worker's JSON parser stops at 200
+# levels for the whole event, so the one model both sides validate with refuses far less.
+MAX_JSON_DEPTH = 32
 # Namespace for memory ids derived from (tenant, event_id); fixed forever.
 MEMORY_ID_NAMESPACE = uuid.UUID("5b0e6d1c-7f37-4d0e-9a43-6f1f2d6c7a11")
 _NAMESPACE_BYTES = MEMORY_ID_NAMESPACE.bytes
@@ -55,6 +58,23 @@ Importance = Annotated[StrictInt | StrictFloat, Field(ge=0, le=1)]
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def json_depth_exceeds(value: object, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether `value` nests objects/arrays more than `limit` levels (iterative: no recursion)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list | tuple))
+    return False
 
 
 def _rfc3339_only(value: Any) -> Any:
@@ -133,6 +153,10 @@ class MemoryEvent(BaseModel):
 
     @model_validator(mode="after")
     def _rules(self) -> MemoryEvent:
+        if json_depth_exceeds(self.metadata):
+            raise ValueError(f"metadata nests deeper than {MAX_JSON_DEPTH} levels")
+        if self.content is not None and self.content.model_extra and json_depth_exceeds(self.content.model_extra):
+            raise ValueError(f"content nests deeper than {MAX_JSON_DEPTH} levels")
         try:
             size = len(orjson.dumps(self.metadata))
         except orjson.JSONEncodeError as exc:  # e.g. integers beyond 64 bits

@@ -192,6 +192,7 @@ async def rebuild(
                 bar.update(len(rows), restored=counts.restored)
                 if checkpoint is not None:
                     write_checkpoint(checkpoint, {"tenant": tenant, "after": list(after), "counts": counts.as_dict()})
+        api_keys = await refill_api_keys(settings, redis, tenant)
         if tenant is None:
             await redis.set(keys.WARM_MARKER, datetime.now(UTC).isoformat())
         if checkpoint is not None:
@@ -199,7 +200,22 @@ async def rebuild(
     finally:
         await redis.aclose()
         await asyncio.to_thread(pages.close)
-    return counts.as_dict()
+    return {**counts.as_dict(), "api_keys": api_keys}
+
+
+async def refill_api_keys(settings: Settings, redis: Any, tenant: str | None) -> int:
+    """Copy API keys and revocations from AI_MEMORY.API_KEYS into Redis (a cached revocation is
+    never undone)."""
+    from app.auth.apikeys import ApiKeyStore
+    from app.auth.registry import KeyRegistry
+    from app.gateway.warehouse import Warehouse
+
+    warehouse = Warehouse(settings, max_workers=1)
+    try:
+        store = ApiKeyStore(redis, registry=KeyRegistry(warehouse.query, settings.snowflake_schema))
+        return await store.refill(tenant)
+    finally:
+        warehouse.close()
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -229,6 +245,7 @@ def run_rebuild(
     print(
         f"read {counts['rows']} warehouse rows; restored {counts['restored']} memories into the hotset, "
         f"{counts['rows'] - counts['restored'] - counts['skipped']} already current, "
-        f"{counts['skipped']} deleted or past their hotset TTL ({time.monotonic() - started:.1f}s)"
+        f"{counts['skipped']} deleted or past their hotset TTL; {counts['api_keys']} API keys "
+        f"({time.monotonic() - started:.1f}s)"
     )
     return 0

@@ -224,6 +224,9 @@ class Settings(BaseSettings):
     # Security (docs/security.md). JWT: HS256 with a shared secret and/or RS256/ES256 with keys
     # from a JWKS file or URL; each algorithm is only ever checked against its own kind of key.
     jwt_hs256_secret: SecretStr | None = Field(None, description="HS256 secret for bearer tokens (secret)")
+    jwt_hs256_secret_previous: SecretStr | None = Field(
+        None, description="the previous HS256 secret, still accepted during a rotation (secret)"
+    )
     jwt_jwks_file: str | None = Field(None, description="JWKS file with RS256/ES256 public keys")
     jwt_jwks_url: str | None = Field(None, description="JWKS URL (fetched with a timeout, cached)")
     jwt_jwks_timeout_s: float = Field(default=3.0, gt=0, description="JWKS fetch timeout")
@@ -239,6 +242,17 @@ class Settings(BaseSettings):
     jwt_agent_claim: str = Field("agent_id", description="claim binding a token to one agent")
     # API keys are stored as HMAC-SHA256(pepper, key) when a pepper is set, else SHA-256(key).
     api_key_pepper: SecretStr | None = Field(None, description="server-side pepper for API key hashes (secret)")
+    api_key_pepper_previous: SecretStr | None = Field(
+        None, description="the previous pepper: keys hashed under it still verify during a rotation (secret)"
+    )
+    # Keys missing from Redis are read from the warehouse (AI_MEMORY.API_KEYS); an unknown key id
+    # is remembered for a while so unknown keys cannot hammer the warehouse.
+    api_key_negative_cache_s: float = Field(
+        default=60.0, ge=0, description="how long a key id in neither Redis nor the warehouse is remembered as unknown"
+    )
+    api_key_lookup_concurrency: int = Field(
+        default=4, ge=1, description="warehouse look-ups of API keys missing from Redis at once, per gateway"
+    )
     # Token buckets shared by all gateway instances through Redis; 0 disables a bucket.
     rate_limit_per_key_per_minute: int = Field(
         default=600, ge=0, description="requests per minute per credential (0 = unlimited)"
@@ -251,9 +265,18 @@ class Settings(BaseSettings):
     )
     # Optional HMAC request signing for machine producers.
     request_signing_secret: SecretStr | None = Field(None, description="HMAC secret for signed requests (secret)")
+    request_signing_secret_previous: SecretStr | None = Field(
+        None, description="the previous signing secret, still accepted during a rotation (secret)"
+    )
     request_signing_required: bool = Field(False, description="refuse unsigned requests")
     request_signing_window_s: int = Field(
         default=300, ge=1, le=3600, description="accepted clock difference / replay window for signatures"
+    )
+    # `*_FILE` secrets are re-read when their file changes; the mtime is checked this often.
+    secret_file_check_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="how often (s) each `*_FILE` secret's mtime is checked; a changed file is re-read",
     )
     # Gateway HTTPS (TLS >= 1.2).
     tls_cert_file: str | None = Field(None, description="gateway HTTPS certificate (PEM)")

@@ -9,6 +9,7 @@ Pure functions here; `ApiKeyStore` is the thin Redis adapter.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -17,13 +18,18 @@ import secrets
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import redis.asyncio as aioredis
 
 from app.auth.errors import Unauthenticated
 from app.auth.principal import Principal, Role, parse_roles, valid_agent, valid_tenant
+from app.auth.secrets import SecretPair
 from sinks.hotset import keys
+from sinks.hotset.scripts import Lua, script
+
+if TYPE_CHECKING:
+    from app.auth.registry import KeyRegistry
 
 log = logging.getLogger(__name__)
 
@@ -160,16 +166,22 @@ def new_api_key(
 _DUMMY = ApiKeyRecord("0" * 16, "-", frozenset(), "0" * 64, ALG_SHA, 0.0, revoked=True)
 
 
-def verify_api_key(presented: str, record: ApiKeyRecord | None, pepper: bytes | None, now: float) -> Principal:
-    """The principal of a presented key, or Unauthenticated (one message for every failure)."""
+def verify_api_key(
+    presented: str, record: ApiKeyRecord | None, pepper: bytes | None, now: float, previous: bytes | None = None
+) -> Principal:
+    """The principal of a presented key, or Unauthenticated (one message for every failure).
+    A key hashed under the `previous` pepper still verifies while one is set (rotation)."""
     rec = record or _DUMMY
     if rec.hash_alg == ALG_HMAC and not pepper:
         # Stored under a pepper this server does not have: never fall back to a weaker check.
         # The caller sees the same answer as for an unknown key; operators see the log line.
         log.error("API key %s was issued under a pepper but MEMSTREAM_API_KEY_PEPPER is unset", rec.prefix)
         raise Unauthenticated("invalid API key", reason="key_unknown")
-    _, digest = hash_api_key(presented, pepper if rec.hash_alg == ALG_HMAC else None)
-    matches = hmac.compare_digest(digest, rec.key_hash)
+    peppers = [pepper, previous] if rec.hash_alg == ALG_HMAC and previous else [pepper]
+    matches = False
+    for p in peppers:
+        _, digest = hash_api_key(presented, p if rec.hash_alg == ALG_HMAC else None)
+        matches = hmac.compare_digest(digest, rec.key_hash) or matches
     if record is None or not matches:
         raise Unauthenticated("invalid API key", reason="key_unknown")
     # Only the holder of the right secret gets this far, so telling them why is harmless.
@@ -192,12 +204,38 @@ def _aw(value: Awaitable[T] | T) -> Awaitable[T]:
     return cast(Awaitable[T], value)
 
 
-class ApiKeyStore:
-    """Redis adapter. Every authentication reads the record, so a revocation applies at once."""
+def _flat(record: ApiKeyRecord) -> list[str]:
+    out: list[str] = []
+    for k, v in record.to_redis().items():
+        out += [k, v]
+    return out
 
-    def __init__(self, redis: aioredis.Redis, pepper: bytes | None = None) -> None:
+
+class ApiKeyStore:
+    """Redis cache in front of the system of record (`registry`: AI_MEMORY.API_KEYS). Every
+    authentication reads the cached record, so a revocation applies at once; a record missing
+    from Redis (a wipe) is read from the registry, bounded and negatively cached."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        pepper: bytes | None = None,
+        registry: KeyRegistry | None = None,
+        peppers: SecretPair | None = None,
+        negative_ttl_s: float = 60.0,
+        lookup_concurrency: int = 4,
+    ) -> None:
         self.redis = redis
-        self.pepper = pepper
+        self.registry = registry
+        self.peppers = peppers or SecretPair.fixed(pepper)
+        self.negative_ttl_s = negative_ttl_s
+        self._lookups = asyncio.Semaphore(lookup_concurrency)
+        self._inflight: dict[str, asyncio.Future[ApiKeyRecord | None]] = {}
+        self._merge = script(redis, Lua.APIKEY_MERGE)
+
+    @property
+    def pepper(self) -> bytes | None:
+        return self.peppers.current.get()
 
     async def create(
         self,
@@ -212,32 +250,98 @@ class ApiKeyStore:
             # HSETNX on the hash field claims the prefix; a (2^-64) collision simply retries.
             if await _aw(self.redis.hsetnx(keys.api_key(record.prefix), "hash", record.key_hash)):
                 break
+        if self.registry is not None:
+            try:
+                await self.registry.insert(record)  # the system of record first
+            except BaseException:
+                await _aw(self.redis.delete(keys.api_key(record.prefix)))
+                raise
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(keys.api_key(record.prefix), mapping=record.to_redis())
         pipe.sadd(keys.api_keys_of(tenant_id), record.prefix)
+        pipe.delete(keys.api_key_unknown(record.prefix))
         await pipe.execute()
         return key, record
 
     async def get(self, prefix: str) -> ApiKeyRecord | None:
         return ApiKeyRecord.from_redis(prefix, await _aw(self.redis.hgetall(keys.api_key(prefix))))
 
+    async def cache(self, record: ApiKeyRecord) -> None:
+        """Copy a record from the registry into Redis (never undoing a cached revocation)."""
+        await self._merge(
+            keys=[keys.api_key(record.prefix), keys.api_keys_of(record.tenant_id)],
+            args=[
+                "1" if record.revoked else "0",
+                record.prefix,
+                repr(record.revoked_at) if record.revoked_at is not None else "",
+                *_flat(record),
+            ],
+        )
+
+    async def lookup(self, prefix: str) -> ApiKeyRecord | None:
+        """The cached record, else the registry's (cached on the way), else None. Unknown ids
+        are remembered for `negative_ttl_s`; one registry query per id at a time per process,
+        at most `lookup_concurrency` at once."""
+        record = await self.get(prefix)
+        if record is not None or self.registry is None:
+            return record
+        if await _aw(self.redis.exists(keys.api_key_unknown(prefix))):
+            return None
+        pending = self._inflight.get(prefix)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[ApiKeyRecord | None] = asyncio.get_running_loop().create_future()
+        self._inflight[prefix] = future
+        try:
+            async with self._lookups:
+                found = await self.registry.get(prefix)
+            if found is None:
+                if self.negative_ttl_s > 0:
+                    await _aw(self.redis.set(keys.api_key_unknown(prefix), "1", px=int(self.negative_ttl_s * 1000)))
+            else:
+                await self.cache(found)
+                found = await self.get(prefix) or found  # what Redis holds now (a revocation wins)
+            future.set_result(found)
+            return found
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, no "never retrieved" warning
+            raise
+        finally:
+            del self._inflight[prefix]
+
     async def list(self, tenant_id: str) -> list[ApiKeyRecord]:
+        if self.registry is not None:
+            return sorted(await self.registry.all(tenant_id), key=lambda r: r.created_at)
         prefixes = sorted(await _aw(self.redis.smembers(keys.api_keys_of(tenant_id))))
         records = [await self.get(p) for p in prefixes]
         return sorted((r for r in records if r is not None), key=lambda r: r.created_at)
 
     async def revoke(self, prefix: str) -> ApiKeyRecord | None:
-        record = await self.get(prefix)
+        """Revoked in the registry, then in Redis (whether Redis held the key or not)."""
+        registered = await self.registry.get(prefix) if self.registry is not None else None
+        record = registered or await self.get(prefix)  # a key made before the registry: Redis only
         if record is None:
             return None
         if not record.revoked:
             record = replace(record, revoked=True, revoked_at=time.time())
-            fields = {"revoked": "1", "revoked_at": repr(record.revoked_at)}
-            await _aw(self.redis.hset(keys.api_key(prefix), mapping=fields))
-        return record
+            if self.registry is not None and registered is not None:
+                await self.registry.revoke(prefix, record.revoked_at or time.time())
+        await self.cache(record)
+        return await self.get(prefix) or record
+
+    async def refill(self, tenant_id: str | None = None) -> int:
+        """Copy every key of the registry (or a tenant's) into Redis (`memstream rebuild`)."""
+        if self.registry is None:
+            return 0
+        records = await self.registry.all(tenant_id)
+        for record in records:
+            await self.cache(record)
+        return len(records)
 
     async def authenticate(self, presented: str) -> Principal:
         prefix = key_prefix(presented)
         if prefix is None:
             raise Unauthenticated("invalid API key", reason="key_malformed")
-        return verify_api_key(presented, await self.get(prefix), self.pepper, time.time())
+        record = await self.lookup(prefix)
+        return verify_api_key(presented, record, self.pepper, time.time(), self.peppers.previous.get())

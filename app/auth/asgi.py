@@ -26,6 +26,7 @@ from app.auth.errors import AuthError, Forbidden, RateLimited
 from app.auth.principal import Principal
 from app.auth.ratelimit import RateLimiter
 from app.auth.rbac import Action, authorize
+from app.auth.registry import KeyRegistry
 from app.settings import Settings
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -38,7 +39,7 @@ PUBLIC_REASONS = frozenset({
     "not_yet_valid", "audience", "issuer", "signature", "missing_claim", "tenant_claim", "agent_claim",
     "jwt_disabled", "key_malformed", "key_unknown", "key_revoked", "key_expired", "signature_missing",
     "signature_malformed", "signature_stale", "signature_mismatch", "signature_replay", "role",
-    "agent_scope", "rate_key", "rate_tenant", "dev_header_disabled", "dev_tenant",
+    "agent_scope", "rate_key", "rate_tenant", "dev_header_disabled", "dev_tenant", "key_store",
 })  # fmt: skip
 
 
@@ -59,8 +60,9 @@ class Security:
         redis: aioredis.Redis,
         route_actions: Mapping[tuple[str, str], Action],
         audit: AuditSink | None = None,
+        registry: KeyRegistry | None = None,
     ) -> None:
-        self.authenticator = Authenticator.from_settings(settings, redis)
+        self.authenticator = Authenticator.from_settings(settings, redis, registry)
         self.limiter = RateLimiter.from_settings(redis, settings)
         self.route_actions = dict(route_actions)
         self.audit = audit

@@ -19,6 +19,8 @@ from app.auth.apikeys import SCHEME, ApiKeyStore
 from app.auth.errors import Unauthenticated
 from app.auth.jwt_auth import JwtVerifier
 from app.auth.principal import Principal, Role, valid_tenant
+from app.auth.registry import KeyRegistry
+from app.auth.secrets import SecretPair
 from app.auth.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, ReplayGuard, verify_request_signature
 from app.settings import Settings
 
@@ -81,22 +83,34 @@ class Authenticator:
         api_keys: ApiKeyStore,
         jwt: JwtVerifier,
         replay: ReplayGuard | None = None,
+        signing: SecretPair | None = None,
     ) -> None:
         self.settings = settings
         self.api_keys = api_keys
         self.jwt = jwt
         self.replay = replay
-        secret = settings.request_signing_secret
-        self.signing_secret = secret.get_secret_value().encode() if secret else None
+        self.signing = signing or SecretPair.from_settings(settings, "request_signing_secret")
         if settings.request_signing_required and self.signing_secret is None:
             raise ValueError("request_signing_required needs request_signing_secret")
 
+    @property
+    def signing_secret(self) -> bytes | None:
+        """The current signing secret (re-read from its file when that changes)."""
+        return self.signing.current.get()
+
     @classmethod
-    def from_settings(cls, settings: Settings, redis: aioredis.Redis) -> Authenticator:
-        pepper = settings.api_key_pepper.get_secret_value().encode() if settings.api_key_pepper else None
+    def from_settings(
+        cls, settings: Settings, redis: aioredis.Redis, registry: KeyRegistry | None = None
+    ) -> Authenticator:
         return cls(
             settings,
-            ApiKeyStore(redis, pepper),
+            ApiKeyStore(
+                redis,
+                registry=registry,
+                peppers=SecretPair.from_settings(settings, "api_key_pepper"),
+                negative_ttl_s=settings.api_key_negative_cache_s,
+                lookup_concurrency=settings.api_key_lookup_concurrency,
+            ),
             JwtVerifier.from_settings(settings),
             ReplayGuard(redis, settings.request_signing_window_s),
         )
@@ -124,17 +138,25 @@ class Authenticator:
         """Verify the request signature when one is expected (see `signature_expected`)."""
         if not self.signature_expected(method, headers):
             return
-        assert self.signing_secret is not None
         lower = {k.lower(): v for k, v in headers.items()}
-        digest = verify_request_signature(
-            self.signing_secret,
-            method,
-            target,
-            lower.get(TIMESTAMP_HEADER.lower()),
-            lower.get(SIGNATURE_HEADER.lower()),
-            body,
-            time.time(),
-            self.settings.request_signing_window_s,
-        )
+        secrets = self.signing.values()  # current first; the previous one during a rotation
+        for i, secret in enumerate(secrets):
+            try:
+                digest = verify_request_signature(
+                    secret,
+                    method,
+                    target,
+                    lower.get(TIMESTAMP_HEADER.lower()),
+                    lower.get(SIGNATURE_HEADER.lower()),
+                    body,
+                    time.time(),
+                    self.settings.request_signing_window_s,
+                )
+                break
+            except Unauthenticated as exc:
+                if exc.reason != "signature_mismatch" or i == len(secrets) - 1:
+                    raise
+        else:
+            raise Unauthenticated("request signature required", reason="signature_missing")
         if self.replay is not None:
             await self.replay.check(digest)

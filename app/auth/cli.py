@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.auth.apikeys import ApiKeyRecord, ApiKeyStore, key_prefix, parse_duration
+from app.auth.errors import AuthUnavailable
 from app.auth.principal import Role
 
 
@@ -26,13 +27,18 @@ def _show(record: ApiKeyRecord) -> dict[str, Any]:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    from app.auth.registry import KeyRegistry
+    from app.auth.secrets import SecretPair
+    from app.gateway.warehouse import Warehouse
     from app.redis_client import create_redis
     from app.settings import get_settings
 
     settings = get_settings()
     redis = create_redis(settings)
-    pepper = settings.api_key_pepper.get_secret_value().encode() if settings.api_key_pepper else None
-    store = ApiKeyStore(redis, pepper)
+    warehouse = Warehouse(settings, max_workers=1)
+    # The warehouse's API_KEYS table is the system of record; Redis is its cache.
+    registry = KeyRegistry(warehouse.query, settings.snowflake_schema)
+    store = ApiKeyStore(redis, registry=registry, peppers=SecretPair.from_settings(settings, "api_key_pepper"))
     try:
         if args.keys_command == "create":
             expires = parse_duration(args.expires_in) if args.expires_in else None
@@ -55,6 +61,7 @@ async def _run(args: argparse.Namespace) -> int:
         print(json.dumps(_show(revoked)))
         return 0
     finally:
+        warehouse.close()
         await redis.aclose()
 
 
@@ -64,6 +71,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except AuthUnavailable as exc:
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        print(f"error: {exc.message}{cause} (run `memstream migrate` first?)", file=sys.stderr)
+        return 1
 
 
 def add_keys_parser(sub: Any) -> None:

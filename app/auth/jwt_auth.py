@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,10 @@ import jwt
 
 from app.auth.errors import AuthUnavailable, Unauthenticated
 from app.auth.principal import Principal, parse_roles, valid_agent, valid_tenant
+from app.auth.secrets import SecretPair
 from app.settings import Settings
+
+log = logging.getLogger(__name__)
 
 MAX_TOKEN_BYTES = 8192
 MAX_JWKS_BYTES = 1 << 20
@@ -36,6 +40,7 @@ _KTY = {"RS": "RSA", "PS": "RSA", "ES": "EC"}
 class JwtConfig:
     algorithms: tuple[str, ...]
     hs_secret: bytes | None = None
+    hs_previous: bytes | None = None  # still accepted during a rotation
     issuer: str | None = None
     audience: str | None = None
     leeway_s: float = 30.0
@@ -45,12 +50,16 @@ class JwtConfig:
 
     @classmethod
     def from_settings(cls, s: Settings) -> JwtConfig:
-        secret = s.jwt_hs256_secret.get_secret_value().encode() if s.jwt_hs256_secret else None
-        if secret is not None and len(secret) < MIN_HS_SECRET_BYTES:
-            raise ValueError(f"jwt_hs256_secret must be at least {MIN_HS_SECRET_BYTES} bytes")
+        secret = (s.jwt_hs256_secret.get_secret_value().encode() or None) if s.jwt_hs256_secret else None
+        prev = s.jwt_hs256_secret_previous
+        previous = (prev.get_secret_value().encode() or None) if prev else None  # an emptied file: none
+        for name, value in (("jwt_hs256_secret", secret), ("jwt_hs256_secret_previous", previous)):
+            if value is not None and len(value) < MIN_HS_SECRET_BYTES:
+                raise ValueError(f"{name} must be at least {MIN_HS_SECRET_BYTES} bytes")
         return cls(
             algorithms=tuple(s.jwt_algorithms),
             hs_secret=secret,
+            hs_previous=previous,
             issuer=s.jwt_issuer,
             audience=s.jwt_audience,
             leeway_s=s.jwt_leeway_s,
@@ -113,20 +122,28 @@ def verify_jwt(token: str, cfg: JwtConfig, jwks: Sequence[Mapping[str, Any]] = (
     if not isinstance(alg, str) or (kid is not None and not isinstance(kid, str)):
         raise Unauthenticated("invalid bearer token", reason="malformed")
     key = _signing_key(alg, kid, cfg, jwks)
+    # HS*: the previous secret is tried only when the current one does not match the signature.
+    keys = [key, cfg.hs_previous] if alg.startswith("HS") and cfg.hs_previous else [key]
     required = ["exp", "sub"] + (["iss"] if cfg.issuer else []) + (["aud"] if cfg.audience else [])
-    try:
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            key,
-            algorithms=[alg],  # exactly the one algorithm this key was chosen for
-            audience=cfg.audience,
-            issuer=cfg.issuer,
-            leeway=cfg.leeway_s,
-            options={"require": required},
-        )
-    except jwt.InvalidTokenError as exc:
-        reason = next((r for t, r in _REASONS if isinstance(exc, t)), "invalid")
-        raise Unauthenticated(f"invalid bearer token ({reason.replace('_', ' ')})", reason=reason) from exc
+    for i, k in enumerate(keys):
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                k,
+                algorithms=[alg],  # exactly the one algorithm this key was chosen for
+                audience=cfg.audience,
+                issuer=cfg.issuer,
+                leeway=cfg.leeway_s,
+                options={"require": required},
+            )
+            break
+        except jwt.InvalidSignatureError:
+            if i < len(keys) - 1:
+                continue
+            raise Unauthenticated("invalid bearer token (signature)", reason="signature") from None
+        except jwt.InvalidTokenError as exc:
+            reason = next((r for t, r in _REASONS if isinstance(exc, t)), "invalid")
+            raise Unauthenticated(f"invalid bearer token ({reason.replace('_', ' ')})", reason=reason) from exc
     tenant = claims.get(cfg.tenant_claim)
     if not valid_tenant(tenant):
         raise Unauthenticated("invalid bearer token (no valid tenant claim)", reason="tenant_claim")
@@ -238,13 +255,29 @@ def parse_jwks(raw: bytes) -> list[dict[str, Any]]:
 class JwtVerifier:
     """Verification with keys resolved from the provider (an unknown kid refreshes once)."""
 
-    def __init__(self, cfg: JwtConfig, jwks: JwksProvider | None = None) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: JwtConfig, jwks: JwksProvider | None = None, hs: SecretPair | None = None) -> None:
+        self._cfg = cfg
         self.jwks = jwks
+        self.hs = hs  # with `*_FILE` secrets: re-read when the files change
 
     @classmethod
     def from_settings(cls, s: Settings) -> JwtVerifier:
-        return cls(JwtConfig.from_settings(s), JwksProvider.from_settings(s))
+        return cls(
+            JwtConfig.from_settings(s), JwksProvider.from_settings(s), SecretPair.from_settings(s, "jwt_hs256_secret")
+        )
+
+    @property
+    def cfg(self) -> JwtConfig:
+        if self.hs is not None:
+            current, previous = self.hs.current.get(), self.hs.previous.get()
+            if (current, previous) != (self._cfg.hs_secret, self._cfg.hs_previous):
+                if any(v is not None and len(v) < MIN_HS_SECRET_BYTES for v in (current, previous)):
+                    log.error(
+                        "an HS256 secret re-read from its file is shorter than %d bytes: ignored", MIN_HS_SECRET_BYTES
+                    )
+                else:
+                    self._cfg = replace(self._cfg, hs_secret=current, hs_previous=previous)
+        return self._cfg
 
     @property
     def enabled(self) -> bool:

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 from app.auth import asgi as auth
 from app.auth.audit import AuditSink
 from app.auth.endpoints import ROUTE_ACTIONS
+from app.auth.registry import KeyRegistry
 from app.embed import load as load_embedder
 from app.gateway import (
     errors,
@@ -80,7 +81,9 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
         # Security: credentials, rate limits, RBAC; audit entries to memory.audit through the
         # process's one producer.
         audit = AuditSink(producer, settings.topic_audit)
-        app.state.security = auth.Security(settings, redis, ROUTE_ACTIONS, audit)
+        # API keys: Redis caches them, the warehouse's API_KEYS table is their system of record.
+        registry = KeyRegistry(warehouse.query, settings.snowflake_schema)
+        app.state.security = auth.Security(settings, redis, ROUTE_ACTIONS, audit, registry)
         feed = routes_subscribe.FeedHub(settings)
         app.state.feed = feed
         flusher = asyncio.create_task(_flush_loop(reader))
@@ -112,6 +115,9 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
         "hotset with the Snowflake warehouse behind it. Errors: "
         '`{"error": {"code", "message", "details"}}`.',
         lifespan=lifespan,
+        # No slash redirects: Starlette builds their absolute URL from the Host header, so a
+        # forged Host would steer the client elsewhere. A path with a stray slash is a 404.
+        redirect_slashes=False,
         # memstream exports Prometheus metrics; FastAPI's OpenTelemetry hooks cost per request.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )

@@ -10,7 +10,8 @@ memories of their keys in scope (every one of them, newest first, while the budg
 only while open, in progress or blocked); the summary is the newest summary of the session (or,
 without a session, the agent's newest, else the newest unscoped one), left out while stale (a
 memory it cites was deleted or superseded since); recent is the session's (or agent's) newest
-events, presented oldest first.
+events, presented oldest first. An agent-scoped caller gets only what it may read
+(app.auth.scope.may_read), whatever the scope asked for.
 
 Tokens are counted per item text as ceil(UTF-8 bytes / 4) (app.text.estimate_tokens).
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, NamedTuple
 
+from app.auth.scope import may_read
 from app.gateway.docs import Doc, Slot
 from app.gateway.visibility import allowed
 from app.models import Visibility
@@ -93,8 +95,17 @@ def _summary_in_scope(doc: Doc, session_id: str | None, agent_id: str | None) ->
     return doc.session_id is None
 
 
-def _eligible(doc: Doc, section: Section, session_id: str | None, agent_id: str | None, vis: frozenset[str]) -> bool:
+def _eligible(
+    doc: Doc,
+    section: Section,
+    session_id: str | None,
+    agent_id: str | None,
+    vis: frozenset[str],
+    reader_agent: str | None = None,
+) -> bool:
     if doc.deleted or doc.superseded_by is not None or doc.visibility not in vis or not doc.text:
+        return False
+    if reader_agent is not None and not may_read(reader_agent, doc.agent_id, doc.type, doc.to_agent):
         return False
     want = SECTION_TYPE[section]
     if want is not None and doc.type != want:
@@ -139,10 +150,13 @@ def assemble(
     channel_visibility: Visibility | None = None,
     totals: Mapping[Section, int] | None = None,
     stale: Mapping[str, str] | None = None,
+    reader_agent: str | None = None,
 ) -> Context:
     """`candidates`: per section, what was read of its indexes (None: an entry with no memory);
     `totals`: per standing section, how many entries its indexes hold in all (entries not read
-    count as omitted); `stale`: summary id -> why it is stale."""
+    count as omitted); `stale`: summary id -> why it is stale; `reader_agent`: the agent an
+    agent-scoped caller is bound to (app.auth.scope.may_read: what it may not read is left out
+    before the budget is spent)."""
     vis = allowed(channel_visibility)
     totals = totals or {}
     stale = stale or {}
@@ -154,7 +168,7 @@ def assemble(
     used = 0
     for section in SECTIONS:
         fetched = candidates.get(section, ())
-        docs = [d for d in fetched if d is not None and _eligible(d, section, session_id, agent_id, vis)]
+        docs = [d for d in fetched if d is not None and _eligible(d, section, session_id, agent_id, vis, reader_agent)]
         ordered = _order(section, docs)
         if section == "summary" and ordered:
             ordered = ordered[:1]  # the newest only: a stale one is not replaced by an older one

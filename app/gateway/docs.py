@@ -44,6 +44,7 @@ class Doc:
         "status",
         "superseded_by",
         "text",
+        "to_agent",
         "type",
         "visibility",
     )
@@ -62,9 +63,10 @@ class Doc:
         self.key: str | None = record.get("key")
         content = record.get("content")
         content = content if isinstance(content, dict) else {}
-        text, status = content.get("text"), content.get("status")
+        text, status, to_agent = content.get("text"), content.get("status"), content.get("to_agent")
         self.text: str = text if isinstance(text, str) else ""
         self.status: str | None = status if isinstance(status, str) else None
+        self.to_agent: str | None = to_agent if isinstance(to_agent, str) else None  # handoffs
         self.session_id: str | None = record.get("session_id")
         self.agent_id: str | None = record.get("agent_id")
         self.visibility: str = str(record.get("visibility") or "private")

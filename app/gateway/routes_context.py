@@ -23,7 +23,7 @@ router = APIRouter(prefix="/api/v2", tags=["context"])
 async def context_reply(scope: Scope, caller: Principal, svc: Services, q: ContextQuery) -> Response:
     agent_id = scoped_agent(caller, q.agent_id)  # an agent-scoped key assembles its own context
     outcome = await service.context(
-        svc, caller.tenant_id, q.session_id, agent_id, q.channel_visibility, q.budget_tokens
+        svc, caller.tenant_id, q.session_id, agent_id, q.channel_visibility, q.budget_tokens, caller.agent_id
     )
     ctx = outcome.context
     body = {

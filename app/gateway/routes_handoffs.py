@@ -104,7 +104,7 @@ async def list_handoffs(caller: Caller, svc: Svc, q: Annotated[HandoffListQuery,
             content = doc.content
             if doc.type != "handoff" or content.get("to_agent") != to_agent:
                 continue
-            if not visible(doc.visibility, channel_visibility):
+            if not visible(doc.visibility, channel_visibility) or not service.readable(caller, doc):
                 continue
             is_acked = was_acked or doc.status == "done"
             if is_acked and not q.include_acked:
@@ -113,7 +113,7 @@ async def list_handoffs(caller: Caller, svc: Svc, q: Annotated[HandoffListQuery,
         if len(out) == limit or exhausted:
             break
     svc.reader.prune(tenant, {index: stale})
-    await _resolve_references(svc, tenant, out, channel_visibility)
+    await _resolve_references(svc, caller, out, channel_visibility)
     # A full page with index entries left after the cursor has a next page.
     consumed_all = exhausted and (not page or last == (page[-1][1], page[-1][0]))
     more = len(out) == limit and not consumed_all
@@ -142,20 +142,25 @@ def _packet(mid: str, to_agent: str, doc: Doc, acked: bool) -> dict[str, Any]:
 
 
 async def _resolve_references(
-    svc: Services, tenant: str, packets: list[dict[str, Any]], channel_visibility: Visibility | None
+    svc: Services, caller: Principal, packets: list[dict[str, Any]], channel_visibility: Visibility | None
 ) -> None:
     """Replace each packet's reference ids with what they name now: the hotset first, then the
-    warehouse for ids it does not hold (one batch)."""
+    warehouse for ids it does not hold (one batch). A memory the caller may not read
+    (service.readable) is reported as missing; so is a deleted one for an agent-scoped caller:
+    a tombstone keeps no owner, so only an unscoped caller learns of a deletion."""
     wanted = list(dict.fromkeys(mid for p in packets for mid in p["references"]))
     if not wanted:
         return
+    tenant = caller.tenant_id
+    scoped = caller.agent_id is not None
     found: dict[str, dict[str, Any]] = {}
     absent = []
     for mid, slot in zip(wanted, await svc.reader.get_many(tenant, wanted), strict=True):
         if slot.deleted:
-            found[mid] = {"memory_id": mid, "status": "deleted"}
+            if not scoped:
+                found[mid] = {"memory_id": mid, "status": "deleted"}
         elif slot.doc is not None:
-            found[mid] = _reference(slot.doc, channel_visibility)
+            found[mid] = _reference(caller, slot.doc, channel_visibility)
         else:
             absent.append(mid)
     if absent:
@@ -164,18 +169,18 @@ async def _resolve_references(
         except WarehouseUnavailable:
             records = {}
         for mid, record in records.items():
-            found[mid] = (
-                {"memory_id": mid, "status": "deleted"}
-                if record.deleted
-                else _reference(from_record(record), channel_visibility)
-            )
+            if record.deleted:
+                if not scoped:
+                    found[mid] = {"memory_id": mid, "status": "deleted"}
+            else:
+                found[mid] = _reference(caller, from_record(record), channel_visibility)
     for p in packets:
         p["references"] = [found.get(mid) or {"memory_id": mid, "status": "missing"} for mid in p["references"]]
 
 
-def _reference(doc: Doc, channel_visibility: Visibility | None) -> dict[str, Any]:
-    if not visible(doc.visibility, channel_visibility):
-        return {"memory_id": doc.memory_id, "status": "missing"}  # a public read learns nothing
+def _reference(caller: Principal, doc: Doc, channel_visibility: Visibility | None) -> dict[str, Any]:
+    if not visible(doc.visibility, channel_visibility) or not service.readable(caller, doc):
+        return {"memory_id": doc.memory_id, "status": "missing"}  # the caller learns nothing
     return {"memory_id": doc.memory_id, "status": "available", "type": doc.type, "text": doc.text}
 
 
@@ -216,6 +221,8 @@ async def ack_handoff(
     ack = ack.model_copy(update={"agent_id": scoped_agent(caller, ack.agent_id)})
     tenant = caller.tenant_id
     doc = await service.retrieve(svc, tenant, handoff_id)
+    if not service.readable(caller, doc):
+        raise ApiError(404, "memory not found")
     if doc.type != "handoff":
         raise ApiError(404, "not a handoff")
     to_agent = doc.content.get("to_agent")
@@ -245,7 +252,7 @@ async def ack_handoff(
             "acked": True,
             "event_id": event.event_id,
             "partition": written.delivered.partition,
-            "offset": written.delivered.offset,
+            "offset": written.seq,
         }
     )
 

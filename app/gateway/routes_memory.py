@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from starlette.types import Scope
 
 from app.auth.asgi import note_response_body
+from app.auth.errors import Forbidden
 from app.auth.scope import scope_event
 from app.gateway import service
 from app.gateway.deps import Principal, Services, principal, services
@@ -66,6 +67,8 @@ async def _finish(svc: Services, written: list[Written], wait: str | None) -> li
 async def store(body: StoreRequest, caller: Caller, svc: Svc, wait: Wait = None) -> Response:
     """Publish one memory event (tenant from the credentials). 202 once the broker acknowledged it."""
     event = scope_event(caller, build_event(body, caller.tenant_id))
+    if event.memory_id is not None:
+        await service.check_writable(svc, caller, event.memory_id)
     problem = (await service.write_errors(svc, caller.tenant_id, [event]))[0]
     if problem is not None:
         raise problem
@@ -93,7 +96,14 @@ async def batch(body: BatchRequest, caller: Caller, svc: Svc, wait: Wait = None)
                 item = StoreRequest.model_validate(raw)
             except ValidationError as exc:
                 raise validation_error(exc, loc) from exc
-            events.append((i, scope_event(caller, build_event(item, caller.tenant_id, loc))))
+            # Acting as another agent refuses the whole batch (403), as for a single store.
+            event = scope_event(caller, build_event(item, caller.tenant_id, loc))
+            if event.memory_id is not None:
+                try:
+                    await service.check_writable(svc, caller, event.memory_id)
+                except Forbidden as exc:  # another agent's memory: this item only
+                    raise ApiError(exc.status, exc.message, exc.code, {"reason": exc.reason}) from exc
+            events.append((i, event))
         except ApiError as exc:
             results.append(
                 {
@@ -124,6 +134,8 @@ async def batch(body: BatchRequest, caller: Caller, svc: Svc, wait: Wait = None)
 
 async def retrieve_reply(scope: Scope, caller: Principal, svc: Services, q: RetrieveQuery) -> Response:
     doc = await service.retrieve(svc, caller.tenant_id, q.memory_id)
+    if not service.readable(caller, doc):
+        raise ApiError(404, "memory not found")  # another agent's memory reads as an unknown id
     if q.memory_type is not None and doc.type != q.memory_type.value:
         raise ApiError(404, f"memory is not of type {q.memory_type.value}")
     if not visible(doc.visibility, q.channel_visibility):
@@ -152,6 +164,7 @@ async def search_reply(scope: Scope, caller: Principal, svc: Services, q: Search
         channel_visibility=q.channel_visibility,
         include_superseded=q.include_superseded,
         limit=q.limit,
+        reader_agent=caller.agent_id,
         text=q.q,
     )
     out = await service.search(svc, caller.tenant_id, params, q.fallback, q.mode)
@@ -189,6 +202,7 @@ async def forget(
     caller: Caller, svc: Svc, memory_id: Annotated[str, Path(min_length=1, max_length=128)], wait: Wait = None
 ) -> Response:
     """Forget a memory: publishes a delete event (the hotset and the warehouse drop it)."""
+    await service.check_writable(svc, caller, memory_id)
     occurred = await service.latest_occurred(svc, caller.tenant_id, memory_id)
     event = validated(
         {

@@ -131,7 +131,9 @@ class StoreResult(BaseModel):
     memory_id: str
     topic: str
     partition: int
-    offset: int
+    offset: int = Field(
+        description="the tenant's own write sequence number (-1: not known); never the shared Kafka offset"
+    )
     version: str = Field(description="the version this write gets in the hotset and the warehouse")
     status: WriteStatus = Field(
         description="accepted: acknowledged by the broker; visible: readable (wait=visible); "
@@ -343,7 +345,7 @@ class HandoffAckResult(BaseModel):
     acked: bool
     event_id: str
     partition: int
-    offset: int
+    offset: int = Field(description="the tenant's own write sequence number (-1: not known)")
 
 
 class DependencyState(BaseModel):
@@ -373,9 +375,12 @@ class StatsResult(BaseModel):
     )
     hotset_by_type: dict[str, int] = Field(description="the same, per type index")
     cache: dict[str, float | int]
-    consumer_lag: dict[str, Any]
-    dead_letters: int
-    sink_lag: dict[str, Any]
+    consumer_lag: dict[str, Any] = Field(
+        description='the ingest pipeline: {"status": "caught_up" | "behind" | "unknown"}; no figures (they count '
+        "every tenant's writes)"
+    )
+    dead_letters: int = Field(description="this tenant's events the worker refused (memory.deadletter)")
+    sink_lag: dict[str, Any] = Field(description="the warehouse sink, as consumer_lag")
 
 
 class SubjectRequest(BaseModel):

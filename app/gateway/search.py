@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
+from app.auth.scope import may_read
 from app.gateway.docs import Doc, Slot, from_record
 from app.gateway.visibility import allowed
 from app.models import MemoryRecord, Visibility
@@ -48,6 +49,7 @@ class SearchParams:
     channel_visibility: Visibility | None = None
     include_superseded: bool = False
     limit: int = 10
+    reader_agent: str | None = None  # an agent-scoped caller: app.auth.scope.may_read filters
     text: str = ""  # the query as written (embedded for semantic search)
 
 
@@ -107,6 +109,8 @@ def passes(doc: Doc, p: SearchParams) -> bool:
     if p.agent_id is not None and doc.agent_id != p.agent_id:
         return False
     if doc.visibility not in allowed(p.channel_visibility):
+        return False
+    if p.reader_agent is not None and not may_read(p.reader_agent, doc.agent_id, doc.type, doc.to_agent):
         return False
     return p.include_superseded or doc.superseded_by is None
 

@@ -11,6 +11,9 @@ from typing import Any, Literal
 
 from redis.exceptions import RedisError
 
+from app.auth.errors import Forbidden
+from app.auth.principal import Principal
+from app.auth.scope import may_read, may_write
 from app.gateway import gmetrics
 from app.gateway.context import (
     RECENT_FETCH,
@@ -307,12 +310,14 @@ async def context(
     agent_id: str | None,
     channel_visibility: Visibility | None,
     budget_tokens: int,
+    reader_agent: str | None = None,
 ) -> ContextOutcome:
     """Page through the section indexes until every section either fits or fills the budget.
 
     Standing sections read the per-scope indexes of active memories page by page (never a
     tenant-wide window); an active memory whose hotset copy expired is read from the warehouse
-    in one batch and re-warmed. Summary and recent read short recency windows.
+    in one batch and re-warmed. Summary and recent read short recency windows. `reader_agent`
+    (an agent-scoped caller's agent) leaves out what app.auth.scope.may_read refuses it.
     """
     indexes = context_indexes(tenant, session_id, agent_id)
     page = min(svc.settings.context_page_size, max(budget_tokens, 8))
@@ -325,7 +330,7 @@ async def context(
     wanted: list[tuple[Section, str, int]] = [
         (section, key, first.get(section, page)) for section, ks in indexes.items() for key in ks
     ]
-    ctx = assemble(docs, budget_tokens, session_id, agent_id, channel_visibility)
+    ctx = assemble(docs, budget_tokens, session_id, agent_id, channel_visibility, reader_agent=reader_agent)
     for _ in range(CONTEXT_MAX_ROUNDS):
         replies = await svc.reader.index_pages([(key, offsets.get(key, 0), n) for _, key, n in wanted])
         fetched: list[tuple[Section, str, list[str]]] = []
@@ -351,7 +356,9 @@ async def context(
         summaries = [slots[mid].doc for sec, _, ids in fetched if sec == "summary" for mid in ids]
         stale_summaries.update(await _stale_summaries(svc, tenant, [d for d in summaries if d is not None]))
         totals = {s: sum(cards.get(k, 0) for k in indexes[s]) for s in STANDING}
-        ctx = assemble(docs, budget_tokens, session_id, agent_id, channel_visibility, totals, stale_summaries)
+        ctx = assemble(
+            docs, budget_tokens, session_id, agent_id, channel_visibility, totals, stale_summaries, reader_agent
+        )
         wanted = [
             (section, key, page)
             for section in ctx.starved
@@ -400,6 +407,46 @@ async def staleness(svc: Services, doc: Doc) -> str | None:
         return None
     tenant = str(doc.record.get("tenant_id") or "")
     return (await _stale_summaries(svc, tenant, [doc])).get(doc.memory_id)
+
+
+def readable(caller: Principal, doc: Doc) -> bool:
+    """app.auth.scope.may_read for a fetched memory."""
+    return may_read(caller.agent_id, doc.agent_id, doc.type, doc.to_agent)
+
+
+async def existing(svc: Services, tenant: str, memory_id: str) -> Doc | None:
+    """The live memory an id names (hotset, else warehouse), or None (unknown or deleted). 503
+    when neither can say: an ownership check must not pass on a guess."""
+    slot = await svc.reader.get(tenant, memory_id)
+    if slot.doc is not None:
+        return slot.doc
+    if slot.present:
+        return None  # a tombstone
+    try:
+        record = await svc.warehouse.get(tenant, memory_id)
+    except WarehouseUnavailable as exc:
+        raise ApiError(
+            503,
+            "cannot check who owns this memory: the warehouse is unavailable",
+            "warehouse_unavailable",
+            details={"reason": str(exc)},
+        ) from exc
+    if record is None or record.deleted:
+        return None
+    return from_record(record, "warehouse")
+
+
+async def check_writable(svc: Services, caller: Principal, memory_id: str) -> None:
+    """app.auth.scope.may_write: 404 for a memory the caller may not even read, 403 for one it
+    may read but not change (an unscoped memory, a handoff addressed to it)."""
+    if caller.agent_id is None:
+        return
+    doc = await existing(svc, caller.tenant_id, memory_id)
+    if doc is None or may_write(caller.agent_id, doc.agent_id, exists=True):
+        return
+    if not readable(caller, doc):
+        raise ApiError(404, "memory not found")
+    raise Forbidden("this memory belongs to another agent", reason="agent_scope")
 
 
 def hit_json(s: Scored) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from snowflake.connector import SnowflakeConnection
 from snowflake.connector.errors import Error as SnowflakeError
 
 from app import metrics
+from app.auth.scope import HANDOFF
 from app.gateway import gmetrics
 from app.gateway.search import SearchParams
 from app.gateway.visibility import allowed
@@ -39,20 +40,35 @@ class WarehouseUnavailable(RuntimeError):
     pass
 
 
+LIKE_ESCAPE = "!"
+
+
+def like_contains(term: str) -> str:
+    """An ILIKE pattern matching `term` literally anywhere (with `ESCAPE '!'`): `%`, `_` and `!`
+    are escaped; the escape character is not the backslash, so a `\\` is a plain character."""
+    escaped = "".join(LIKE_ESCAPE + c if c in "%_" + LIKE_ESCAPE else c for c in term)
+    return f"%{escaped}%"
+
+
 def search_sql(table: str, terms: Sequence[str], p: SearchParams, limit: int) -> tuple[str, list[Any]]:
     """ILIKE per term on the text (and key), tenant scoped, with the search filters."""
     where = ["tenant_id = ?"]
     params: list[Any] = []
     likes = []
     for t in terms:
-        likes.append("content:text::string ILIKE ? OR key ILIKE ?")
-        params.extend((f"%{t}%", f"%{t}%"))
+        likes.append(f"content:text::string ILIKE ? ESCAPE '{LIKE_ESCAPE}' OR key ILIKE ? ESCAPE '{LIKE_ESCAPE}'")
+        pattern = like_contains(t)
+        params.extend((pattern, pattern))
     where.append("deleted_at IS NULL")
     where.append("(" + " OR ".join(likes) + ")")
     for column, value in (("type", p.type), ("session_id", p.session_id), ("agent_id", p.agent_id)):
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
+    if p.reader_agent is not None:
+        # app.auth.scope.may_read as SQL: its own, unscoped, and handoffs addressed to it.
+        where.append("(agent_id IS NULL OR agent_id = ? OR (type = ? AND content:to_agent::string = ?))")
+        params.extend((p.reader_agent, HANDOFF, p.reader_agent))
     vis = sorted(allowed(p.channel_visibility))
     where.append("visibility IN (" + ", ".join(["?"] * len(vis)) + ")")
     params.extend(vis)

@@ -24,6 +24,7 @@ from app.models import MemoryEvent, make_version
 from app.pipeline import event_identifiers, redact
 from app.redact import refused_identifier
 from app.settings import Settings
+from sinks.hotset import keys
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 class Written:
     event: MemoryEvent
     delivered: Delivered
+    # The tenant's own write sequence number: what a write answer shows as `offset`. The Kafka
+    # offset counts every tenant's writes on the partition, so it stays out of answers.
+    seq: int = -1
 
     @property
     def memory_id(self) -> str:
@@ -47,7 +51,7 @@ class Written:
             "memory_id": self.memory_id,
             "topic": self.delivered.topic,
             "partition": self.delivered.partition,
-            "offset": self.delivered.offset,
+            "offset": self.seq,
             "version": self.version,
             "status": status,
         }
@@ -115,7 +119,21 @@ class Publisher:
                 details={"reason": str(exc)[:300]},
             ) from exc
         gmetrics.PUBLISHED.labels("acked").inc(len(events))
-        return [Written(e, d) for e, d in zip(events, delivered, strict=True)]
+        first = await self.tenant_sequence(events[0].tenant_id, len(events)) if events else -1
+        return [
+            Written(e, d, first + i if first >= 0 else -1)
+            for i, (e, d) in enumerate(zip(events, delivered, strict=True))
+        ]
+
+    async def tenant_sequence(self, tenant: str, n: int) -> int:
+        """The first of `n` numbers of the tenant's write sequence (-1 when Redis cannot say:
+        the write is accepted all the same)."""
+        try:
+            last = int(await self.reader.redis.incrby(keys.write_seq(tenant), n))
+        except RedisError as exc:
+            log.debug("write sequence unavailable: %s", exc)
+            return -1
+        return last - n + 1
 
     async def wait_visible(self, written: list[Written]) -> list[WriteStatus]:
         """Poll the hotset until each write is readable (version stored >= ours) or was processed

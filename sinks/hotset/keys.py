@@ -37,6 +37,11 @@ def active_field(memory_type: str, key: str) -> str:
     return f"{memory_type}\x1f{key}"
 
 
+def write_seq(tenant: str) -> str:
+    """Counter: the tenant's accepted writes; write answers number them (never Kafka offsets)."""
+    return f"{_t(tenant)}:wseq"
+
+
 def scope(agent_id: str | None, session_id: str | None) -> str:
     """The scope a memory applies to: its session, else its agent, else the whole tenant."""
     if session_id:
@@ -137,6 +142,11 @@ WARM_MARKER = f"{PREFIX}:global:warm"
 def api_key(prefix: str) -> str:
     """Hash: tenant, roles, agent_id, name, hash, alg, created_at, expires_at, revoked, revoked_at."""
     return f"{PREFIX}:apikey:{prefix}"
+
+
+def api_key_unknown(prefix: str) -> str:
+    """Negative cache: a key id found neither in Redis nor in the warehouse (expires)."""
+    return f"{PREFIX}:apikey-unknown:{prefix}"
 
 
 def api_keys_of(tenant: str) -> str:

@@ -1,5 +1,5 @@
-"""The one loader of the hotset's Lua scripts (lua/*.lua): the sink's, the gateway's and the rate
-limiter's.
+"""The one loader of the hotset's Lua scripts (lua/*.lua): the sink's, the gateway's, the rate
+limiter's and the API key cache's.
 
 Each source is read from the package once per process. `script` binds it to a client as redis-py's
 Script: a call runs EVALSHA and, when the server's script cache lacks it (first use, SCRIPT FLUSH,
@@ -27,6 +27,7 @@ class Lua(StrEnum):
     CONTEXT_IDS = "context_ids"  # gateway: the id lists of a context call
     PRUNE = "prune"  # gateway: drop index members whose memory is gone
     RATELIMIT = "ratelimit"  # auth: token buckets, all or nothing
+    APIKEY_MERGE = "apikey_merge"  # auth: cache an API key record, never undoing a revocation
     VECTORS = "vectors_apply"  # embedding agent: write or drop one tenant's vectors
 
 

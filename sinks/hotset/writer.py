@@ -3,7 +3,7 @@ tenant per batch (argument packing, not Redis, is the cost per command: ops trav
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -197,9 +197,15 @@ class Hotset:
         results: list[Any] = await pipe.execute()
         return sum(int(r) for r in results)
 
-    async def count_dead_letters(self, n: int) -> None:
-        if n:
-            await self.redis.hincrby(keys.GLOBAL_STATS, "deadletters", n)  # type: ignore[misc]
+    async def count_dead_letters(self, tenants: list[str | None]) -> None:
+        """Service-wide and, for letters whose tenant is known, in the tenant's own stats."""
+        if not tenants:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(keys.GLOBAL_STATS, "deadletters", len(tenants))
+        for tenant, n in Counter(t for t in tenants if t).items():
+            pipe.hincrby(keys.stats(tenant), "deadletters", n)
+        await pipe.execute()
 
 
 def _live_record(value: str) -> MemoryRecord | None:

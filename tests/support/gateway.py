@@ -18,26 +18,28 @@ from fastapi import FastAPI
 
 from app.gateway import create_app
 from app.gateway.deps import Services
+from app.migrate import discover, needs_time_travel
 from app.settings import Settings
 from app.snowflake_conn import connect
 from tests.support.stack import Proc, Stack
 
 ROOT = Path(__file__).resolve().parents[2]
-V001 = ROOT / "deploy" / "snowflake" / "V001__memory_records.sql"
+MIGRATIONS = ROOT / "deploy" / "snowflake"
+V001 = MIGRATIONS / "V001__memory_records.sql"
 _VARIANTS = ("content", "metadata", "citations", "redactions")
 
 
 def apply_v001(settings: Settings) -> None:
-    """The warehouse schema, idempotently (IF NOT EXISTS). `memstream migrate` will own this."""
-    sql = "\n".join(line for line in V001.read_text().splitlines() if not line.strip().startswith("--"))
+    """The warehouse schema (every migration, in order), idempotently (IF NOT EXISTS); Time Travel
+    statements are left out, as `memstream migrate` leaves them out on the emulator."""
+    statements = [st for m in discover(MIGRATIONS) for st in m.statements if not needs_time_travel(st)]
     conn = connect(settings, with_schema=False)
     try:
         cur = conn.cursor()
         cur.execute(f"CREATE DATABASE IF NOT EXISTS {settings.snowflake_database}")
         cur.execute(f"USE DATABASE {settings.snowflake_database}")
-        for statement in sql.split(";"):
-            if statement.strip():
-                cur.execute(statement)
+        for statement in statements:
+            cur.execute(statement)
     finally:
         conn.close()
 

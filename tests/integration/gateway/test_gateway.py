@@ -341,7 +341,8 @@ async def test_redis_down_is_503_and_writes_still_land(stack: Stack, tenant: str
         w = await gw.post(
             tenant, STORE, json={"type": "event", "content": {"text": "kept"}}, params={"wait": "visible"}
         )
-        assert assert_error(w, 504, "visibility_timeout")["details"]["pending"][0]["offset"] >= 0
+        # The tenant's write number lives in Redis too: unknown (-1) while it is down.
+        assert assert_error(w, 504, "visibility_timeout")["details"]["pending"][0]["offset"] == -1
 
 
 # ---- search ------------------------------------------------------------------------------------
@@ -665,9 +666,9 @@ async def test_stats(gateway: Gateway, tenant: str) -> None:
     assert stats["hotset_size"] == 2 and stats["hotset_by_type"] == {"event": 1, "rule": 1}
     assert stats["cache"]["hit_ratio"] == 0.5
     assert stats["counters"]["writes"] == 2
-    assert stats["consumer_lag"]["group"] == gateway.settings.worker_group
-    assert isinstance(stats["consumer_lag"]["total"], int)
-    assert "total" in stats["sink_lag"] and isinstance(stats["dead_letters"], int)
+    # Shared figures (offsets, per-partition lag) stay out of a tenant's stats.
+    assert stats["consumer_lag"]["status"] in ("caught_up", "behind") and set(stats["consumer_lag"]) == {"status"}
+    assert set(stats["sink_lag"]) == {"status"} and stats["dead_letters"] == 0
 
 
 # ---- the per-turn reads without FastAPI's router (app.gateway.hot) -----------------------------
