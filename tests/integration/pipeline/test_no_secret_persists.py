@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import orjson
 import redis
+from redis.client import NEVER_DECODE
 
 from app import devstack
 from app.kafka import ensure_topics
@@ -44,7 +45,8 @@ def dump_redis(rds: redis.Redis, tenant: str) -> str:
     for key in rds.scan_iter(match=f"*{{{tenant}}}*", count=1000):
         kind = rds.type(key)
         if kind == "string":
-            value: Any = rds.get(key)
+            # Raw bytes: vectors are binary; any text inside still reads as text.
+            value: Any = rds.execute_command("GET", key, **{NEVER_DECODE: True}).decode("utf-8", "replace")
         elif kind == "hash":
             value = rds.hgetall(key)
         elif kind == "zset":
