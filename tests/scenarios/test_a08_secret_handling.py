@@ -40,7 +40,7 @@ async def test_secrets_are_redacted_before_anything_stores_them(seeded: Seeded, 
         assert raw and AWS not in raw and PASSWORD not in raw and GITHUB not in raw
     for secret in (AWS, PASSWORD, GITHUB):
         assert not rds.exists(keys.term(seeded.tenant, secret.lower()))
-        hits = await agent.ok("/api/v2/memory/search", q=secret, session_id=session)
+        hits = await agent.ok("/api/v2/memory/search", q=secret, session_id=session, mode="keyword")
         assert hits["results"] == []
 
     both = "AND session_id = %s AND (TO_VARCHAR(content) ILIKE %s OR TO_VARCHAR(content) ILIKE %s)"
