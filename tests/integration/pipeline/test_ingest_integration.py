@@ -100,9 +100,13 @@ def test_kcat_producer(worker: Proc, settings: Settings, rds: redis.Redis, tenan
 
 
 def tenant_state(rds: redis.Redis, tenant: str) -> dict[str, Any]:
-    """Every key of a tenant with its value (TTLs excluded: they tick)."""
+    """Every key the ingest agent writes for a tenant, with its value (TTLs excluded: they tick).
+    The embedding agent's vectors are left out: another consumer group writes them, at its pace."""
     out: dict[str, Any] = {}
+    vectors = (keys.vector(tenant, ""), keys.vector_index(tenant), keys.vector_meta(tenant))
     for key in rds.scan_iter(match=f"ms:{{{tenant}}}:*", count=1000):
+        if key.startswith(vectors):
+            continue
         kind = rds.type(key)
         if kind == "hash":
             out[key] = rds.hgetall(key)
