@@ -166,20 +166,16 @@ class Refusal:
 
 # Identifiers repeat (tenant, session, agent, channel): the ones found clean are remembered, so
 # each is checked once. Only clean values are kept, never a secret; cleared when full.
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _CLEAN_IDS: set[str] = set()
 _CLEAN_IDS_MAX = 100_000
 
 
 def refused_identifier(ids: list[tuple[str, str]]) -> Refusal | None:
-    """The first identifier that holds a secret, or None. A UUID is never a card number: its
-    digit groups can pass the card pattern and Luhn check by chance."""
+    """The first identifier that holds a secret, or None."""
     for loc, value in ids:
         if value in _CLEAN_IDS:
             continue
         kind = find_secret(value)
-        if kind == "credit_card" and _UUID.fullmatch(value):
-            kind = None
         if kind is not None:
             return Refusal(loc, kind)
         if len(_CLEAN_IDS) >= _CLEAN_IDS_MAX:

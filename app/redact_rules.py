@@ -26,6 +26,36 @@ class Rule:
     needs: tuple[str, ...] = ()
 
 
+# How card numbers are written: one run of digits, or groups of four (the last may be shorter),
+# or the 4-6-5 / 4-6-4 grouping of Amex and Diners; one separator throughout. Other groupings
+# (a UUID's 8-4-4, a phone number, a date) are not card numbers, whatever their check digit.
+_CARD_GROUPS = ((4, 6, 5), (4, 6, 4))
+
+
+def card_shaped(candidate: str) -> bool:
+    seps = {c for c in candidate if not c.isdigit()}
+    if not seps:
+        return True
+    if len(seps) > 1:
+        return False
+    sizes = tuple(len(g) for g in candidate.split(seps.pop()))
+    if sizes in _CARD_GROUPS:
+        return True
+    return all(n == 4 for n in sizes[:-1]) and 1 <= sizes[-1] <= 4
+
+
+def card_number(candidate: str) -> bool:
+    """A card number, or one followed by more digit groups ("4111 1111 1111 1111 123": the
+    CVV goes with it)."""
+    if card_shaped(candidate) and luhn_ok(candidate):
+        return True
+    sep = next((c for c in candidate if not c.isdigit()), None)
+    if sep is None:
+        return False
+    groups = candidate.split(sep)
+    return any(card_number(sep.join(groups[:n])) for n in range(len(groups) - 1, 2, -1))
+
+
 def luhn_ok(candidate: str) -> bool:
     digits = [int(c) for c in candidate if c.isdigit()]
     if not 13 <= len(digits) <= 19:
@@ -221,7 +251,7 @@ RULES: tuple[Rule, ...] = (
         check=looks_secret,
         needs=_CRED_WORDS,
     ),
-    Rule("credit_card", re.compile(r"\b(?:\d[ -]?){12,18}\d\b"), check=luhn_ok, needs=("<digits>",)),
+    Rule("credit_card", re.compile(r"\b(?:\d[ -]?){12,18}\d\b"), check=card_number, needs=("<digits>",)),
 )
 
 # The prefilter (`app.redact.may_contain_secret`): a text holding none of CONTEXT_LITERALS, no

@@ -81,7 +81,7 @@ def test_sync_client_every_call(live: LiveGateway, tenant: str) -> None:
             ],
             wait=True,
         )
-        assert (batch.accepted, batch.rejected) == (2, 1)
+        assert (batch.accepted, batch.rejected) == (2, 1), batch.items
         bad = batch.items[1]
         assert isinstance(bad, BatchItemError) and bad.error["code"] == "validation_error"
         assert all(isinstance(i, BatchItemOk) and i.status == "visible" for i in (batch.items[0], batch.items[2]))

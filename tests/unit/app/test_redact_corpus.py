@@ -13,7 +13,7 @@ import pytest
 from app.logs import scrub
 from app.models import DeadLetter, MemoryEvent
 from app.pipeline import Incoming, prepare, validate
-from app.redact import may_contain_secret, redact_text, redact_value, refused_identifier
+from app.redact import find_secret, may_contain_secret, redact_text, redact_value, refused_identifier
 from tests.support.secrets_corpus import Sample, corpus
 
 CORPUS = corpus()
@@ -248,3 +248,29 @@ def test_a_uuid_whose_digits_pass_the_card_check_is_not_refused() -> None:
     uuid_like_card = "04341925-4122-4482-889e-aff309cad683"  # digit groups pass the card pattern and Luhn
     assert refused_identifier([("event_id", uuid_like_card)]) is None
     assert refused_identifier([("key", "4111 1111 1111 1111")]) is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sdk-59536638-7670-4033-be3d-d5b40a4c25d0",  # 8-4-4 digit groups that pass Luhn, with a prefix
+        "ref 04341925-4122-4482-889e-aff309cad683 closed",
+        "call 4111111-1111-1111-1",  # one separator, but not grouped as a card is written
+        "4111 1111-1111 1111",  # two separators
+    ],
+)
+def test_digit_runs_not_grouped_as_cards_are_not_cards(text: str) -> None:
+    assert find_secret(text) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4111111111111111",
+        "card 4111 1111 1111 1111 exp soon",
+        "amex 3782-822463-10005",
+        "pay with 4111 1111 1111 1111 123",  # the CVV after it does not hide it
+    ],
+)
+def test_cards_as_they_are_written_are_found(text: str) -> None:
+    assert find_secret(text) == "credit_card"
