@@ -18,10 +18,11 @@ current index.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ from types import FrameType
 from typing import Any
 
 import snowflake.connector
+from pydantic import ValidationError
 from snowflake.connector import SnowflakeConnection
 
 from app.models import SUPERSEDING_TYPES, MemoryRecord
@@ -47,6 +49,7 @@ PAGE_ROWS = 5000
 # the client's socket timeout, which would re-send it) and the gateway's reads interleave.
 APPLY_OPS = 500
 DEFAULT_CHECKPOINT = Path("memstream-rebuild.checkpoint")
+log = logging.getLogger("memstream.rebuild")
 
 
 def restore_intent(
@@ -122,9 +125,10 @@ class RebuildCounts:
     rows: int = 0
     restored: int = 0
     skipped: int = 0
+    unreadable: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"rows": self.rows, "restored": self.restored, "skipped": self.skipped}
+        return {"rows": self.rows, "restored": self.restored, "skipped": self.skipped, "unreadable": self.unreadable}
 
 
 def with_previous_turns(records: Iterable[MemoryRecord]) -> Iterator[tuple[MemoryRecord, str]]:
@@ -143,11 +147,24 @@ def with_previous_turns(records: Iterable[MemoryRecord]) -> Iterator[tuple[Memor
             text, visibility = str(rec.content.get("text", "")), rec.visibility
 
 
+def readable(rows: Iterable[dict[str, Any]], topic: str) -> tuple[list[MemoryRecord], list[tuple[str, str]]]:
+    """The rows that read as records, and the (tenant, id) of those that do not (written by
+    something other than the sink): one broken row must not stop a recovery."""
+    records: list[MemoryRecord] = []
+    broken: list[tuple[str, str]] = []
+    for row in rows:
+        try:
+            records.append(row_to_record(row, topic))
+        except (ValidationError, ValueError, TypeError, KeyError):
+            broken.append((str(row.get("tenant_id")), str(row.get("id"))))
+    return records, broken
+
+
 def intents_for(
-    rows: Sequence[dict[str, Any]], hotset: Hotset, topic: str, now: datetime, reindex: bool = False
+    records: Iterable[MemoryRecord], hotset: Hotset, now: datetime, reindex: bool = False
 ) -> list[Intent | None]:
     out: list[Intent | None] = []
-    for rec, previous in with_previous_turns(row_to_record(row, topic) for row in rows):
+    for rec, previous in with_previous_turns(records):
         out.append(restore_intent(rec, hotset.ttl_for(rec.type, rec.ttl_seconds), now, previous, reindex))
     return out
 
@@ -161,8 +178,9 @@ async def rebuild(
     page_rows: int = PAGE_ROWS,
     reindex: bool = False,
 ) -> dict[str, int]:
-    """Refill the hotset; returns rows read, memories restored and rows skipped (deleted or past
-    their hotset TTL) over the whole run, resumed parts included."""
+    """Refill the hotset; returns rows read, memories restored, rows skipped (deleted or past
+    their hotset TTL) and rows unreadable (not a memory record) over the whole run, resumed parts
+    included."""
     counts, after = RebuildCounts(), None
     state = None if (restart or checkpoint is None) else read_checkpoint(checkpoint)
     if state is not None:
@@ -183,10 +201,15 @@ async def rebuild(
             while rows := await pending:
                 after = (str(rows[-1]["tenant_id"]), str(rows[-1]["id"]))
                 pending = asyncio.ensure_future(asyncio.to_thread(pages.page, after))
-                intents = intents_for(rows, hotset, settings.topic_events, now, reindex)
+                records, broken = readable(rows, settings.topic_events)
+                for tenant_id, memory_id in broken:
+                    # Names the row, never its content (which may be anything).
+                    log.warning("warehouse row %s/%s is not a memory record: not restored", tenant_id, memory_id)
+                intents = intents_for(records, hotset, now, reindex)
                 live = [i for i in intents if i is not None]
                 counts.rows += len(rows)
-                counts.skipped += len(rows) - len(live)
+                counts.unreadable += len(broken)
+                counts.skipped += len(records) - len(live)
                 for start in range(0, len(live), APPLY_OPS):
                     counts.restored += await hotset.apply(live[start : start + APPLY_OPS])
                 bar.update(len(rows), restored=counts.restored)
@@ -244,8 +267,9 @@ def run_rebuild(
         signal.signal(signal.SIGTERM, previous)
     print(
         f"read {counts['rows']} warehouse rows; restored {counts['restored']} memories into the hotset, "
-        f"{counts['rows'] - counts['restored'] - counts['skipped']} already current, "
-        f"{counts['skipped']} deleted or past their hotset TTL; {counts['api_keys']} API keys "
+        f"{counts['rows'] - counts['restored'] - counts['skipped'] - counts['unreadable']} already current, "
+        f"{counts['skipped']} deleted or past their hotset TTL, {counts['unreadable']} unreadable "
+        f"(named in the log); {counts['api_keys']} API keys "
         f"({time.monotonic() - started:.1f}s)"
     )
     return 0

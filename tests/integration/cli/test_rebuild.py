@@ -12,6 +12,7 @@ from app.models import derive_memory_id
 from app.settings import Settings
 from app.snowflake_conn import connect
 from sinks.hotset import keys
+from tests.support.gateway import insert_row
 from tests.support.kafka import publish
 from tests.support.stack import Proc, Stack, stored, wait_until
 
@@ -34,6 +35,7 @@ def test_rebuild_restores_memories_indexes_and_supersession(
     tenant: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
 
@@ -74,6 +76,8 @@ def test_rebuild_restores_memories_indexes_and_supersession(
     wait_until(lambda: warehouse_count(settings, tenant) == 6, timeout_s=90)
     before = stored(rds, tenant, derive_memory_id(tenant, "d-new"))
     assert before is not None
+    # A row written by something other than the sink: named in the log, never stops the rebuild.
+    insert_row(settings, tenant, "m-broken", visibility="nobody", content={"text": "do not log me"})
 
     for key in rds.scan_iter(match=f"ms:{{{tenant}}}:*", count=1000):
         rds.delete(key)  # the hotset is gone
@@ -85,7 +89,10 @@ def test_rebuild_restores_memories_indexes_and_supersession(
     try:
         assert main(["rebuild", "--tenant", tenant]) == 0
         out = capsys.readouterr().out
-        assert "read 6 warehouse rows; restored 4 memories" in out and "2 deleted or past" in out
+        assert "read 7 warehouse rows; restored 4 memories" in out and "2 deleted or past" in out
+        assert "1 unreadable" in out
+        assert f"{tenant}/m-broken is not a memory record" in caplog.text
+        assert "do not log me" not in caplog.text
         assert main(["rebuild", "--tenant", tenant]) == 0
         assert "restored 0 memories" in capsys.readouterr().out  # a warm hotset is left as it is
     finally:
