@@ -138,7 +138,9 @@ class IngestProcessor:
 
     @staticmethod
     def _observe(intents: list[Intent], dead: list[DeadLetter]) -> None:
-        # Summed first: a labelled metric lookup costs more than the count itself.
+        # Summed first: a labelled metric lookup costs more than the count itself. A re-index (of
+        # the turn after a forgotten one) is not an event: it is not counted.
+        intents = [i for i in intents if i.kind != "reindex"]
         kinds = Counter(intent.kind for intent in intents)
         redactions: Counter[str] = Counter()
         for intent in intents:

@@ -385,6 +385,7 @@ class Intent:
     counters: dict[str, int]
     terms: tuple[str, ...] = ()
     context_terms: tuple[str, ...] = ()  # of `terms`, those from the session's previous turn
+    drop_terms: tuple[str, ...] = ()  # postings the memory leaves (a re-index after a forgotten turn)
     dedupe_digest: str | None = None
     dedupe_value: str | None = None
     active_field: str | None = None
@@ -440,6 +441,33 @@ def citation_problem(record: MemoryRecord, state: HotsetState) -> str | None:
     return "summary cites memories " + "; ".join(parts)
 
 
+def unborrow(forgotten: MemoryRecord, state: HotsetState) -> list[Intent]:
+    """A forgotten conversation turn's words leave the index of the next turn of its session,
+    which was indexed with them: that turn is re-indexed with the turn before the forgotten one.
+    The planner's running previous turn of the session moves back the same way."""
+    turn = turn_scope(forgotten)
+    if turn is None:
+        return []
+    near = state.neighbours.get((forgotten.tenant_id, forgotten.memory_id))
+    text = str((forgotten.content or {}).get("text", ""))
+    if state.previous_turn.get(turn, ("", ""))[0] == text:
+        if near is not None and near.before_text:
+            state.previous_turn[turn] = (near.before_text, near.before_visibility)
+        else:
+            state.previous_turn.pop(turn, None)
+    if near is None or near.following is None or not near.following_context:
+        return []
+    lent = set(record_terms(forgotten))
+    if not lent & set(near.following_context):
+        return []  # the next turn was not indexed with this one's words
+    nxt = near.following
+    own = record_terms(nxt)
+    context = contextual_terms(own, near.before_text) if near.before_visibility == nxt.visibility else ()
+    keep = set(own) | set(context)
+    drop = tuple(t for t in near.following_context if t not in keep)
+    return [Intent("reindex", nxt, {}, terms=own + context, context_terms=context, drop_terms=drop)]
+
+
 def plan(batch: list[Prepared], state: HotsetState, dedupe_window_s: int) -> list[Intent]:
     """Decide, in order, what each prepared event does to the hotset. `state` is updated in place."""
     out: list[Intent] = []
@@ -466,17 +494,20 @@ def plan(batch: list[Prepared], state: HotsetState, dedupe_window_s: int) -> lis
                 prior = state.dedupe.get((tenant, dd))
                 if prior is not None and prior.memory_id == rec.memory_id:
                     del state.dedupe[(tenant, dd)]
+            lent = state.stored_context.get((tenant, rec.memory_id), ())
             out.append(
                 Intent(
                     "delete",
                     rec,
                     {"deletes": 1},
-                    terms=record_terms(old) if old is not None else (),
+                    terms=record_terms(old) + lent if old is not None else (),
                     dedupe_digest=dd,
                     forgets=old,
                 )
             )
             state.memories[(tenant, rec.memory_id)] = "deleted"
+            if old is not None:
+                out.extend(unborrow(old, state))
             continue
         problem = citation_problem(rec, state)
         if problem is not None:

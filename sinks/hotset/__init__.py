@@ -12,7 +12,7 @@
 from sinks.hotset import keys, layout, vectors
 from sinks.hotset.layout import StoredMemory
 from sinks.hotset.scripts import Lua, script
-from sinks.hotset.state import ActiveEntry, DedupeEntry, HotsetState
+from sinks.hotset.state import ActiveEntry, DedupeEntry, HotsetState, TurnNeighbours
 from sinks.hotset.writer import Hotset, VectorOp, VectorWriter
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "HotsetState",
     "Lua",
     "StoredMemory",
+    "TurnNeighbours",
     "VectorOp",
     "VectorWriter",
     "keys",

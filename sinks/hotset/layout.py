@@ -86,6 +86,21 @@ def stored_text(value: str) -> tuple[str, str]:
     return text, str(record.get("visibility") or "private")
 
 
+def context_of(value: str | None) -> tuple[str, ...]:
+    """The CONTEXT_TERMS of a live memory's value (() for none, a tombstone or another layout)."""
+    try:
+        stored = decode(value)
+    except ValueError:
+        return ()
+    if stored is None or stored.deleted or CONTEXT_TERMS not in stored.record_json:
+        return ()
+    try:
+        terms = orjson.loads(stored.record_json).get(CONTEXT_TERMS)
+    except (orjson.JSONDecodeError, AttributeError):
+        return ()
+    return tuple(t for t in terms if isinstance(t, str)) if isinstance(terms, list) else ()
+
+
 def canonical_json(record_json: str) -> str:
     """The record as memory.records carries it: the hotset copy without its index-only field."""
     if CONTEXT_TERMS not in record_json:

@@ -44,6 +44,18 @@ class ActiveEntry:
         return cls(version=v, memory_id=mid)
 
 
+@dataclass(frozen=True)
+class TurnNeighbours:
+    """The turns around a conversation turn a delete forgets: the next turn of its session, which
+    was indexed with the forgotten turn's words, and the text of the memory before it, which lends
+    its words instead."""
+
+    following: MemoryRecord | None
+    following_context: tuple[str, ...]  # the terms the next turn holds from the forgotten one
+    before_text: str
+    before_visibility: str
+
+
 MemoryState = Literal["absent", "live", "deleted"]
 CITED_STATE: tuple[MemoryState, ...] = ("absent", "live", "deleted")  # as the STATE script codes them
 
@@ -59,6 +71,10 @@ class HotsetState:
     memories: dict[tuple[str, str], MemoryState] = field(default_factory=dict)
     # (tenant, memory_id) -> the live record a delete in the batch forgets (read for deletes only)
     stored: dict[tuple[str, str], MemoryRecord] = field(default_factory=dict)
+    # (tenant, memory_id) -> of those, the contextual terms a forgotten turn was indexed under
+    stored_context: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    # (tenant, memory_id) -> of those, the turns around a forgotten conversation turn
+    neighbours: dict[tuple[str, str], TurnNeighbours] = field(default_factory=dict)
     # (tenant, session) -> (text, visibility) of the session's newest memory before the batch (its
     # previous turn for contextual indexing); the planner moves it along as it writes the batch's turns
     previous_turn: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from app.models import MemoryRecord, MemoryType
 from sinks.hotset import keys, layout
 from sinks.hotset.scripts import Lua, script
-from sinks.hotset.state import CITED_STATE, ActiveEntry, DedupeEntry, HotsetState
+from sinks.hotset.state import CITED_STATE, ActiveEntry, DedupeEntry, HotsetState, TurnNeighbours
 
 if TYPE_CHECKING:  # app.pipeline imports the state entries from this package
     from app.pipeline import Intent, Prepared
@@ -83,6 +83,7 @@ class Hotset:
                 "mem": [keys.memory(tenant, m) for m in forgets],
                 "prev": [[keys.by_session(tenant, s), str(first[s])] for s in sessions],
                 "mp": keys.memory(tenant, ""),
+                "sp": keys.by_session(tenant, ""),
             }
             await self._state(keys=[keys.stats(tenant)], args=[orjson.dumps(query)], client=pipe)
         for (tenant, digests, fields, events, cited, forgets, sessions), raw in zip(
@@ -98,10 +99,18 @@ class Hotset:
             state.seen.update((tenant, e) for e, hit in zip(events, res["seen"] or [], strict=False) if hit)
             for c, flag in zip(cited, res.get("cit") or [], strict=False):
                 state.memories[(tenant, c)] = CITED_STATE[int(flag)]
-            for m, v in zip(forgets, res.get("mem") or [], strict=False):
+            for m, v, near in zip(forgets, res.get("mem") or [], res.get("around") or [], strict=False):
                 rec = _live_record(v) if v else None
-                if rec is not None:
-                    state.stored[(tenant, m)] = rec
+                if rec is None:
+                    continue
+                state.stored[(tenant, m)] = rec
+                state.stored_context[(tenant, m)] = layout.context_of(v)
+                if near:
+                    following = _live_record(near[0]) if near[0] else None
+                    text, visibility = layout.stored_text(near[1]) if near[1] else ("", "")
+                    state.neighbours[(tenant, m)] = TurnNeighbours(
+                        following, layout.context_of(near[0]) if following else (), text, visibility
+                    )
             for s, v in zip(sessions, res.get("prev") or [], strict=False):
                 text, visibility = layout.stored_text(v) if v else ("", "")
                 if text:
@@ -138,6 +147,7 @@ class Hotset:
             if rec.type is MemoryType.SUMMARY:
                 index_keys.extend(keys.summaries_in_scope(t, s) for s in summary_scopes(rec))
             index_keys.extend(keys.term(t, term) for term in intent.terms)
+        leave_keys.extend(keys.term(t, term) for term in intent.drop_terms)
         in_scope = ""
         if intent.active_field and rec.type is not None and not _closed(rec):
             in_scope = keys.active_in_scope(t, rec.type.value, keys.scope(rec.agent_id, rec.session_id))

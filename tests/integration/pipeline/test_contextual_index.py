@@ -147,3 +147,32 @@ async def test_reindex_brings_an_existing_hotset_to_the_contextual_index(
         assert reply.memory_id in hits and hits[reply.memory_id]["record"]["content"]["text"] == "Agreed."
     finally:
         await redis_.aclose()
+
+
+async def test_a_forgotten_turns_words_no_longer_find_the_turn_after_it(
+    gateway: Gateway, settings: Settings, rds: redis.Redis, tenant: str
+) -> None:
+    seed_noise(settings, rds, tenant, n=1000)
+    turns = [
+        ("t1", "Book the offsite dinner for the whole team", 1),
+        ("t2", "The zanzibar partner wants the contract renewed quietly", 2),
+        ("t3", "Yes, go ahead with that.", 3),
+    ]
+    publish(
+        settings, [event(tenant, e, session_id="deal", content={"text": t}, occurred_at=at(m)) for e, t, m in turns]
+    )
+    wait_until(lambda: stored(rds, tenant, mid(tenant, "t3")), timeout_s=60)
+    assert set(await search(gateway, tenant, "zanzibar")) == {mid(tenant, "t2"), mid(tenant, "t3")}
+
+    r = await gateway.delete(tenant, f"/api/v2/memory/{mid(tenant, 't2')}", params={"wait": "visible"})
+    assert r.status_code == 202, r.text
+    # Forgetting is real: the forgotten turn's words find nothing, not even the turn indexed with them...
+    wait_until(lambda: rds.zscore(keys.term(tenant, "zanzibar"), mid(tenant, "t3")) is None, timeout_s=30)
+    assert await search(gateway, tenant, "zanzibar") == {}
+    assert not rds.exists(keys.term(tenant, "zanzibar"))
+    # ...and the turn after it is indexed with the turn before it instead.
+    assert mid(tenant, "t3") in await search(gateway, tenant, "offsite dinner")
+    # A turn written after the delete borrows from the newest remaining turn, not the forgotten one.
+    publish(settings, [event(tenant, "t4", session_id="deal", content={"text": "Done."}, occurred_at=at(4))])
+    wait_until(lambda: stored(rds, tenant, mid(tenant, "t4")), timeout_s=60)
+    assert mid(tenant, "t4") in await search(gateway, tenant, "ahead")

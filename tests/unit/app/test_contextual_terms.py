@@ -12,7 +12,7 @@ from app.models import MemoryRecord, MemoryType
 from app.pipeline import plan
 from app.rebuild import restore_intent, with_previous_turns
 from app.text import MAX_TERMS_PER_DOC, contextual_terms, index_terms
-from sinks.hotset import HotsetState, layout
+from sinks.hotset import HotsetState, TurnNeighbours, layout
 from tests.unit.app.test_pipeline import msg, prep
 
 
@@ -79,3 +79,41 @@ def test_rebuild_pairs_each_turn_with_its_sessions_previous_memory() -> None:
     intent = restore_intent(recs[0], 86400, now, previous_text="the launch", reindex=True)
     assert intent is not None and intent.kind == "reindex" and intent.context_terms == ("launch",)
     assert recs[0].type is MemoryType.EVENT
+
+
+def test_a_forgotten_turn_takes_its_words_out_of_the_next_turns_index() -> None:
+    before = "budget for the offsite dinner"
+    gone = prep(msg(content={"text": "Shall we move the launch to Friday?"})).record
+    reply = prep(msg(content={"text": "Yes, let's do that launch."})).record
+    lent = contextual_terms(index_terms("Yes, let's do that launch."), gone.content["text"])  # type: ignore[index]
+    assert lent == ("shall", "move", "friday")
+    state = HotsetState(
+        stored={("acme", gone.memory_id): gone},
+        stored_context={("acme", gone.memory_id): ("offsite",)},
+        neighbours={("acme", gone.memory_id): TurnNeighbours(reply, lent, before, "private")},
+        previous_turn={("acme", "s1"): ("Shall we move the launch to Friday?", "private")},
+    )
+    delete = prep(msg(op="delete", memory_id=gone.memory_id, content=None, occurred_at="2026-01-01T00:00:09Z"))
+    forget, reindex = plan([delete], state, 3600)
+    assert forget.kind == "delete" and "offsite" in forget.terms and "friday" in forget.terms
+    assert reindex.kind == "reindex" and reindex.record.memory_id == reply.memory_id
+    assert reindex.context_terms == ("budget", "offsite", "dinner")  # the turn before lends instead
+    assert set(reindex.drop_terms) == {"shall", "move", "friday"}
+    assert not set(reindex.drop_terms) & set(reindex.terms)
+    # The next turn written after the delete borrows from the turn before the forgotten one.
+    assert state.previous_turn[("acme", "s1")] == (before, "private")
+
+
+def test_a_forgotten_turn_the_next_turn_did_not_borrow_from_reindexes_nothing() -> None:
+    gone = prep(msg(content={"text": "Shall we move the launch to Friday?"})).record
+    reply = prep(msg(content={"text": "Yes"})).record
+    state = HotsetState(
+        stored={("acme", gone.memory_id): gone},
+        neighbours={("acme", gone.memory_id): TurnNeighbours(reply, ("budget",), "budget", "private")},
+    )
+    delete = prep(msg(op="delete", memory_id=gone.memory_id, content=None, occurred_at="2026-01-01T00:00:09Z"))
+    assert [i.kind for i in plan([delete], state, 3600)] == ["delete"]
+    decision = prep(msg(type="decision", key="k", content={"text": "Friday"})).record
+    state = HotsetState(stored={("acme", decision.memory_id): decision})
+    delete = prep(msg(op="delete", memory_id=decision.memory_id, content=None, occurred_at="2026-01-01T00:00:09Z"))
+    assert [i.kind for i in plan([delete], state, 3600)] == ["delete"]  # not a turn
