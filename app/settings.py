@@ -188,6 +188,14 @@ class Settings(BaseSettings):
         le=5000,
         description="ids a context call reads from one index per round trip (it pages while the budget has room)",
     )
+    context_cache_size: int = Field(
+        1024,
+        ge=0,
+        description=(
+            "context calls whose standing sections (identity, rules, decisions, tasks) a gateway process keeps "
+            "packed, each until the tenant's standing knowledge changes (0 = pack them on every call)"
+        ),
+    )
     embed_model: Literal["wordllama", "none"] = Field(
         "wordllama",
         description="embedding model of memories and queries (weights from an installed package); "

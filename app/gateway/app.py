@@ -28,6 +28,7 @@ from app.gateway import (
     routes_ops,
     routes_subscribe,
 )
+from app.gateway.context import StandingCache
 from app.gateway.deps import Services
 from app.gateway.hot import HotReads
 from app.gateway.middleware import BodyLimit, RequestMetrics
@@ -77,6 +78,7 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
             publisher=Publisher(settings, producer, reader),
             embedder=embedder,
             vectors=vectors,
+            standing=StandingCache(settings.context_cache_size),
         )
         # Security: credentials, rate limits, RBAC; audit entries to memory.audit through the
         # process's one producer.

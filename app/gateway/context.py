@@ -18,6 +18,7 @@ Tokens are counted per item text as ceil(UTF-8 bytes / 4) (app.text.estimate_tok
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -142,6 +143,116 @@ def summary_staleness(doc: Doc, cited: Mapping[str, Slot]) -> str | None:
     return None
 
 
+@dataclass
+class Packing:
+    """The budget as sections spend it, in prompt order. The standing sections come first, so
+    their packing depends only on standing knowledge and the budget: a gateway caches it (keyed
+    by the tenant's standing generation) and packs only summary and recent on top of a copy."""
+
+    budget_tokens: int
+    used: int = 0
+    chosen: dict[Section, list[ContextItem]] = field(default_factory=lambda: {s: [] for s in SECTIONS})
+    omitted: dict[Section, int] = field(default_factory=lambda: dict.fromkeys(SECTIONS, 0))
+    starved: set[Section] = field(default_factory=set)
+    seen_ids: set[str] = field(default_factory=set)
+    seen_text: set[str] = field(default_factory=set)
+
+    def copy(self) -> Packing:
+        return Packing(
+            self.budget_tokens,
+            self.used,
+            {s: list(items) for s, items in self.chosen.items()},
+            dict(self.omitted),
+            set(self.starved),
+            set(self.seen_ids),
+            set(self.seen_text),
+        )
+
+    def context(self) -> Context:
+        recent = self.chosen["recent"][::-1]  # chosen newest first, presented oldest first
+        items = [i for s in SECTIONS for i in (recent if s == "recent" else self.chosen[s])]
+        return Context(items, self.used, dict(self.omitted), frozenset(self.starved))
+
+
+StandingKey = tuple[str, str | None, str | None, str | None, str | None, int]  # see StandingCache
+
+
+class StandingCache:
+    """Packed standing sections per (tenant, session, agent, channel visibility, reader agent,
+    budget), each with the tenant's standing generation it was read at; least recently used
+    first out. A packing is only ever used at the generation it was read at."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[StandingKey, tuple[str, Packing]] = OrderedDict()
+
+    def get(self, key: StandingKey) -> tuple[str, Packing] | None:
+        hit = self._entries.get(key)
+        if hit is not None:
+            self._entries.move_to_end(key)
+        return hit
+
+    def put(self, key: StandingKey, generation: str, packing: Packing) -> None:
+        if self.size <= 0:
+            return
+        self._entries[key] = (generation, packing)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+
+def pack(
+    candidates: Mapping[Section, Sequence[Doc | None]],
+    budget_tokens: int,
+    session_id: str | None = None,
+    agent_id: str | None = None,
+    channel_visibility: Visibility | None = None,
+    totals: Mapping[Section, int] | None = None,
+    stale: Mapping[str, str] | None = None,
+    reader_agent: str | None = None,
+    sections: Sequence[Section] = SECTIONS,
+    start: Packing | None = None,
+) -> Packing:
+    """Pack `sections` (in prompt order) on top of `start` (updated in place; a new packing when
+    None). Arguments as `assemble`."""
+    vis = allowed(channel_visibility)
+    totals = totals or {}
+    stale = stale or {}
+    out = start if start is not None else Packing(budget_tokens)
+    seen_ids, seen_text, omitted = out.seen_ids, out.seen_text, out.omitted
+    for section in sections:
+        fetched = candidates.get(section, ())
+        docs = [d for d in fetched if d is not None and _eligible(d, section, session_id, agent_id, vis, reader_agent)]
+        ordered = _order(section, docs)
+        if section == "summary" and ordered:
+            ordered = ordered[:1]  # the newest only: a stale one is not replaced by an older one
+            if ordered[0].memory_id in stale:
+                omitted[section] += 1
+                continue
+        taken = 0
+        cap = CAP[section]
+        chosen = out.chosen[section]
+        for doc in ordered:
+            norm = doc.normalized_text
+            if doc.memory_id in seen_ids or norm in seen_text:
+                continue  # deduplicated: the same memory or the same words already in context
+            cost = doc.tokens
+            if (cap is not None and taken >= cap) or out.used + cost > budget_tokens:
+                omitted[section] += 1
+                continue  # a smaller item further down may still fit (it is not read for)
+            seen_ids.add(doc.memory_id)
+            seen_text.add(norm)
+            out.used += cost
+            taken += 1
+            chosen.append(_item(doc, section, cost))
+        unread = max(0, totals.get(section, 0) - len(fetched)) if section in STANDING else 0
+        # Read further only while everything read so far fitted: the next page is older.
+        if unread and not omitted[section] and out.used < budget_tokens:
+            out.starved.add(section)
+        omitted[section] += unread
+    return out
+
+
 def assemble(
     candidates: Mapping[Section, Sequence[Doc | None]],
     budget_tokens: int,
@@ -157,47 +268,9 @@ def assemble(
     count as omitted); `stale`: summary id -> why it is stale; `reader_agent`: the agent an
     agent-scoped caller is bound to (app.auth.scope.may_read: what it may not read is left out
     before the budget is spent)."""
-    vis = allowed(channel_visibility)
-    totals = totals or {}
-    stale = stale or {}
-    seen_ids: set[str] = set()
-    seen_text: set[str] = set()
-    chosen: dict[Section, list[ContextItem]] = {s: [] for s in SECTIONS}
-    omitted: dict[Section, int] = dict.fromkeys(SECTIONS, 0)
-    starved: set[Section] = set()
-    used = 0
-    for section in SECTIONS:
-        fetched = candidates.get(section, ())
-        docs = [d for d in fetched if d is not None and _eligible(d, section, session_id, agent_id, vis, reader_agent)]
-        ordered = _order(section, docs)
-        if section == "summary" and ordered:
-            ordered = ordered[:1]  # the newest only: a stale one is not replaced by an older one
-            if ordered[0].memory_id in stale:
-                omitted[section] += 1
-                continue
-        taken = 0
-        cap = CAP[section]
-        for doc in ordered:
-            norm = doc.normalized_text
-            if doc.memory_id in seen_ids or norm in seen_text:
-                continue  # deduplicated: the same memory or the same words already in context
-            cost = doc.tokens
-            if (cap is not None and taken >= cap) or used + cost > budget_tokens:
-                omitted[section] += 1
-                continue  # a smaller item further down may still fit (it is not read for)
-            seen_ids.add(doc.memory_id)
-            seen_text.add(norm)
-            used += cost
-            taken += 1
-            chosen[section].append(_item(doc, section, cost))
-        unread = max(0, totals.get(section, 0) - len(fetched)) if section in STANDING else 0
-        # Read further only while everything read so far fitted: the next page is older.
-        if unread and not omitted[section] and used < budget_tokens:
-            starved.add(section)
-        omitted[section] += unread
-    chosen["recent"].reverse()  # chosen newest first, presented oldest first
-    items = [i for s in SECTIONS for i in chosen[s]]
-    return Context(items, used, omitted, frozenset(starved))
+    return pack(
+        candidates, budget_tokens, session_id, agent_id, channel_visibility, totals, stale, reader_agent
+    ).context()
 
 
 def _item(doc: Doc, section: Section, cost: int) -> ContextItem:

@@ -7,7 +7,7 @@ Authentication, rate limiting, request signatures and RBAC are one dependency, `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from fastapi import Request
@@ -15,6 +15,7 @@ from fastapi import Request
 from app.auth.asgi import current_principal as principal
 from app.auth.principal import Principal
 from app.embed import Embedder
+from app.gateway.context import StandingCache
 from app.gateway.reads import HotsetReader
 from app.gateway.vectors import VectorCache
 from app.gateway.warehouse import Warehouse
@@ -37,6 +38,7 @@ class Services:
     publisher: Publisher
     embedder: Embedder | None = None  # None: semantic search is off
     vectors: VectorCache | None = None
+    standing: StandingCache = field(default_factory=lambda: StandingCache(0))
 
 
 async def services(request: Request) -> Services:

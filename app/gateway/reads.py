@@ -48,7 +48,7 @@ class HotsetReader:
         self._cached = functools.lru_cache(maxsize=doc_cache_size)(_slot) if doc_cache_size else _slot
         self._rewarm = script(redis, Lua.REWARM)
         self._search = script(redis, Lua.SEARCH_CANDIDATES)
-        self._context_ids = script(redis, Lua.CONTEXT_IDS)
+        self._context_pages = script(redis, Lua.CONTEXT_PAGES)
         self._prune = script(redis, Lua.PRUNE)
         # Hit/miss counters are kept in process and flushed to the tenant's stats hash in batches,
         # so the retrieve fast path stays a single Redis round trip.
@@ -163,13 +163,31 @@ class HotsetReader:
         return Candidates(ranked, df, n_docs, examined, sources)
 
     # ---- context -----------------------------------------------------------------------------
-    async def index_pages(self, pages: Sequence[tuple[str, int, int]]) -> list[tuple[int, list[str]]]:
-        """For (index key, start, count) each, newest first: (entries in the index, the ids), in
-        one script call (Lua.CONTEXT_IDS)."""
+    async def context_pages(
+        self, tenant: str, pages: Sequence[tuple[str, int, int]], generation: str = "", standing: int = 0
+    ) -> tuple[str, list[tuple[int, list[str]]], dict[str, Slot]]:
+        """For (index key, start, count) each, newest first: (entries in the index, the ids), and
+        the slot of every id read, in one script call (Lua.CONTEXT_PAGES). The first `standing`
+        pages are skipped, as (-1, []), when `generation` is the tenant's standing generation;
+        returns that generation first."""
         if not pages:
-            return []
-        raw = await self._context_ids(keys=[k for k, _, _ in pages], args=[x for _, s, n in pages for x in (s, n)])
-        return [(int(card), [str(m) for m in ids]) for card, ids in raw]
+            return generation, [], {}
+        args: list[str | int] = [keys.memory(tenant, ""), generation, standing]
+        args += [x for _, s, n in pages for x in (s, n)]
+        current, raw = await self._context_pages(
+            keys=[keys.standing_generation(tenant), *(k for k, _, _ in pages)], args=args
+        )
+        out: list[tuple[int, list[str]]] = []
+        slots: dict[str, Slot] = {}
+        cached = self._cached
+        for card, ids, values in raw:
+            out.append((int(card), ids))
+            for mid, v in zip(ids, values, strict=True):
+                if v:
+                    slots[mid] = cached(mid, v) if len(v) <= CACHED_VALUE_MAX else _slot(mid, v)
+                elif mid not in slots:
+                    slots[mid] = ABSENT
+        return str(current), out, slots
 
     # ---- handoffs ----------------------------------------------------------------------------
     async def handoff_ids(self, tenant: str, agent_id: str, n: int) -> list[str]:

@@ -22,8 +22,10 @@ from app.gateway.context import (
     STANDING,
     SUMMARY_FETCH,
     Context,
+    Packing,
     Section,
-    assemble,
+    StandingKey,
+    pack,
     summary_staleness,
 )
 from app.gateway.deps import Services
@@ -318,32 +320,52 @@ async def context(
     tenant-wide window); an active memory whose hotset copy expired is read from the warehouse
     in one batch and re-warmed. Summary and recent read short recency windows. `reader_agent`
     (an agent-scoped caller's agent) leaves out what app.auth.scope.may_read refuses it.
+
+    Standing sections are packed first (they come first in the budget), so their packing is
+    cached per call shape under the tenant's standing generation: while it holds, a call reads
+    and packs only summary and recent.
     """
     indexes = context_indexes(tenant, session_id, agent_id)
     page = min(svc.settings.context_page_size, max(budget_tokens, 8))
     first = {"summary": SUMMARY_FETCH, "recent": RECENT_FETCH}
+    shape: StandingKey = (tenant, session_id, agent_id, channel_visibility, reader_agent, budget_tokens)
+    cached = svc.standing.get(shape)
     offsets: dict[str, int] = {}
     cards: dict[str, int] = {}
     docs: dict[Section, list[Doc | None]] = {s: [] for s in SECTIONS}
     stale_summaries: dict[str, str] = {}
     consulted = False
+    # Standing indexes first: the script skips them while the cached packing is current.
     wanted: list[tuple[Section, str, int]] = [
         (section, key, first.get(section, page)) for section, ks in indexes.items() for key in ks
     ]
-    ctx = assemble(docs, budget_tokens, session_id, agent_id, channel_visibility, reader_agent=reader_agent)
-    for _ in range(CONTEXT_MAX_ROUNDS):
-        replies = await svc.reader.index_pages([(key, offsets.get(key, 0), n) for _, key, n in wanted])
+    n_standing = sum(len(indexes[s]) for s in STANDING)
+    generations: set[str] = set()
+    standing: Packing | None = None
+    complete = True
+    for round_no in range(CONTEXT_MAX_ROUNDS):
+        generation, replies, slots = await svc.reader.context_pages(
+            tenant,
+            [(key, offsets.get(key, 0), n) for _, key, n in wanted],
+            cached[0] if cached is not None and round_no == 0 else "",
+            n_standing if round_no == 0 else 0,
+        )
+        generations.add(generation)
+        if round_no == 0 and cached is not None and cached[0] == generation:
+            standing = cached[1]
         fetched: list[tuple[Section, str, list[str]]] = []
         for (section, key, _n), (card, ids) in zip(wanted, replies, strict=True):
+            if card < 0:
+                continue  # a standing index the cached packing stands for
             cards[key] = card
             offsets[key] = offsets.get(key, 0) + len(ids)
             fetched.append((section, key, ids))
-        unique = list(dict.fromkeys(mid for _, _, ids in fetched for mid in ids))
-        slots = dict(zip(unique, await svc.reader.get_many(tenant, unique), strict=True))
         expired = [mid for section, _, ids in fetched if section in STANDING for mid in ids if not slots[mid].present]
         if expired:
             consulted = True
             slots.update(await _from_warehouse(svc, tenant, expired))
+            # One the warehouse could not give back is missing from this answer only: not cached.
+            complete = complete and all(slots[mid].present for mid in expired)
         stale: dict[str, list[str]] = defaultdict(list)
         for section, key, ids in fetched:
             docs[section].extend(slots[mid].doc for mid in ids)
@@ -355,18 +377,35 @@ async def context(
         svc.reader.prune(tenant, stale)
         summaries = [slots[mid].doc for sec, _, ids in fetched if sec == "summary" for mid in ids]
         stale_summaries.update(await _stale_summaries(svc, tenant, [d for d in summaries if d is not None]))
+        if standing is not None:
+            break  # summary and recent are read in one round
         totals = {s: sum(cards.get(k, 0) for k in indexes[s]) for s in STANDING}
-        ctx = assemble(
-            docs, budget_tokens, session_id, agent_id, channel_visibility, totals, stale_summaries, reader_agent
-        )
+        args = (session_id, agent_id, channel_visibility, totals, stale_summaries, reader_agent)
+        packed = pack(docs, budget_tokens, *args, sections=STANDING)
         wanted = [
             (section, key, page)
-            for section in ctx.starved
+            for section in packed.starved
             for key in indexes[section]
             if offsets.get(key, 0) < cards.get(key, 0)
         ]
         if not wanted:
+            standing = packed
+            if complete and len(generations) == 1:  # no standing change between the rounds
+                svc.standing.put(shape, generation, packed)
             break
+    if standing is None:  # the rounds ran out while standing sections still had room
+        standing = pack(docs, budget_tokens, *args, sections=STANDING)
+    ctx = pack(
+        docs,
+        budget_tokens,
+        session_id,
+        agent_id,
+        channel_visibility,
+        stale=stale_summaries,
+        reader_agent=reader_agent,
+        sections=("summary", "recent"),
+        start=standing.copy(),
+    ).context()
     return ContextOutcome(ctx, consulted)
 
 

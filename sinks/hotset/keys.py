@@ -91,6 +91,12 @@ def by_type(tenant: str, memory_type: str) -> str:
     return f"{_t(tenant)}:ix:type:{memory_type}"
 
 
+def standing_generation(tenant: str) -> str:
+    """Counter: incremented by every write that may change the tenant's standing knowledge
+    (identity, rules, decisions, tasks); a gateway's cached standing sections carry it."""
+    return f"{_t(tenant)}:gen:standing"
+
+
 def by_session(tenant: str, session_id: str) -> str:
     return f"{_t(tenant)}:ix:session:{session_id}"
 

@@ -24,7 +24,7 @@ class Lua(StrEnum):
     STATE = "hotset_state"  # sink: read what the planner needs for one tenant's batch
     REWARM = "rewarm"  # gateway: re-warm one memory from the warehouse, version-guarded
     SEARCH_CANDIDATES = "search_candidates"  # gateway: stage 1 of search
-    CONTEXT_IDS = "context_ids"  # gateway: the id lists of a context call
+    CONTEXT_PAGES = "context_pages"  # gateway: the index pages of a context call and their memories
     PRUNE = "prune"  # gateway: drop index members whose memory is gone
     RATELIMIT = "ratelimit"  # auth: token buckets, all or nothing
     APIKEY_MERGE = "apikey_merge"  # auth: cache an API key record, never undoing a revocation

@@ -202,7 +202,12 @@ class Hotset:
         pipe = self.redis.pipeline(transaction=False)
         for tenant, ops in by_tenant.items():
             feed = keys.feed(tenant) if self.feed_max_len else ""
-            args: list[bytes | str | int] = [orjson.dumps(ops), feed, self.feed_max_len]
+            args: list[bytes | str | int] = [
+                orjson.dumps(ops),
+                feed,
+                self.feed_max_len,
+                keys.standing_generation(tenant),
+            ]
             await self._apply(keys=[keys.stats(tenant)], args=args, client=pipe)
         results: list[Any] = await pipe.execute()
         return sum(int(r) for r in results)

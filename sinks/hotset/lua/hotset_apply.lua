@@ -16,6 +16,9 @@
 -- ARGV[2] (optional): the tenant's change feed stream; ARGV[3]: its approximate MAXLEN. Every op
 --   that changes a memory appends one entry (created, updated, superseded, deleted,
 --   handoff_delivered); a replay changes nothing, so it appends nothing.
+-- ARGV[4] (optional): the tenant's standing generation (keys.standing_generation), incremented
+--   once per call that may change standing knowledge (a memory of a superseding type written,
+--   any memory deleted): gateways cache the standing sections of a context call under it.
 -- Memory values are one string each (layout: sinks/hotset/layout.py):
 --   <version: 32 digits><deleted 0|1><record json>\30<superseded_by>
 local SEP = '\30'
@@ -42,6 +45,8 @@ local ops = cjson.decode(ARGV[1])
 local stats = KEYS[1]
 local feed = ARGV[2] or ''
 local feed_max = ARGV[3] or '10000'
+local generation = ARGV[4] or ''
+local standing = false
 local function str(v) return type(v) == 'string' and v or '' end
 -- One feed entry. The record JSON travels only with created/updated/handoff_delivered.
 local function emit(kind, id, t, vis, ses, ag, ta, version, sb, rec)
@@ -135,6 +140,7 @@ for _, op in ipairs(ops) do
         if sb == '' and prev then sb = sb_of(prev) end
         if op.k == 'x' then
           redis.call('SET', op.m, op.v .. '1' .. op.j .. SEP .. sb, 'EX', op.st)
+          standing = true
           forget(op, prev)
           -- Everything else derived from the record the tombstone replaces goes too: its index
           -- members and keyword postings (op.ix) and its dedupe entry, if it names this memory.
@@ -162,6 +168,7 @@ for _, op in ipairs(ops) do
         for _, ix in ipairs(op.ix) do redis.call('ZADD', ix, op.s, op.id) end
         for _, ix in ipairs(op.rx) do redis.call('ZREM', ix, op.id) end
         if op.af ~= '' then
+          standing = true
           redis.call('ZADD', op.kh, 0, op.v .. '|' .. op.id)
           local before = redis.call('HGET', op.ax, op.id)
           redis.call('HSET', op.ax, op.id, op.ai)
@@ -199,4 +206,5 @@ for _, op in ipairs(ops) do
   end
 end
 for name, inc in pairs(counts) do redis.call('HINCRBY', stats, name, inc) end
+if standing and generation ~= '' then redis.call('INCR', generation) end
 return changed

@@ -313,3 +313,53 @@ async def test_the_inbox_pages_every_pending_packet_and_resolves_references(gate
     assert hid not in {h["handoff_id"] for h in after["handoffs"]}
     r = await gateway.get(tenant, "/api/v2/handoffs", params={"to_agent": "bob", "cursor": "bm9wZQ"})
     assert r.status_code == 422 and set(r.json()) == {"error"}
+
+
+async def test_cached_standing_sections_follow_every_change_of_standing_knowledge(
+    gateway: Gateway, tenant: str
+) -> None:
+    """Standing sections are cached per call shape under the tenant's standing generation: each
+    write that may change them (a rule replaced, a decision deleted, a task done) is seen by the
+    very next call of the same shape."""
+
+    async def sections() -> dict[str, list[str]]:
+        ctx = await context(gateway, tenant, session_id="s1", budget_tokens=2000)
+        out: dict[str, list[str]] = {}
+        for i in ctx["items"]:
+            out.setdefault(i["section"], []).append(i["text"])
+        return out
+
+    def standing(eid: str, kind: str, key: str, text: str, minute: int, **kw: Any) -> dict[str, Any]:
+        return event(tenant, eid, type=kind, key=key, content={"text": text, **kw}, occurred_at=at(minute))
+
+    evs = [
+        standing("r1", "rule", "tone", "answer formally", 1, session_id=None),
+        standing("d1", "decision", "db", "use Snowflake", 2, session_id=None),
+        standing("t1", "task", "ship", "ship the release", 3, status="open"),
+        *filler(tenant, 1000),
+    ]
+    publish(gateway.settings, evs)
+    await visible(gateway, tenant, "f999")
+    first = await sections()
+    assert first["rules"] == ["answer formally"] and first["decisions"] == ["use Snowflake"]
+    assert first["tasks"] == ["ship the release"]
+    assert await sections() == first  # the second call of the shape is answered from the cache
+    assert gateway.services.standing.get((tenant, "s1", None, None, None, 2000)) is not None
+
+    publish(gateway.settings, [standing("r2", "rule", "tone", "answer casually", 10, session_id=None)])
+    await visible(gateway, tenant, "r2")
+    assert (await sections())["rules"] == ["answer casually"]  # the replaced rule is gone at once
+
+    r = await gateway.delete(tenant, f"/api/v2/memory/{derive_memory_id(tenant, 'd1')}", params={"wait": "visible"})
+    assert r.status_code == 202, r.text
+    assert "decisions" not in await sections()
+
+    publish(gateway.settings, [standing("t2", "task", "ship", "ship the release", 11, status="done")])
+    await visible(gateway, tenant, "t2")
+    assert "tasks" not in await sections()
+    # A recent event is never cached: the session's new turn is in the next call.
+    publish(
+        gateway.settings, [event(tenant, "e1", session_id="s1", content={"text": "hello there"}, occurred_at=at(12))]
+    )
+    await visible(gateway, tenant, "e1")
+    assert (await sections())["recent"] == ["hello there"]
