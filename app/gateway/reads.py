@@ -94,6 +94,11 @@ class HotsetReader:
         slots = [self._slot(r.memory_id, v) if v else ABSENT for r, v in zip(records, values, strict=True)]
         return slots, [active_of.get(f) if f else None for f in fields]
 
+    async def active(self, tenant: str, field: str) -> ActiveEntry | None:
+        """The memory active for a (type, key) field (keys.active_field), if any."""
+        raw: str | None = await self.redis.hget(keys.active(tenant), field)  # type: ignore[misc]
+        return ActiveEntry.decode(raw) if raw else None
+
     async def progress(self, writes: Sequence[tuple[str, str, str]]) -> list[tuple[str | None, bool]]:
         """For (tenant, memory id, event id) each: (stored version, event processed?), for
         read-your-writes polling, in one round trip."""

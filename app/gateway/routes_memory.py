@@ -69,6 +69,7 @@ async def store(body: StoreRequest, caller: Caller, svc: Svc, wait: Wait = None)
     event = scope_event(caller, build_event(body, caller.tenant_id))
     if event.memory_id is not None:
         await service.check_writable(svc, caller, event.memory_id)
+    await service.check_supersedes(svc, caller, event)
     problem = (await service.write_errors(svc, caller.tenant_id, [event]))[0]
     if problem is not None:
         raise problem
@@ -98,11 +99,12 @@ async def batch(body: BatchRequest, caller: Caller, svc: Svc, wait: Wait = None)
                 raise validation_error(exc, loc) from exc
             # Acting as another agent refuses the whole batch (403), as for a single store.
             event = scope_event(caller, build_event(item, caller.tenant_id, loc))
-            if event.memory_id is not None:
-                try:
+            try:
+                if event.memory_id is not None:
                     await service.check_writable(svc, caller, event.memory_id)
-                except Forbidden as exc:  # another agent's memory: this item only
-                    raise ApiError(exc.status, exc.message, exc.code, {"reason": exc.reason}) from exc
+                await service.check_supersedes(svc, caller, event)
+            except Forbidden as exc:  # another agent's memory: this item only
+                raise ApiError(exc.status, exc.message, exc.code, {"reason": exc.reason}) from exc
             events.append((i, event))
         except ApiError as exc:
             results.append(

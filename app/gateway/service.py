@@ -33,7 +33,7 @@ from app.gateway.docs import ABSENT, Doc, Slot, from_record
 from app.gateway.errors import ApiError
 from app.gateway.search import Mode, Scored, SearchParams, fuse, passes, rank, reconcile
 from app.gateway.warehouse import WarehouseUnavailable
-from app.models import MemoryEvent, MemoryType, Visibility
+from app.models import SUPERSEDING_TYPES, MemoryEvent, MemoryType, Visibility
 from app.pipeline import future_skew
 from sinks.hotset import keys
 
@@ -486,6 +486,29 @@ async def check_writable(svc: Services, caller: Principal, memory_id: str) -> No
     if not readable(caller, doc):
         raise ApiError(404, "memory not found")
     raise Forbidden("this memory belongs to another agent", reason="agent_scope")
+
+
+async def check_supersedes(svc: Services, caller: Principal, event: MemoryEvent) -> None:
+    """Superseding is rewriting: an agent-scoped caller may not replace the memory active for a
+    (type, key) unless it may rewrite that memory (app.auth.scope.may_write: its own agent's).
+    404/403 as check_writable, for the memory that is active (the hotset's pointer)."""
+    if caller.agent_id is None or event.op != "upsert" or event.type not in SUPERSEDING_TYPES or not event.key:
+        return
+    try:
+        active = await svc.reader.active(caller.tenant_id, keys.active_field(event.type.value, event.key))
+    except RedisError as exc:
+        raise ApiError(503, "the hotset is unavailable", "hotset_unavailable") from exc
+    if active is None:
+        return
+    if active.memory_id == event.resolved_memory_id():
+        return  # a new version of the active memory itself: check_writable's case
+    doc = await existing(svc, caller.tenant_id, active.memory_id)
+    if doc is None or may_write(caller.agent_id, doc.agent_id, exists=True):
+        return
+    if not readable(caller, doc):
+        # Another agent's memory it may not read: its key is taken, without saying by what.
+        raise Forbidden("another agent's memory is active for this key", reason="agent_scope")
+    raise Forbidden("the memory active for this key belongs to another agent", reason="agent_scope")
 
 
 def hit_json(s: Scored) -> dict[str, Any]:

@@ -107,6 +107,40 @@ async def test_scoped_key_cannot_change_another_agents_memory(gw: Gateway, tenan
     assert (await gw.client.post(f"{API}/handoffs/{hid}/ack", headers=reviewer)).status_code == 200
 
 
+async def test_scoped_key_cannot_supersede_another_agents_active_memory(gw: Gateway, tenant: str) -> None:
+    admin = await key(gw, tenant, Role.WRITER)
+    planner = await key(gw, tenant, Role.WRITER, agent="planner")
+    coder = await key(gw, tenant, Role.WRITER, agent="coder")
+    await store(gw, admin, {"type": "rule", "key": "tone", "content": text("answer", "formally")})
+    await store(gw, coder, {"type": "decision", "key": "db", "content": text("use", "postgres")})
+    # Writing the same (type, key) would replace the active memory: a rewrite of someone else's.
+    for body in (
+        {"type": "rule", "key": "tone", "content": text("answer", "casually")},  # unscoped: readable, 403
+        {"type": "decision", "key": "db", "content": text("use", "sqlite")},  # the coder's: 403 all the same
+    ):
+        r = await gw.client.post(f"{API}/memory/store", json=body, headers=planner)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", r.text
+        assert "postgres" not in r.text  # what holds the key is not shown
+    batch = await gw.client.post(
+        f"{API}/memory/batch",
+        json={
+            "items": [
+                {"type": "decision", "key": "db", "content": text("use", "sqlite")},
+                {"type": "event", "content": text("x", "y")},
+            ]
+        },
+        headers=planner,
+    )
+    assert [i["status"] for i in batch.json()["items"]] == [403, "accepted"], batch.text
+    # Its own keys it replaces; an unscoped credential replaces anything.
+    await store(gw, planner, {"type": "decision", "key": "cache", "content": text("use", "redis")})
+    await store(gw, planner, {"type": "decision", "key": "cache", "content": text("use", "memcached")})
+    await store(gw, admin, {"type": "decision", "key": "db", "content": text("use", "snowflake")})
+    ctx = await gw.client.get(f"{API}/context", headers=admin, params={"budget_tokens": 500, "agent_id": "planner"})
+    decisions = {i["key"]: i["text"] for i in ctx.json()["items"] if i["section"] == "decisions"}
+    assert decisions == {"cache": "use memcached", "db": "use snowflake"}
+
+
 async def test_scoped_reads_follow_one_rule_on_every_path(gw: Gateway, warehouse_table: Settings, tenant: str) -> None:
     admin = await key(gw, tenant, Role.WRITER)
     planner = await key(gw, tenant, Role.READER, agent="planner")
