@@ -88,7 +88,8 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
         app.state.security = auth.Security(settings, redis, ROUTE_ACTIONS, audit, registry)
         feed = routes_subscribe.FeedHub(settings)
         app.state.feed = feed
-        flusher = asyncio.create_task(_flush_loop(reader))
+        stopping = asyncio.Event()
+        flusher = asyncio.create_task(_flush_loop(reader, stopping))
         # What start-up loaded lives as long as the process: keep the cyclic collector from
         # walking it on every full collection, which pauses every request in flight.
         gc.collect()
@@ -97,9 +98,11 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
             yield
         finally:
             await feed.close()
+            # Stopped by an event, not by cancellation alone: a cancellation that lands inside a
+            # Redis call can be absorbed by the client, and shutdown must never wait on it.
+            stopping.set()
+            await asyncio.wait([flusher], timeout=COUNTER_FLUSH_S + 1)
             flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
             with contextlib.suppress(RedisError, OSError):
                 await reader.flush_counts()
             await reader.drain()
@@ -152,9 +155,10 @@ class _GatewayApp(FastAPI):
         return app
 
 
-async def _flush_loop(reader: HotsetReader) -> None:
-    while True:
-        await asyncio.sleep(COUNTER_FLUSH_S)
+async def _flush_loop(reader: HotsetReader, stopping: asyncio.Event) -> None:
+    while not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), COUNTER_FLUSH_S)
         try:
             await reader.flush_counts()
         except (RedisError, OSError) as exc:
