@@ -48,6 +48,7 @@ PAGE_ROWS = 5000
 # Memories per script call: one call blocks Redis while it runs, so it stays short (well under
 # the client's socket timeout, which would re-send it) and the gateway's reads interleave.
 APPLY_OPS = 500
+APPLY_IN_FLIGHT = 2
 DEFAULT_CHECKPOINT = Path("memstream-rebuild.checkpoint")
 log = logging.getLogger("memstream.rebuild")
 
@@ -169,6 +170,21 @@ def intents_for(
     return out
 
 
+async def apply_overlapped(hotset: Hotset, intents: list[Intent]) -> int:
+    """Apply in script calls of APPLY_OPS, APPLY_IN_FLIGHT at a time: while Redis runs one call,
+    the next is packed here (restores commute: each is version-guarded, whatever the order)."""
+    restored = 0
+    inflight: set[asyncio.Future[int]] = set()
+    for start in range(0, len(intents), APPLY_OPS):
+        if len(inflight) >= APPLY_IN_FLIGHT:
+            done, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            restored += sum(f.result() for f in done)
+        inflight.add(asyncio.ensure_future(hotset.apply(intents[start : start + APPLY_OPS])))
+    if inflight:
+        restored += sum(await asyncio.gather(*inflight))
+    return restored
+
+
 async def rebuild(
     settings: Settings,
     tenant: str | None = None,
@@ -210,8 +226,7 @@ async def rebuild(
                 counts.rows += len(rows)
                 counts.unreadable += len(broken)
                 counts.skipped += len(records) - len(live)
-                for start in range(0, len(live), APPLY_OPS):
-                    counts.restored += await hotset.apply(live[start : start + APPLY_OPS])
+                counts.restored += await apply_overlapped(hotset, live)
                 bar.update(len(rows), restored=counts.restored)
                 if checkpoint is not None:
                     write_checkpoint(checkpoint, {"tenant": tenant, "after": list(after), "counts": counts.as_dict()})

@@ -146,8 +146,10 @@ class Hotset:
                     index_keys.append(keys.handoffs_pending(t, to_agent))
             if rec.type is MemoryType.SUMMARY:
                 index_keys.extend(keys.summaries_in_scope(t, s) for s in summary_scopes(rec))
-            index_keys.extend(keys.term(t, term) for term in intent.terms)
-        leave_keys.extend(keys.term(t, term) for term in intent.drop_terms)
+            postings = keys.term(t, "")  # the prefix: one string join per term, not a call
+            index_keys.extend([postings + term for term in intent.terms])
+        if intent.drop_terms:
+            leave_keys.extend(keys.term(t, term) for term in intent.drop_terms)
         in_scope = ""
         if intent.active_field and rec.type is not None and not _closed(rec):
             in_scope = keys.active_in_scope(t, rec.type.value, keys.scope(rec.agent_id, rec.session_id))

@@ -44,7 +44,7 @@ def row_to_record(row: dict[str, Any], events_topic: str) -> MemoryRecord:
     occurred = _ts(row.get("occurred_at")) or _ts(row.get("created_at")) or datetime.now(UTC)
     partition, offset = row.get("source_partition"), row.get("source_offset")
     source = (
-        SourcePosition(topic=events_topic, partition=int(partition), offset=int(offset))
+        SourcePosition.trusted(events_topic, int(partition), int(offset))
         if partition is not None and offset is not None
         else None
     )

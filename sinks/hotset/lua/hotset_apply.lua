@@ -65,6 +65,27 @@ local function scope_of(value)
   return str(r.type), str(r.visibility) ~= '' and r.visibility or 'private', str(r.session_id), str(r.agent_id), ta
 end
 local changed = 0
+-- Index additions (op.ix) are buffered per key and written with one ZADD per key: a call per
+-- member costs Redis more than the member itself. Flushed before anything leaves an index named
+-- in op.ix (a delete, op.rx), so additions and removals keep their order, and at the end.
+local pending, pending_keys = {}, {}
+local function add(key, score, member)
+  local p = pending[key]
+  if not p then
+    p = {}
+    pending[key] = p
+    pending_keys[#pending_keys + 1] = key
+  end
+  p[#p + 1] = score
+  p[#p + 1] = member
+end
+local function flush()
+  for _, key in ipairs(pending_keys) do
+    local p = pending[key]
+    for c = 1, #p, 4000 do redis.call('ZADD', key, unpack(p, c, math.min(c + 3999, #p))) end
+  end
+  pending, pending_keys = {}, {}
+end
 local counts = {}  -- stats increments, written once per call: a redis.call costs more than a table
 local function count(name, inc) counts[name] = (counts[name] or 0) + inc end
 
@@ -144,6 +165,7 @@ for _, op in ipairs(ops) do
           forget(op, prev)
           -- Everything else derived from the record the tombstone replaces goes too: its index
           -- members and keyword postings (op.ix) and its dedupe entry, if it names this memory.
+          flush()
           for _, ix in ipairs(op.ix) do redis.call('ZREM', ix, op.id) end
           if op.dk ~= '' then
             local d = redis.call('GET', op.dk)
@@ -165,7 +187,8 @@ for _, op in ipairs(ops) do
         end
       end
       if (apply or complete or reindex) and op.k ~= 'x' then
-        for _, ix in ipairs(op.ix) do redis.call('ZADD', ix, op.s, op.id) end
+        for _, ix in ipairs(op.ix) do add(ix, op.s, op.id) end
+        if #op.rx > 0 then flush() end
         for _, ix in ipairs(op.rx) do redis.call('ZREM', ix, op.id) end
         if op.af ~= '' then
           standing = true
@@ -205,6 +228,7 @@ for _, op in ipairs(ops) do
     end
   end
 end
+flush()
 for name, inc in pairs(counts) do redis.call('HINCRBY', stats, name, inc) end
 if standing and generation ~= '' then redis.call('INCR', generation) end
 return changed
