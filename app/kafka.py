@@ -169,7 +169,8 @@ class AsyncProducer:
             def cb(err: KafkaError | None, msg: Message) -> None:
                 with guard:
                     if err is not None:
-                        state["error"] = state["error"] or str(err)
+                        why = CLOSED if err.code() in _PURGED else str(err)
+                        state["error"] = state["error"] or why
                     else:
                         results[i] = Delivered(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
                     state["pending"] -= 1  # type: ignore[operator]
@@ -197,17 +198,22 @@ class AsyncProducer:
     def close(self, timeout_s: float = 10.0) -> None:
         with self._lock:
             producer, self._producer = self._producer, None
-        if producer is not None:
-            producer.flush(timeout_s)
+        if producer is not None and producer.flush(timeout_s):
+            # Undelivered after the timeout (the broker is gone): drop them, so librdkafka's
+            # handle can go instead of reconnecting to a dead broker for the life of the process.
+            producer.purge()
+            producer.poll(0)
         self._stop.set()
         self._thread.join(timeout=2)
         # Nothing will serve delivery reports any more: a send still waiting fails instead of hanging.
         for fut in list(self._pending):
-            fut.get_loop().call_soon_threadsafe(
-                _finish, fut, [], "the producer was closed before the broker acknowledged"
-            )
+            fut.get_loop().call_soon_threadsafe(_finish, fut, [], CLOSED)
         # The last reference: librdkafka's threads stop (and stop reconnecting to a dead broker).
         del producer
+
+
+CLOSED = "the producer was closed before the broker acknowledged"
+_PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
 
 
 def _finish(fut: asyncio.Future[list[Delivered]], results: list[Delivered | None], error: str) -> None:
