@@ -12,11 +12,15 @@ local out = {dd = {}, af = {}, seen = {}, cit = {}, mem = {}, prev = {}, around 
 local SCAN = 8  -- memories after a deleted turn examined for the next turn of its session
 -- The turns around a live turn a delete forgets: the next one lent its words, the one before
 -- lends them instead (app.pipeline.plan). Deletes are rare: decoding their records here is cheap.
-local function around(id, value)
-  if not value or string.sub(value, 33, 33) ~= '0' then return false end
+local function record(value)
+  if not value or string.sub(value, 33, 33) ~= '0' then return nil end
   local cut = string.find(value, '\30', 34, true)
   local ok, r = pcall(cjson.decode, string.sub(value, 34, cut and cut - 1 or #value))
-  if not ok or type(r) ~= 'table' or r.type ~= 'event' or type(r.session_id) ~= 'string' then return false end
+  return ok and type(r) == 'table' and r or nil
+end
+local function around(id, value)
+  local r = record(value)
+  if not r or r.type ~= 'event' or type(r.session_id) ~= 'string' then return false end
   local ix = q.sp .. r.session_id
   local score = redis.call('ZSCORE', ix, id)
   if not score then return false end
@@ -24,7 +28,8 @@ local function around(id, value)
   for _, m in ipairs(redis.call('ZRANGEBYSCORE', ix, score, '+inf', 'LIMIT', 0, SCAN)) do
     if m ~= id then
       local v = redis.call('GET', q.mp .. m)
-      if v and string.find(v, '"type":"event"', 34, true) then nxt = v break end
+      local n = record(v)
+      if n and n.type == 'event' then nxt = v break end
     end
   end
   local before = redis.call('ZREVRANGEBYSCORE', ix, '(' .. score, '-inf', 'LIMIT', 0, 1)
