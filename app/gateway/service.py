@@ -490,8 +490,9 @@ async def check_writable(svc: Services, caller: Principal, memory_id: str) -> No
 
 async def check_supersedes(svc: Services, caller: Principal, event: MemoryEvent) -> None:
     """Superseding is rewriting: an agent-scoped caller may not replace the memory active for a
-    (type, key) unless it may rewrite that memory (app.auth.scope.may_write: its own agent's).
-    404/403 as check_writable, for the memory that is active (the hotset's pointer)."""
+    (type, key) unless it may rewrite that memory (app.auth.scope.may_write: its own agent's):
+    403 `agent_scope` otherwise, naming nothing of the memory that is active (the hotset's
+    pointer decides)."""
     if caller.agent_id is None or event.op != "upsert" or event.type not in SUPERSEDING_TYPES or not event.key:
         return
     try:
