@@ -8,7 +8,10 @@ wait up to MEMSTREAM_REDIS_POOL_TIMEOUT_S for a free connection instead of faili
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import weakref
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -94,6 +97,11 @@ class ScriptingClusterPipeline(ClusterPipeline):
         super().__init__(client, transaction)
         self.scripts: set[AsyncScript] = set()
 
+    def mget(self, keys: Any, *args: Any) -> Any:
+        """redis-py blocks MGET in cluster pipelines; memstream's MGETs read one tenant's slot."""
+        names = [keys, *args] if isinstance(keys, (str, bytes)) else [*keys, *args]
+        return self.execute_command("MGET", *names)
+
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
         scripts = list(self.scripts)
         self.scripts.clear()
@@ -102,11 +110,42 @@ class ScriptingClusterPipeline(ClusterPipeline):
             for s, cached in zip(scripts, exists, strict=True):
                 if not cached:  # on some primary: SCRIPT LOAD goes to all of them
                     s.sha = await self.cluster_client.script_load(s.script)
-        return await super().execute(raise_on_error, allow_redirections)
+        client = cast(ScriptingCluster, self.cluster_client)
+        async with client.connection_slot():
+            return await super().execute(raise_on_error, allow_redirections)
 
 
 class ScriptingCluster(RedisCluster):
-    """RedisCluster whose scripts survive a script cache that differs between nodes."""
+    """RedisCluster whose scripts survive a script cache that differs between nodes, and whose
+    callers wait (up to MEMSTREAM_REDIS_POOL_TIMEOUT_S) for a connection when max_connections
+    are in use: redis-py's cluster nodes fail at once ("Too many connections") instead.
+    One command or pipeline holds at most one connection per node, so bounding them to
+    max_connections bounds every node's pool."""
+
+    def __init__(self, *args: Any, pool_timeout_s: float = 5.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pool_timeout_s = pool_timeout_s
+        self._slots = asyncio.Semaphore(kwargs.get("max_connections") or 2**31)
+        self.waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def connection_slot(self) -> AsyncIterator[None]:
+        self.waiting += 1
+        try:
+            async with asyncio.timeout(self.pool_timeout_s):
+                await self._slots.acquire()
+        except TimeoutError as exc:
+            raise RedisConnectionError("No connection available.") from exc
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.connection_slot():
+            return await super().execute_command(*args, **kwargs)
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
         if transaction or shard_hint:  # a transaction cannot span the cluster's slots
@@ -120,7 +159,7 @@ class ScriptingCluster(RedisCluster):
 # Every pool (standalone) and cluster client this process made and still holds: the gauges add
 # them up at scrape time. A cluster client holds one pool per node.
 _POOLS: weakref.WeakSet[WaitingPool] = weakref.WeakSet()
-_CLUSTERS: weakref.WeakSet[RedisCluster] = weakref.WeakSet()
+_CLUSTERS: weakref.WeakSet[ScriptingCluster] = weakref.WeakSet()
 
 
 def pool_connections(state: str) -> int:
@@ -143,6 +182,8 @@ def pool_connections(state: str) -> int:
                 total += len(node._free)
             elif state == "max":
                 total += node.max_connections
+        if state == "waiting":
+            total += cluster.waiting
     return total
 
 
@@ -165,7 +206,10 @@ def create_redis(
     opts["retry"] = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3)
     size = max_connections or settings.redis_max_connections
     if cluster:
-        client = ScriptingCluster.from_url(url, max_connections=size, **opts)
+        client = cast(
+            ScriptingCluster,
+            ScriptingCluster.from_url(url, max_connections=size, pool_timeout_s=settings.redis_pool_timeout_s, **opts),
+        )
         if gauged:
             _CLUSTERS.add(client)
         # Same command API (commands, pipeline, register_script); typed as Redis for the callers.
