@@ -12,7 +12,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app import devstack
 from app.redis_client import create_redis, create_sync_redis
-from sinks.hotset import keys
+from app.settings import DEFAULT_TTLS
+from sinks.hotset import Hotset, keys
+from tests.integration.pipeline import test_hotset_format as hotset_tests  # a module: not collected here
+from tests.support import redis_cluster
 from tests.support.gateway import running, worker_ready
 from tests.support.redis_tls import Pki, make_pki, tls_redis_service
 from tests.support.stack import Proc, Stack, isolated_topics
@@ -72,3 +75,23 @@ async def test_tls_refuses_a_server_the_ca_does_not_vouch_for(
         redis.Redis(port=tls_redis, socket_timeout=1) as plain,
     ):
         plain.ping()
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(pki: Pki, stack: Stack) -> Iterator[int]:
+    nodes = redis_cluster.start(stack.tmp / "tls-cluster", tls=pki)
+    yield nodes[0].port
+    redis_cluster.stop(nodes)
+
+
+async def test_the_hotset_on_a_tls_cluster(stack: Stack, tls_cluster: int, pki: Pki, tenant: str) -> None:
+    """`rediss+cluster://`: TLS to every node the client discovers, scripts and pipelines included."""
+    settings = stack.settings(redis_url=f"rediss+cluster://127.0.0.1:{tls_cluster}", redis_tls_ca_file=str(pki.ca))
+    client = create_redis(settings)
+    try:
+        with create_sync_redis(settings) as rds:
+            assert len(rds.get_nodes()) == 3  # type: ignore[attr-defined]
+            hotset = Hotset(client, dict(DEFAULT_TTLS), 3600)
+            await hotset_tests.test_supersession_marks_the_older_and_survives_its_new_versions(hotset, rds, tenant)
+    finally:
+        await client.aclose()
