@@ -111,6 +111,8 @@ class ScriptingClusterPipeline(ClusterPipeline):
                 if not cached:  # on some primary: SCRIPT LOAD goes to all of them
                     s.sha = await self.cluster_client.script_load(s.script)
         client = cast(ScriptingCluster, self.cluster_client)
+        # During a slot migration redis-py re-sends redirected commands one by one through the
+        # client, which takes a second slot: with every slot held, that waits for the bound.
         async with client.connection_slot():
             return await super().execute(raise_on_error, allow_redirections)
 
