@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis
 
 from app import devstack
 from app.cli import DevStack
 from app.kafka import caught_up, publish_sync
+from app.redis_client import create_sync_redis
 from app.settings import Settings
 from app.workload import conversation_events, scenario_events
 from sinks.hotset import keys, layout
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         wait_caught_up(settings, settings.worker_group, settings.topic_events, ends, 180)
         print(f"the worker consumed all of them in {time.monotonic() - started:.1f}s")
-        rds: Any = redis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
+        rds: Any = create_sync_redis(settings)
         show_hotset(rds, TENANTS)
         show_warehouse(settings, rds, TENANTS)
         show_gateway(f"http://{devstack.LOOPBACK}:{stack.env['MEMSTREAM_GATEWAY_PORT']}", settings.dev_tenant_header)

@@ -32,6 +32,7 @@ from app.models import MemoryEvent
 from app.pipeline import event_identifiers, redact
 from app.progress import Progress, ensure_log_output, read_checkpoint, remove_checkpoint, write_checkpoint
 from app.redact import refused_identifier
+from app.redis_client import create_sync_redis
 from app.settings import Settings
 from sinks.hotset import keys
 
@@ -125,14 +126,7 @@ class Importer:
         self.producer: Producer | None = (
             None if dry_run else Producer({**settings.kafka_client_config(), "acks": "all", "linger.ms": 5})
         )
-        password = settings.redis_password.get_secret_value() if settings.redis_password else None
-        self.redis: redis.Redis | None = redis.Redis.from_url(
-            settings.redis_url.get_secret_value(),
-            password=password,
-            decode_responses=True,
-            socket_timeout=settings.redis_timeout_s,
-            socket_connect_timeout=settings.redis_timeout_s,
-        )
+        self.redis: redis.Redis | None = create_sync_redis(settings)
         self.recent: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.errors: list[str] = []
 

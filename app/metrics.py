@@ -37,7 +37,7 @@ WAREHOUSE_CONNECTIONS = Gauge(
 )
 REDIS_POOL_CONNECTIONS = Gauge(
     "memstream_redis_pool_connections",
-    "Redis connection pool of this process: in_use, idle and max connections",
+    "Redis connection pools of this process: in_use, idle, max connections and waiting requests",
     ["state"],
 )
 EMBEDDED = Counter("memstream_embedded_total", "Memories embedded by the embedding agent")

@@ -107,6 +107,18 @@ class Settings(BaseSettings):
     redis_password: SecretStr | None = Field(None, description="Redis password (secret)")
     redis_max_connections: int = Field(20, ge=1, description="connection pool size per process")
     redis_timeout_s: float = Field(2.0, gt=0, description="socket connect/read timeout")
+    redis_pool_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="how long a request waits for a free pooled connection before it fails (503 hotset_unavailable)",
+    )
+    redis_cluster: bool = Field(
+        False,
+        description="Redis Cluster client (also chosen by a `redis+cluster://` or `rediss+cluster://` URL)",
+    )
+    redis_tls_ca_file: str | None = Field(None, description="CA bundle that verifies the Redis server (`rediss://`)")
+    redis_tls_cert_file: str | None = Field(None, description="client certificate for Redis TLS (PEM, optional)")
+    redis_tls_key_file: str | None = Field(None, description="private key of that client certificate (PEM)")
 
     # Snowflake (the real connector; a local fakesnow server in development)
     snowflake_account: str = Field("memstream", description="Snowflake account identifier")

@@ -269,7 +269,7 @@ class ApiKeyStore:
     async def cache(self, record: ApiKeyRecord) -> None:
         """Copy a record from the registry into Redis (never undoing a cached revocation)."""
         await self._merge(
-            keys=[keys.api_key(record.prefix), keys.api_keys_of(record.tenant_id)],
+            keys=[keys.api_key(record.prefix)],
             args=[
                 "1" if record.revoked else "0",
                 record.prefix,
@@ -277,6 +277,8 @@ class ApiKeyStore:
                 *_flat(record),
             ],
         )
+        # Another slot than the hash on Redis Cluster: a separate, idempotent command.
+        await _aw(self.redis.sadd(keys.api_keys_of(record.tenant_id), record.prefix))
 
     async def lookup(self, prefix: str) -> ApiKeyRecord | None:
         """The cached record, else the registry's (cached on the way), else None. Unknown ids

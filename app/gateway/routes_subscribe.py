@@ -31,6 +31,7 @@ from app.gateway.errors import ApiError, SingleValued, responses
 from app.gateway.feed import HEARTBEAT, STREAM_ID, FeedFilter, event_data, frame, matches, parse_id
 from app.gateway.gmetrics import SUBSCRIBERS, SUBSCRIBERS_DROPPED
 from app.gateway.schemas import SubscribeQuery
+from app.redis_client import create_redis
 from app.settings import Settings
 from sinks.hotset import keys
 
@@ -47,14 +48,11 @@ class FeedHub:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        password = settings.redis_password.get_secret_value() if settings.redis_password else None
-        self.redis: aioredis.Redis = aioredis.from_url(  # type: ignore[no-untyped-call]
-            settings.redis_url.get_secret_value(),
-            password=password,
-            decode_responses=True,
+        self.redis: aioredis.Redis = create_redis(
+            settings,
             max_connections=settings.subscribe_max_subscribers,
             socket_timeout=BLOCK_MS / 1000 + settings.redis_timeout_s,
-            socket_connect_timeout=settings.redis_timeout_s,
+            gauged=False,
         )
         self.open = 0
         self.closing = asyncio.Event()

@@ -4,7 +4,8 @@ limiter's and the API key cache's.
 Each source is read from the package once per process. `script` binds it to a client as redis-py's
 Script: a call runs EVALSHA and, when the server's script cache lacks it (first use, SCRIPT FLUSH,
 a restart), loads it and retries; called with `client=pipeline`, the script is queued in the
-pipeline, which loads any missing script before it executes.
+pipeline, which loads any missing script before it executes. On Redis Cluster the client from
+app/redis_client.py does the same on every primary (docs/adr/0011-redis-cluster-one-slot-per-tenant.md).
 """
 
 from __future__ import annotations

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
-import redis.asyncio as aioredis
 
 from app import devstack
 from app.auth.apikeys import ApiKeyStore
 from app.auth.principal import Role
+from app.redis_client import create_redis
 from app.settings import Settings
 from tests.support.auth import HS_SECRET, claims
 from tests.support.stack import Proc, Stack
@@ -27,7 +27,7 @@ class LiveGateway:
 
     async def key(self, tenant: str, *roles: Role, agent: str | None = None) -> str:
         """A new API key of `tenant` (stored in the gateway's Redis, as `memstream keys create` does)."""
-        client = aioredis.from_url(self.settings.redis_url.get_secret_value())
+        client = create_redis(self.settings, gauged=False)
         try:
             key, _ = await ApiKeyStore(client).create(tenant, frozenset(roles or (Role.WRITER,)), agent)
         finally:

@@ -11,18 +11,21 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from app import devstack, migrate
 from app.kafka import ensure_topics
+from app.redis_client import create_redis, create_sync_redis
 from app.settings import Settings
 from sinks.hotset import keys
 from sinks.hotset import layout as hotset_format
+from tests.support import redis_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,16 +33,26 @@ ROOT = Path(__file__).resolve().parents[2]
 @dataclass
 class Stack:
     kafka: devstack.Service
-    redis: devstack.Service
+    redis: devstack.Service  # the standalone server, or the cluster's seed node
     warehouse: devstack.Service
     tmp: Path
+    redis_nodes: list[devstack.Service] = field(default_factory=list)  # every cluster node
+
+    @property
+    def cluster(self) -> bool:
+        return bool(self.redis_nodes)
+
+    @property
+    def redis_url(self) -> str:
+        scheme = "redis+cluster" if self.cluster else "redis"
+        return f"{scheme}://127.0.0.1:{self.redis.port}" + ("" if self.cluster else "/0")
 
     @property
     def env(self) -> dict[str, str]:
         return {
             "MEMSTREAM_ENV": "development",
             "MEMSTREAM_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.kafka.port}",
-            "MEMSTREAM_REDIS_URL": f"redis://127.0.0.1:{self.redis.port}/0",
+            "MEMSTREAM_REDIS_URL": self.redis_url,
             "MEMSTREAM_SNOWFLAKE_HOST": "127.0.0.1",
             "MEMSTREAM_SNOWFLAKE_PORT": str(self.warehouse.port),
             "MEMSTREAM_SNOWFLAKE_PROTOCOL": "http",
@@ -52,21 +65,55 @@ class Stack:
         values.update(overrides)
         return Settings(_env_file=None, **values)
 
+    def redis_client(self, decode: bool = True) -> redis.Redis:
+        """A blocking client of this stack's Redis (standalone or cluster), as the app makes it."""
+        return create_sync_redis(self.settings(), decode=decode)
+
+    def async_redis(self, decode: bool = True) -> aioredis.Redis:
+        """An asyncio client of this stack's Redis, kept out of the pool gauges."""
+        return create_redis(self.settings(), decode=decode, gauged=False)
+
+
+@dataclass
+class Services:
+    """The broker and the warehouse: shared by the standalone and the cluster-backed stacks."""
+
+    kafka: devstack.Service
+    warehouse: devstack.Service
+    tmp: Path
+
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     tmp = tmp_path_factory.mktemp("stack")
     kafka = devstack.kafka_service(devstack.free_port(), tmp, cluster_id="memstream-test").start()
-    red = devstack.redis_service(devstack.free_port(), tmp).start()
     wh = devstack.warehouse_service(devstack.free_port(), tmp / "warehouse", tmp).start(deadline_s=60)
-    s = Stack(kafka, red, wh, tmp)
+    yield Services(kafka, wh, tmp)
+    for svc in (wh, kafka):
+        svc.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_backend(request: pytest.FixtureRequest, services: Services) -> Iterator[list[devstack.Service]]:
+    """One redis-server, or (param "cluster", set by tests/integration/cluster) a three-master
+    Redis Cluster. Switching backends tears down `stack` and every fixture built on it."""
+    if getattr(request, "param", "standalone") == "cluster":
+        nodes = redis_cluster.start(services.tmp / f"cluster-{uuid.uuid4().hex[:6]}")
+    else:
+        nodes = [devstack.redis_service(devstack.free_port(), services.tmp).start()]
+    yield nodes
+    redis_cluster.stop(nodes)
+
+
+@pytest.fixture(scope="session")
+def stack(services: Services, redis_backend: list[devstack.Service]) -> Iterator[Stack]:
+    cluster = redis_backend if len(redis_backend) > 1 else []
+    s = Stack(services.kafka, redis_backend[0], services.warehouse, services.tmp, cluster)
     ensure_topics(s.settings())
     migrate.run(s.settings())  # the warehouse schema, as `memstream dev` does before the worker starts
-    with redis.Redis(port=red.port) as client:
+    with s.redis_client() as client:
         client.set(keys.WARM_MARKER, "fresh")  # empty warehouse, empty hotset: warm, as /ready would mark it
     yield s
-    for svc in (wh, red, kafka):
-        svc.stop()
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +128,7 @@ def tenant() -> str:
 
 @pytest.fixture(scope="session")
 def rds(stack: Stack) -> Iterator[redis.Redis]:
-    client = redis.Redis(port=stack.redis.port, decode_responses=True)
+    client = stack.redis_client()
     yield client
     client.close()
 

@@ -1,5 +1,7 @@
 -- Cache one API key record from the system of record (AI_MEMORY.API_KEYS) in Redis.
--- KEYS[1] the key's hash (ms:apikey:<key id>), KEYS[2] the tenant's set of key ids.
+-- KEYS[1] the key's hash (ms:apikey:<key id>): the only key, because API key hashes are not in
+-- their tenant's cluster slot (a key id is looked up before its tenant is known); the caller
+-- adds the id to the tenant's set of key ids.
 -- ARGV[1] '1' when the record is revoked, ARGV[2] the key id, ARGV[3] revoked_at,
 -- ARGV[4..] the record's field/value pairs.
 -- A record is written only when none is cached; a revocation is copied onto a cached record, so a
@@ -7,7 +9,6 @@
 local exists = redis.call('HEXISTS', KEYS[1], 'hash')
 if exists == 0 then
   redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-  redis.call('SADD', KEYS[2], ARGV[2])
   return 1
 end
 if ARGV[1] == '1' then

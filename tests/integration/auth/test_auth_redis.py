@@ -31,7 +31,7 @@ from tests.support.stack import ROOT, Stack
 
 @pytest.fixture
 async def ardis(stack: Stack) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis(port=stack.redis.port, decode_responses=True)
+    client = stack.async_redis()
     yield client
     await client.aclose()
 
@@ -39,7 +39,7 @@ async def ardis(stack: Stack) -> AsyncIterator[aioredis.Redis]:
 @pytest.fixture
 async def ardis2(stack: Stack) -> AsyncIterator[aioredis.Redis]:
     """A second, independent connection: another gateway instance."""
-    client = aioredis.Redis(port=stack.redis.port, decode_responses=True)
+    client = stack.async_redis()
     yield client
     await client.aclose()
 
@@ -218,7 +218,7 @@ async def test_signed_request_replay_and_expiry_refused(stack: Stack, ardis: aio
     }
     await auth.check_signature("POST", "/api/v2/memory/store", headers, body)
     # The same request again, through a second instance: a replay.
-    other = Authenticator.from_settings(settings, aioredis.Redis(port=stack.redis.port, decode_responses=True))
+    other = Authenticator.from_settings(settings, stack.async_redis())
     with pytest.raises(Unauthenticated) as info:
         await other.check_signature("POST", "/api/v2/memory/store", headers, body)
     assert info.value.reason == "signature_replay"

@@ -9,7 +9,6 @@ from typing import Any
 import orjson
 import pytest
 import redis
-import redis.asyncio as aioredis
 
 from app.gateway.reads import HotsetReader
 from app.models import MemoryEvent, MemoryRecord, SourcePosition, derive_memory_id
@@ -29,7 +28,7 @@ def at(minutes_ago: int) -> str:
 
 @pytest.fixture
 async def hotset(stack: Stack) -> AsyncIterator[Hotset]:
-    client = aioredis.Redis(port=stack.redis.port, decode_responses=True)
+    client = stack.async_redis()
     yield Hotset(client, dict(DEFAULT_TTLS), 3600)
     await client.aclose()
 

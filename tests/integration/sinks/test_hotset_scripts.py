@@ -16,7 +16,7 @@ from tests.support.stack import Stack
 
 @pytest.fixture
 async def client(stack: Stack) -> AsyncIterator[aioredis.Redis]:
-    c = aioredis.Redis(port=stack.redis.port, decode_responses=True)
+    c = stack.async_redis()
     yield c
     await c.aclose()
 
