@@ -26,23 +26,30 @@ async def test_a_script_runs_after_one_node_lost_it(stack: Stack) -> None:
     tenants = {node.port: tenant_on(sync, node.port) for node in stack.redis_nodes}
     client = stack.async_redis()
     try:
-        ids = script(client, Lua.CONTEXT_IDS)
+        ids = script(client, Lua.CONTEXT_PAGES)
+
+        def page(tenant: str, start: int) -> dict[str, object]:
+            return {
+                "keys": [keys.standing_generation(tenant), keys.recent(tenant)],
+                "args": [keys.memory(tenant, ""), "", 0, start, 1],
+            }
+
         for tenant in tenants.values():
             await client.zadd(keys.recent(tenant), {"a": 1, "b": 2})
-            assert await ids(keys=[keys.recent(tenant)], args=[0, 1]) == [[2, ["b"]]]  # loaded everywhere
+            assert await ids(**page(tenant, 0)) == ["0", [[2, ["b"], [None]]]]  # loaded everywhere
         for port, tenant in tenants.items():
             with redis.Redis(port=port) as node:
                 node.script_flush()
                 assert node.script_exists(ids.sha) == [False]
             # Called directly: EVALSHA fails on that node, the script is loaded and run again.
-            assert await ids(keys=[keys.recent(tenant)], args=[0, 1]) == [[2, ["b"]]]
+            assert await ids(**page(tenant, 0)) == ["0", [[2, ["b"], [None]]]]
             with redis.Redis(port=port) as node:
                 node.script_flush()
             # In a pipeline spanning every node: the pipeline loads it before it runs.
             pipe = client.pipeline(transaction=False)
             for t in tenants.values():
-                await ids(keys=[keys.recent(t)], args=[1, 1], client=pipe)
-            assert await pipe.execute() == [[[2, ["a"]]]] * len(tenants)
+                await ids(**page(t, 1), client=pipe)
+            assert await pipe.execute() == [["0", [[2, ["a"], [None]]]]] * len(tenants)
     finally:
         await client.aclose()
         sync.close()
