@@ -157,6 +157,19 @@ class Agent:
     rng: random.Random
     memory_ids: list[str] = field(default_factory=list)
     acked: set[str] = field(default_factory=set)
+    stored: int = 0
+
+    def next_text(self, texts: list[str]) -> str:
+        """A message this agent has not stored before: the worker drops a repeat of the same text
+        in the same scope as a duplicate, and a retrieve of its id would rightly be a 404."""
+        n, self.stored = self.stored, self.stored + 1
+        rounds, i = divmod(n, len(texts))
+        text = texts[(self.offset + i * 7919) % len(texts)]  # 7919: a prime, so i runs through every text
+        return text if not rounds else f"{text} ({rounds})"
+
+    @property
+    def offset(self) -> int:
+        return int(self.agent_id.rsplit("-", 1)[-1]) * 997
 
 
 def _words(text: str, rng: random.Random, k: int = 3) -> str:
@@ -193,6 +206,7 @@ async def do_op(run: Run, a: Agent, client: httpx.AsyncClient, op: str, earlier:
         mid = rng.choice(earlier[-50:])
         await call(run, op, client, "GET", "/api/v2/memory/retrieve", 200, params={"memory_id": mid})
     elif op in ("store", "store_visible"):
+        text = a.next_text(run.texts)
         body: dict[str, Any] = {
             "type": "event",
             "session_id": a.session_id,
