@@ -5,12 +5,19 @@ A handler on the worker's batch-consumer loop (agents/loop.py) in its own consum
 search answers while it lags). `prepare` (consumer thread) parses each record and embeds the
 live ones' text in one model call; `write` stores each vector next to its memory (same `{tenant}`
 slot, same TTL) through Lua.VECTORS, which keeps only the newest version's vector and drops the
-vectors of deleted memories. Its lag (now - newest record's Kafka time) is the gauge
-`memstream_embed_lag_seconds` and the global stats field `embed_lag_ms`.
+vectors of deleted memories, then (with `embed_warehouse`) MERGEs the same vectors, and a row
+without a vector for each deleted memory, into AI_MEMORY.MEMORY_VECTORS (`memstream rebuild`
+restores them from there). The loop commits the batch's offsets only after both writes; a
+warehouse write that fails is retried in place without rewriting the hotset (the vectors are
+already visible), so a warehouse outage holds back the agent, never keyword search. Its lag
+(now - newest record's Kafka time) is the gauge `memstream_embed_lag_seconds` and the global
+stats field `embed_lag_ms`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import logging
 import time
 from dataclasses import dataclass, field
@@ -25,6 +32,7 @@ from app import metrics
 from app.embed import Embedder
 from app.settings import Settings
 from sinks.hotset import Hotset, VectorOp, VectorWriter, keys, vectors
+from sinks.warehouse import FlushResult, MemoryVectorsTable, Row, WarehouseSink
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,30 @@ class EmbedBatch:
     ops: list[VectorOp] = field(default_factory=list)
     newest_ts: float | None = None
     embedded: int = 0
+    rows: list[Row] = field(default_factory=list)  # for MEMORY_VECTORS
+    hot_written: bool = False  # a retry after a warehouse failure does not rewrite the hotset
+    staged: bool = False  # the rows are handed to the sink (a retry flushes what it still holds)
+
+
+def warehouse_row(op: VectorOp) -> dict[str, object]:
+    """The MEMORY_VECTORS staging dict of a vector write or drop (pure): the vector the hotset
+    value holds, as base64 of its little-endian float16 bytes."""
+    if op.value is None:
+        return MemoryVectorsTable.row(op.tenant, op.memory_id, op.version, None, None, None)
+    _, meta, vec = vectors.decode(op.value)
+    b64 = base64.b64encode(vec.astype("<f2").tobytes()).decode()
+    return MemoryVectorsTable.row(op.tenant, op.memory_id, op.version, meta.model, meta.dim, b64)
+
+
+def warehouse_rows(ops: list[VectorOp], positions: dict[tuple[str, str], Item]) -> list[Row]:
+    """Staging rows for `ops`, each with the Kafka position of the record it came from."""
+    rows: list[Row] = []
+    for op in ops:
+        line = orjson.dumps(warehouse_row(op))
+        item = positions.get((op.tenant, op.memory_id))
+        topic, partition, offset = (item.topic, item.partition, item.offset) if item else ("", 0, 0)
+        rows.append(Row(line, line, topic, partition, offset, op.tenant, item.timestamp if item else None))
+    return rows
 
 
 def plan(records: list[dict[str, Any]], model: Embedder, ttl_of: Any) -> list[VectorOp]:
@@ -96,13 +128,22 @@ def _ms(iso: object) -> int:
 
 class EmbedHandler:
     name = "embed"
-    dependencies = ("redis",)
 
-    def __init__(self, settings: Settings, model: Embedder, writer: VectorWriter, hotset: Hotset) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        model: Embedder,
+        writer: VectorWriter,
+        hotset: Hotset,
+        sink: WarehouseSink | None = None,
+    ) -> None:
         self.settings = settings
         self.model = model
         self.writer = writer
         self.hotset = hotset
+        self.sink = sink  # MEMORY_VECTORS, or None (embed_warehouse off)
+        self.dependencies: tuple[str, ...] = ("redis", "snowflake") if sink is not None else ("redis",)
+        self._phase = "redis"  # what the write under way talks to: names a failure's dependency
 
     def _ttl(self, rec: dict[str, Any]) -> int:
         from app.models import MemoryType
@@ -113,6 +154,7 @@ class EmbedHandler:
     def prepare(self, items: list[Item]) -> EmbedBatch:
         batch = EmbedBatch()
         records: list[dict[str, Any]] = []
+        positions: dict[tuple[str, str], Item] = {}
         for item in items:
             if item.timestamp is not None:
                 batch.newest_ts = max(batch.newest_ts or 0.0, item.timestamp)
@@ -125,28 +167,59 @@ class EmbedHandler:
                 continue
             if isinstance(rec, dict) and rec.get("tenant_id") and rec.get("memory_id") and rec.get("version"):
                 records.append(rec)
+                positions[(rec["tenant_id"], rec["memory_id"])] = item
         batch.ops = plan(records, self.model, self._ttl)
         batch.embedded = sum(1 for op in batch.ops if op.value is not None)
+        if self.sink is not None:
+            batch.rows = warehouse_rows(batch.ops, positions)
         return batch
 
     async def write(self, batch: EmbedBatch) -> None:
-        await self.writer.apply(batch.ops)
-        metrics.EMBEDDED.inc(batch.embedded)
+        if not batch.hot_written:
+            self._phase = "redis"
+            await self.writer.apply(batch.ops)
+            batch.hot_written = True
+            metrics.EMBEDDED.inc(batch.embedded)
+        if self.sink is not None and batch.rows:
+            self._phase = "snowflake"
+            await asyncio.to_thread(self._sink_write, batch)
+        self._phase = "redis"
         if batch.newest_ts is not None:
             lag = max(0.0, time.time() - batch.newest_ts)
             metrics.EMBED_LAG_SECONDS.set(lag)
             await self.writer.redis.hset(keys.GLOBAL_STATS, "embed_lag_ms", str(int(lag * 1000)))  # type: ignore[misc]
 
+    def _sink_write(self, batch: EmbedBatch) -> None:
+        sink = self.sink
+        assert sink is not None
+        if not batch.staged:
+            sink.extend(batch.rows)
+            batch.staged = True
+        sink.flush(FlushResult())
+        for x in sink.rejected:
+            # A row the warehouse can never take (isolated by the sink): the hotset has the vector.
+            log.warning("embed: MEMORY_VECTORS rejected the vector of %s/%s: %s", x.tenant_id, x.position, x.reason)
+        sink.rejected.clear()
+
     def dependency(self, exc: BaseException) -> str | None:
+        if self._phase == "snowflake":
+            return "snowflake"  # as the warehouse agent: retried until the warehouse takes it
         return "redis" if isinstance(exc, RedisError | OSError) else None
 
     def close(self) -> None:
-        pass
+        if self.sink is not None:
+            self.sink.close()
 
 
 def register(app: faust.App, settings: Settings, model: Embedder, hotset: Hotset) -> BatchLoop[EmbedBatch]:
     """Run the embedding agent with `app` (started and stopped with the worker)."""
-    handler = EmbedHandler(settings, model, VectorWriter(hotset.redis), hotset)
+    sink = None
+    if settings.embed_warehouse:
+        # The connector logs every request at INFO: the agent reports what matters itself.
+        logging.getLogger("snowflake.connector").setLevel(logging.WARNING)
+        logging.getLogger("snowflake.connector.network").setLevel(logging.CRITICAL)
+        sink = WarehouseSink(settings, MemoryVectorsTable())
+    handler = EmbedHandler(settings, model, VectorWriter(hotset.redis), hotset, sink)
     config = LoopConfig(
         topics=(settings.topic_records,),
         group=settings.embed_group,
