@@ -308,9 +308,13 @@ class MemoryVectorsTable:
 
     Staged by the embedding agent (`agents.embed`): a write carries model, dims and the vector
     (base64 of little-endian float16); a drop (the memory was deleted) carries only the delete's
-    version, and leaves the row without a vector. A newer version always wins; the same version
-    with a vector of another model replaces it (`memstream reembed`); a replay changes nothing.
+    version, and leaves the row without a vector. A newer version always wins; a replay changes
+    nothing. With `reembed` (`memstream reembed`, as Lua.VECTORS' `r`), the same version with a
+    vector of another model replaces it too; the agent's own vector never replaces a re-embedding.
     """
+
+    def __init__(self, reembed: bool = False) -> None:
+        self.reembed = reembed
 
     name: str = "MEMORY_VECTORS"
     columns: tuple[Column, ...] = (
@@ -358,17 +362,19 @@ class MemoryVectorsTable:
         names = [c.name for c in self.columns]
         src = _select(self.columns, stage_table, ("tenant_id", "id"), "version DESC")
         # Same version, another model: a re-embedding (never over a dropped vector, never a drop).
-        reembedded = (
-            "src.version = tgt.version AND src.vector IS NOT NULL AND tgt.vector IS NOT NULL"
-            " AND (src.model <> tgt.model OR src.dims <> tgt.dims)"
-        )
+        when = "src.version > tgt.version"
+        if self.reembed:  # never over a dropped vector, never a drop
+            when += (
+                " OR (src.version = tgt.version AND src.vector IS NOT NULL AND tgt.vector IS NOT NULL"
+                " AND (src.model <> tgt.model OR src.dims <> tgt.dims))"
+            )
         sets = ",\n    ".join(
             [*(f"{n} = src.{n}" for n in names if n not in ("tenant_id", "id")), f"{LOADED_AT} = SYSDATE()"]
         )
         return (
             f"MERGE INTO {target} AS tgt\nUSING (\n    {src}\n) AS src\n"
             "ON tgt.tenant_id = src.tenant_id AND tgt.id = src.id\n"
-            f"WHEN MATCHED AND (src.version > tgt.version OR ({reembedded})) THEN UPDATE SET\n    {sets}\n"
+            f"WHEN MATCHED AND ({when}) THEN UPDATE SET\n    {sets}\n"
             f"{_insert(names)}"
         )
 

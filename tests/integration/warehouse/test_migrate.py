@@ -48,7 +48,7 @@ def test_the_sql_memstream_generates_parses_as_snowflake(tmp_path: Path) -> None
         records.merge_sql("AI_MEMORY.MEMORY_RECORDS", "MEMORY_RECORDS_STAGE"),
         records.post_sql("AI_MEMORY.MEMORY_RECORDS", "MEMORY_RECORDS_STAGE"),
         audit.merge_sql("AI_MEMORY.AUDIT_LOGS", "AUDIT_LOGS_STAGE"),
-        MemoryVectorsTable().merge_sql("AI_MEMORY.MEMORY_VECTORS", "MEMORY_VECTORS_STAGE"),
+        MemoryVectorsTable(reembed=True).merge_sql("AI_MEMORY.MEMORY_VECTORS", "MEMORY_VECTORS_STAGE"),
     ]
     path = tmp_path / "generated.sql"
     path.write_text(";\n\n".join(sql) + ";\n")

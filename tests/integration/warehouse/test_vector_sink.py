@@ -74,8 +74,17 @@ def test_vectors_merge_by_version_and_drops_keep_a_guard(sink: WarehouseSink, se
     got = rows(settings, tenant)
     assert got["c"] == (V3, None, None, None) and got["d"] == (V2, None, None, None)
 
-    # A re-embedding (same version, another model) replaces the vector.
+    # The agent's vector of the same version and another model changes nothing (as in the hotset)...
     write(sink, row(tenant, "a", V2, 8, model="wordllama-l2-128", dims=128))
-    assert rows(settings, tenant)["a"] == (V2, "wordllama-l2-128", 128, b64(8, 128))
-    write(sink, row(tenant, "a", V2, 8, model="wordllama-l2-128", dims=128))  # and its replay is no change
+    assert rows(settings, tenant)["a"] == (V2, "wordllama-l2-64", 64, b64(4))
+    # ...a re-embedding (`memstream reembed`) replaces it, and then the agent's replay does not.
+    reembed = WarehouseSink(settings, MemoryVectorsTable(reembed=True))
+    try:
+        write(reembed, row(tenant, "a", V2, 8, model="wordllama-l2-128", dims=128), row(tenant, "c", V3, 9))
+        write(reembed, row(tenant, "a", V2, 8, model="wordllama-l2-128", dims=128))  # its replay: no change
+    finally:
+        reembed.close()
+    got = rows(settings, tenant)
+    assert got["a"] == (V2, "wordllama-l2-128", 128, b64(8, 128)) and got["c"] == (V3, None, None, None)
+    write(sink, row(tenant, "a", V2, 4))
     assert rows(settings, tenant)["a"] == (V2, "wordllama-l2-128", 128, b64(8, 128))

@@ -93,7 +93,9 @@ def test_a_row_that_is_not_a_vector_row_is_refused(bad: bytes) -> None:
 
 
 def test_the_merge_lets_a_newer_version_or_a_reembedding_win() -> None:
-    sql = MemoryVectorsTable().merge_sql("AI_MEMORY.MEMORY_VECTORS", "MEMORY_VECTORS_STAGE")
+    agent = MemoryVectorsTable().merge_sql("AI_MEMORY.MEMORY_VECTORS", "MEMORY_VECTORS_STAGE")
+    assert "src.version > tgt.version" in agent and "src.model <> tgt.model" not in agent
+    sql = MemoryVectorsTable(reembed=True).merge_sql("AI_MEMORY.MEMORY_VECTORS", "MEMORY_VECTORS_STAGE")
     assert "ON tgt.tenant_id = src.tenant_id AND tgt.id = src.id" in sql
     assert "src.version > tgt.version" in sql and "src.model <> tgt.model" in sql
     assert "QUALIFY ROW_NUMBER() OVER (PARTITION BY" in sql
