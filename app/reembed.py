@@ -59,7 +59,7 @@ async def reembed(settings: Settings, tenant: str) -> dict[str, int]:
             ops = [replace(op, replace=True) for op in await asyncio.to_thread(plan, records, model, ttl)]
             counts["embedded"] += await writer.apply(ops)
             if sink is not None and ops:
-                sink.extend(warehouse_rows(ops, {}))
+                sink.extend(warehouse_rows(ops))
                 counts["warehouse"] += (await asyncio.to_thread(sink.flush, FlushResult())).rows
     finally:
         await redis.aclose()

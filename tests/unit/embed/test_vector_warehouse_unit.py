@@ -12,8 +12,7 @@ import numpy as np
 import orjson
 import pytest
 
-from agents.embed import warehouse_row, warehouse_rows
-from agents.loop import Item
+from agents.embed import vector_messages, warehouse_row, warehouse_rows
 from app.embed import model_name
 from app.models import MemoryRecord
 from app.rebuild import vector_ops, vectors_sql
@@ -66,16 +65,15 @@ def test_a_vector_is_staged_as_the_hotset_holds_it_and_a_drop_without_one() -> N
     assert warehouse_row(VectorOp("t", "m1", V2, None, 0)) == {"tenant_id": "t", "id": "m1", "version": V2}
 
 
-def test_staging_rows_carry_the_position_of_their_record() -> None:
+def test_vectors_travel_on_memory_vectors_keyed_like_their_record() -> None:
     ops = [VectorOp("t", "m1", V1, hot_value(V1, unit()), 60), VectorOp("t", "m2", V2, None, 0)]
-    item = Item(b"{}", "memory.records", 3, 41, 1700000000.0)
-    rows = warehouse_rows(ops, {("t", "m1"): item})
-    assert (rows[0].partition, rows[0].offset, rows[0].timestamp, rows[0].tenant_id) == (3, 41, 1700000000.0, "t")
-    assert orjson.loads(rows[1].line) == {"tenant_id": "t", "id": "m2", "version": V2}
+    msgs = vector_messages(ops, "memory.vectors")
+    assert [(topic, key) for topic, key, _ in msgs] == [("memory.vectors", b"t/m1"), ("memory.vectors", b"t/m2")]
+    assert orjson.loads(msgs[1][2] or b"") == {"tenant_id": "t", "id": "m2", "version": V2}
     table = MemoryVectorsTable()
-    for r in rows:
-        staged, tenant, grouped = table.to_row(r.line)
-        assert staged == orjson.loads(r.line) and tenant == "t" and not grouped
+    for (_, _, value), row in zip(msgs, warehouse_rows(ops), strict=True):
+        staged, tenant, grouped = table.to_row(value or b"")
+        assert staged == orjson.loads(value or b"") == orjson.loads(row.line) and tenant == "t" and not grouped
 
 
 @pytest.mark.parametrize(
