@@ -389,7 +389,7 @@ def main() -> int:
         print(json.dumps(asyncio.run(client_main(spec))))
         return 0
 
-    n_memories = args.memories or (30_000 if args.quick else 100_000)
+    n_memories = args.memories or (10_000 if args.quick else 100_000)
     duration = args.duration or (3.0 if args.quick else 10.0)
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="memstream-bench-gw-"))

@@ -121,15 +121,23 @@ class TenantVectors:
         k = min(k, idx.size)
         if idx.size * 4 < n:  # a selective filter: score only the rows it allows
             scores = self.matrix[idx] @ query
-            best = np.argpartition(-scores, k - 1)[:k]
-            best = best[np.argsort(-scores[best], kind="stable")]
+            best = _best(scores, k)
             return [(self.ids[int(idx[b])], float(scores[b])) for b in best], int(idx.size)
         # Otherwise one product over every row (no copy of the matrix), the others masked out.
         scores = self.matrix[:n] @ query
-        scores[~mask] = -np.inf
-        best = np.argpartition(-scores, k - 1)[:k]
-        best = best[np.argsort(-scores[best], kind="stable")]
+        if idx.size < n:
+            scores[~mask] = -np.inf
+        best = _best(scores, k)
         return [(self.ids[int(b)], float(scores[b])) for b in best], int(idx.size)
+
+
+def _best(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
+    """Indexes of the k highest scores, highest first (ties: lower index first)."""
+    n = scores.shape[0]
+    top = np.argpartition(scores, n - k)[n - k :] if k < n else np.arange(n)
+    order = np.lexsort((top, -scores[top]))
+    out: npt.NDArray[np.intp] = top[order]
+    return out
 
 
 class VectorCache:
