@@ -152,3 +152,23 @@ def test_the_configured_model_is_named_without_loading_it() -> None:
     assert model_name(Settings(_env_file=None)) == MODEL
     assert model_name(Settings(_env_file=None, embed_dim=128)) == "wordllama-l2-128"
     assert model_name(Settings(_env_file=None, embed_model="none")) is None
+
+
+@pytest.mark.parametrize("n", [50, 5_000, 100_000])
+@pytest.mark.parametrize("k", [1, 10, 100])
+def test_top_k_is_exact_whatever_the_threshold_guess(n: int, k: int) -> None:
+    from app.gateway.vectors import _best
+
+    rng = np.random.default_rng(n + k)
+    for scores in (
+        rng.standard_normal(n).astype(np.float32),
+        np.sort(rng.standard_normal(n)).astype(np.float32),  # the best rows all at the end
+        np.round(rng.standard_normal(n), 1).astype(np.float32),  # many ties
+        np.full(n, -np.inf, dtype=np.float32),  # every row masked out
+    ):
+        got = _best(scores, min(k, n))
+        best = np.sort(scores)[::-1][: min(k, n)]
+        assert len(set(got.tolist())) == len(got) == min(k, n)
+        assert scores[got].tolist() == best.tolist()  # the k best scores, best first
+        ties = [(float(scores[a]), int(a)) for a in got]
+        assert ties == sorted(ties, key=lambda t: (-t[0], t[1]))  # equal scores: lower index first
