@@ -141,10 +141,10 @@ def _best(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
     partitioned; when fewer than k pass it, every row is. (A partition of 100k scores cost 3.6 ms
     on the loaded 2-core host, the comparison and the small partition ~0.3 ms.)"""
     n = scores.shape[0]
+    top: npt.NDArray[np.intp] | None = None
     if k >= n:
         top = np.arange(n)
     else:
-        top = None
         if n > 4 * SAMPLE and k * 8 < n:
             sample = scores[:: n // SAMPLE]
             # a sample rank whose share of the sample is ~4x k's share of all rows
@@ -156,6 +156,7 @@ def _best(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
                 top = kept[part]
         if top is None:
             top = np.argpartition(scores, n - k)[n - k :]
+    assert top is not None
     order = np.lexsort((top, -scores[top]))
     out: npt.NDArray[np.intp] = top[order]
     return out
