@@ -172,3 +172,29 @@ def test_top_k_is_exact_whatever_the_threshold_guess(n: int, k: int) -> None:
         assert scores[got].tolist() == best.tolist()  # the k best scores, best first
         ties = [(float(scores[a]), int(a)) for a in got]
         assert ties == sorted(ties, key=lambda t: (-t[0], t[1]))  # equal scores: lower index first
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "context", "terms", "expected"),
+    [
+        ("My dog is called Biscuit", None, (), ("biscuit",), True),
+        ("My dog is called Biscuit", None, (), ("puppy", "kind"), False),
+        ("Deploy on Friday", "release", (), ("release",), True),  # the key is indexed too
+        ("yes, let's do that", None, ("postgres",), ("postgres",), True),  # a context term
+        ("Café au lait", None, (), ("cafe",), True),  # beyond ASCII: the tokenizer decides
+    ],
+)
+def test_may_hold_never_misses_a_term_the_index_has(
+    text: str, key: str | None, context: tuple[str, ...], terms: tuple[str, ...], expected: bool
+) -> None:
+    from app.gateway.docs import Doc
+    from app.text import term_counts
+
+    record: dict[str, Any] = {"content": {"text": text}, "key": key, "occurred_at": "2026-11-01T10:00:00+00:00"}
+    doc = Doc("m", record, "hotset")
+    doc.context_terms = context
+    assert doc.may_hold(terms) is expected
+    held = set(term_counts(f"{key or ''} {text}")) | set(context)
+    assert not (set(terms) & held) or doc.may_hold(terms)  # never False for a term it holds
+    _ = doc.term_counts  # computed: then answered from the counts themselves
+    assert doc.may_hold(terms) is bool(set(terms) & held)
