@@ -198,3 +198,21 @@ def test_may_hold_never_misses_a_term_the_index_has(
     assert not (set(terms) & held) or doc.may_hold(terms)  # never False for a term it holds
     _ = doc.term_counts  # computed: then answered from the counts themselves
     assert doc.may_hold(terms) is bool(set(terms) & held)
+
+
+def test_the_embedding_agent_names_what_a_failed_write_depends_on() -> None:
+    from confluent_kafka import KafkaException
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from agents.embed import EmbedHandler
+    from app.kafka import BrokerUnavailable
+
+    settings = Settings(_env_file=None)
+    publishing = EmbedHandler(settings, None, None, None, producer=object())  # type: ignore[arg-type]
+    assert publishing.dependencies == ("redis", "kafka")
+    assert publishing.dependency(BrokerUnavailable("down")) == "kafka"
+    assert publishing.dependency(KafkaException()) == "kafka"
+    assert publishing.dependency(RedisConnectionError()) == "redis"
+    assert publishing.dependency(ValueError("a bug")) is None  # the worker stops, never retries it
+    quiet = EmbedHandler(settings.model_copy(update={"embed_warehouse": False}), None, None, None, object())  # type: ignore[arg-type]
+    assert quiet.producer is None and quiet.dependencies == ("redis",)
