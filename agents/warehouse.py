@@ -1,4 +1,5 @@
-"""The warehouse sink agent: `memory.records` -> MEMORY_RECORDS and `memory.audit` -> AUDIT_LOGS.
+"""The warehouse sink agent: `memory.records` -> MEMORY_RECORDS, `memory.audit` -> AUDIT_LOGS and
+`memory.vectors` (the embedding agent's vectors) -> MEMORY_VECTORS.
 
 A handler for the worker's batch-consumer loop (agents/loop.py: consume, retry, commit after the
 write, rebalance safety) in its own consumer group (`warehouse_group`), so `memstream worker`
@@ -36,6 +37,7 @@ from sinks.warehouse import (
     AuditLogsTable,
     FlushResult,
     MemoryRecordsTable,
+    MemoryVectorsTable,
     Rejected,
     Row,
     Tombstone,
@@ -77,6 +79,7 @@ class WarehouseHandler:
         self.routes = routes or {
             settings.topic_records: Route(WarehouseSink(settings, MemoryRecordsTable()), ""),
             settings.topic_audit: Route(WarehouseSink(settings, AuditLogsTable()), "audit_"),
+            settings.topic_vectors: Route(WarehouseSink(settings, MemoryVectorsTable()), "vector_"),
         }
         # Parsing a batch and staging one are both Python-bound: they take turns (the parse then
         # overlaps the MERGE, which waits on the warehouse).

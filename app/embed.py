@@ -55,7 +55,7 @@ class WordLlamaEmbedder:
 
     @property
     def name(self) -> str:
-        return f"wordllama-l2-{self._dim}"
+        return wordllama_name(self._dim)
 
     @property
     def dim(self) -> int:
@@ -67,6 +67,19 @@ class WordLlamaEmbedder:
         with self._lock:
             raw = self._model.embed(list(texts), norm=False)
         return normalize(np.asarray(raw, dtype=np.float32))
+
+
+def wordllama_name(dim: int) -> str:
+    return f"wordllama-l2-{dim}"
+
+
+def model_name(settings: Settings) -> str | None:
+    """The name the configured model records with its vectors, without loading it (None: off)."""
+    if settings.embed_model == "none":
+        return None
+    if settings.embed_model == "wordllama":
+        return wordllama_name(settings.embed_dim)
+    raise ValueError(f"unknown embedding model {settings.embed_model!r}")
 
 
 def normalize(m: Matrix) -> Matrix:

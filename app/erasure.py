@@ -6,7 +6,9 @@ in the warehouse, publishes one delete event per memory on `memory.events` (the 
 it as any delete: hotset tombstone, index and dedupe entries dropped, the delete record and a
 null-value tombstone on `memory.records`, the warehouse row made a tombstone by the sink), then
 erases the warehouse rows directly so that rows no hotset holds, and rows the sink has not yet
-reached, lose their content now. Delete event ids derive from (memory id, version): running an
+reached, lose their content now, and their vectors in MEMORY_VECTORS with them (the embedding
+agent drops the hotset vectors, and leaves a vectorless row for the delete, when the worker's
+delete record reaches it). Delete event ids derive from (memory id, version): running an
 erasure twice publishes nothing new for what the first run erased. One audit entry on
 `memory.audit` carries the counts, never ids or content.
 
@@ -111,6 +113,7 @@ class ErasureReport:
     memories: int = 0
     deletes_published: int = 0
     warehouse_rows_erased: int = 0
+    warehouse_vectors_erased: int = 0
     hotset_tombstones: int | None = None  # confirmed by polling; None when not waited for
     audit_log_id: str = ""
     seconds: float = 0.0
@@ -127,7 +130,11 @@ class ErasureReport:
                     "delete_events": self.deletes_published,
                     "tombstones_confirmed": self.hotset_tombstones,
                 },
-                "warehouse": {"found": self.warehouse_found, "rows_erased": self.warehouse_rows_erased},
+                "warehouse": {
+                    "found": self.warehouse_found,
+                    "rows_erased": self.warehouse_rows_erased,
+                    "vectors_erased": self.warehouse_vectors_erased,
+                },
                 "memory.records": {"tombstones": self.deletes_published, "published_by": "worker"},
             },
             "audit_log_id": self.audit_log_id,
@@ -142,6 +149,7 @@ class ErasureReport:
             "warehouse_found": self.warehouse_found,
             "deletes_published": self.deletes_published,
             "warehouse_rows_erased": self.warehouse_rows_erased,
+            "warehouse_vectors_erased": self.warehouse_vectors_erased,
         }
 
 
@@ -160,6 +168,7 @@ class SubjectStores:
         self.redis = redis
         self.producer = producer
         self.table = f"{settings.snowflake_schema}.MEMORY_RECORDS"
+        self.vectors_table = f"{settings.snowflake_schema}.MEMORY_VECTORS"
         self._conn: SnowflakeConnection | None = None
 
     # hotset
@@ -217,6 +226,20 @@ class SubjectStores:
         sql = f"SELECT {SELECT_RECORDS} FROM {self.table} WHERE {where}"
         rows = await asyncio.to_thread(self._execute, sql, (tenant, subject.id))
         return [row_to_record(r, self.settings.topic_events) for r in rows]
+
+    async def erase_warehouse_vectors(self, tenant: str, subject: Subject) -> int:
+        """The vectors of the subject's live rows lose their vector now (run before
+        `erase_warehouse`, which forgets whom the rows are about). Version unchanged, as for the
+        records: the embedding agent's drop for the worker's delete still lands on the row, and a
+        replayed vector of the same version never comes back."""
+        live = f"SELECT id FROM {self.table} WHERE tenant_id = ? AND {subject.type} = ? AND deleted_at IS NULL"
+        sql = (
+            f"UPDATE {self.vectors_table} SET vector = NULL, model = NULL, dims = NULL "
+            f"WHERE tenant_id = ? AND vector IS NOT NULL AND id IN ({live})"
+        )
+        rows = await asyncio.to_thread(self._execute, sql, (tenant, tenant, subject.id))
+        first = rows[0] if rows else {}
+        return int(next(iter(first.values()), 0) or 0)
 
     async def erase_warehouse(self, tenant: str, subject: Subject, now: datetime) -> int:
         """Every live row of the subject becomes a tombstone now (version unchanged: the worker's
@@ -282,6 +305,7 @@ async def erase(
     now = datetime.now(UTC)
     events = [delete_event(rec, now) for rec in found.values()]
     report.deletes_published = await stores.publish_deletes(events)
+    report.warehouse_vectors_erased = await stores.erase_warehouse_vectors(tenant, subject)
     report.warehouse_rows_erased = await stores.erase_warehouse(tenant, subject, now)
     if wait_s > 0 and found:
         versions = {rec.memory_id: rec.version for rec in found.values()}

@@ -13,11 +13,19 @@ turns are indexed with the previous turn of their session found in the same page
 indexes them (app.pipeline.turn_scope); `--reindex` also rewrites the memories the hotset already
 holds at the same version, which brings a hotset written before contextual indexing to the
 current index.
+
+Vectors come back without re-embedding: for each page of records, the MEMORY_VECTORS rows of the
+same key range (one keyset range query) are read, and a restored memory gets its vector back
+through the embedding agent's writer (Lua.VECTORS) when the row's version is the restored
+record's and its model and dimension are the configured ones (`vector_ops`). Any other memory
+keeps keyword search only until the embedding agent or `memstream reembed` embeds it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import signal
 import sys
@@ -29,10 +37,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import numpy as np
 import snowflake.connector
 from pydantic import ValidationError
 from snowflake.connector import SnowflakeConnection
 
+from app.embed import model_name
 from app.models import SUPERSEDING_TYPES, MemoryRecord
 from app.pipeline import Intent, turn_scope
 from app.progress import Progress, ensure_log_output, read_checkpoint, remove_checkpoint, write_checkpoint
@@ -40,8 +50,9 @@ from app.redis_client import create_redis
 from app.settings import Settings
 from app.snowflake_conn import connect_kwargs
 from app.text import contextual_terms, index_terms
-from sinks.hotset import ActiveEntry, Hotset, keys
-from sinks.warehouse import SELECT_RECORDS, MemoryRecordsTable, row_to_record
+from sinks.hotset import ActiveEntry, Hotset, VectorOp, VectorWriter, keys, vectors
+from sinks.warehouse import SELECT_RECORDS, MemoryRecordsTable, MemoryVectorsTable, row_to_record
+from sinks.warehouse.read import version_of
 from sinks.warehouse.timing import execute
 
 PAGE_ROWS = 5000
@@ -94,6 +105,54 @@ def page_sql(table: str, tenant: str | None, after: tuple[str, str] | None, limi
     return f"SELECT {SELECT_RECORDS} FROM {table} {clause}ORDER BY tenant_id, id LIMIT {int(limit)}", params
 
 
+def vectors_sql(
+    table: str, tenant: str | None, after: tuple[str, str] | None, last: tuple[str, str], model: str, dims: int
+) -> tuple[str, list[Any]]:
+    """The vectors of the configured model in the key range (after, last] of a records page (pure)."""
+    where = ["vector IS NOT NULL", "model = ?", "dims = ?", "(tenant_id < ? OR (tenant_id = ? AND id <= ?))"]
+    params: list[Any] = [model, dims, last[0], last[0], last[1]]
+    if tenant is not None:
+        where.append("tenant_id = ?")
+        params.append(tenant)
+    if after is not None:
+        where.append("(tenant_id > ? OR (tenant_id = ? AND id > ?))")
+        params += [after[0], after[0], after[1]]
+    return f"SELECT tenant_id, id, version, model, dims, vector FROM {table} WHERE {' AND '.join(where)}", params
+
+
+def vector_ops(
+    restored: Iterable[MemoryRecord], rows: Iterable[dict[str, Any]], model: str, dims: int, ttl_of: Any
+) -> list[VectorOp]:
+    """The hotset vector writes for restored records (pure): a MEMORY_VECTORS row is used only when
+    its version is the record's and its model and dimension are the configured ones."""
+    by_key = {(str(r["tenant_id"]), str(r["id"])): r for r in rows}
+    ops: list[VectorOp] = []
+    for rec in restored:
+        row = by_key.get((rec.tenant_id, rec.memory_id))
+        if row is None or row.get("model") != model or row.get("dims") is None or int(row["dims"]) != dims:
+            continue
+        if version_of(row["version"]) != rec.version or not isinstance(row.get("vector"), str):
+            continue
+        try:
+            vec = np.frombuffer(base64.b64decode(row["vector"], validate=True), dtype="<f2")
+        except (binascii.Error, ValueError):
+            continue
+        if vec.shape != (dims,):
+            continue
+        meta = vectors.VectorMeta(
+            model=model,
+            dim=dims,
+            type=rec.type.value if rec.type else None,
+            session_id=rec.session_id,
+            agent_id=rec.agent_id,
+            visibility=rec.visibility,
+            occurred_ms=int(rec.occurred_at.timestamp() * 1000),
+        )
+        value = vectors.encode(rec.version, meta, vec.astype(np.float32))
+        ops.append(VectorOp(rec.tenant_id, rec.memory_id, rec.version, value, ttl_of(rec)))
+    return ops
+
+
 class WarehousePages:
     """One warehouse session reading MEMORY_RECORDS a page at a time."""
 
@@ -117,6 +176,15 @@ class WarehousePages:
         names = [d.name.lower() for d in cur.description or ()]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
+    def vectors(
+        self, after: tuple[str, str] | None, last: tuple[str, str], model: str, dims: int
+    ) -> list[dict[str, Any]]:
+        sql, params = vectors_sql(MemoryVectorsTable.name, self.tenant, after, last, model, dims)
+        cur = self.conn.cursor()
+        execute(cur, "rebuild_vectors", sql, params, slow_s=self.slow_s)
+        names = [d.name.lower() for d in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
     def close(self) -> None:
         self.conn.close()
 
@@ -127,9 +195,16 @@ class RebuildCounts:
     restored: int = 0
     skipped: int = 0
     unreadable: int = 0
+    vectors: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"rows": self.rows, "restored": self.restored, "skipped": self.skipped, "unreadable": self.unreadable}
+        return {
+            "rows": self.rows,
+            "restored": self.restored,
+            "skipped": self.skipped,
+            "unreadable": self.unreadable,
+            "vectors": self.vectors,
+        }
 
 
 def with_previous_turns(records: Iterable[MemoryRecord]) -> Iterator[tuple[MemoryRecord, str]]:
@@ -208,14 +283,23 @@ async def rebuild(
     redis = create_redis(settings)
     # Restores are not changes: they append nothing to the change feed.
     hotset = Hotset(redis, settings.hotset_ttl_seconds, settings.state_ttl_seconds, feed_max_len=0)
+    writer = VectorWriter(redis)
+    model = model_name(settings)
     pages = await asyncio.to_thread(WarehousePages, settings, tenant, page_rows)
     now = datetime.now(UTC)
+
+    def ttl_of(rec: MemoryRecord) -> int:
+        return hotset.ttl_for(rec.type, rec.ttl_seconds)
+
     try:
         total = await asyncio.to_thread(pages.count)
         with Progress(f"rebuild {tenant or 'all tenants'}", total, "rows", initial=counts.rows, bar=progress) as bar:
             pending = asyncio.ensure_future(asyncio.to_thread(pages.page, after))
             while rows := await pending:
-                after = (str(rows[-1]["tenant_id"]), str(rows[-1]["id"]))
+                first, after = after, (str(rows[-1]["tenant_id"]), str(rows[-1]["id"]))
+                page_vectors: list[dict[str, Any]] = []
+                if model is not None:
+                    page_vectors = await asyncio.to_thread(pages.vectors, first, after, model, settings.embed_dim)
                 pending = asyncio.ensure_future(asyncio.to_thread(pages.page, after))
                 records, broken = readable(rows, settings.topic_events)
                 for tenant_id, memory_id in broken:
@@ -227,6 +311,10 @@ async def rebuild(
                 counts.unreadable += len(broken)
                 counts.skipped += len(records) - len(live)
                 counts.restored += await apply_overlapped(hotset, live)
+                if page_vectors and model is not None:
+                    ops = vector_ops((i.record for i in live), page_vectors, model, settings.embed_dim, ttl_of)
+                    for start in range(0, len(ops), APPLY_OPS):
+                        counts.vectors += await writer.apply(ops[start : start + APPLY_OPS])
                 bar.update(len(rows), restored=counts.restored)
                 if checkpoint is not None:
                     write_checkpoint(checkpoint, {"tenant": tenant, "after": list(after), "counts": counts.as_dict()})
@@ -284,7 +372,8 @@ def run_rebuild(
         f"read {counts['rows']} warehouse rows; restored {counts['restored']} memories into the hotset, "
         f"{counts['rows'] - counts['restored'] - counts['skipped'] - counts['unreadable']} already current, "
         f"{counts['skipped']} deleted or past their hotset TTL, {counts['unreadable']} unreadable "
-        f"(named in the log); {counts['api_keys']} API keys "
+        f"(named in the log); {counts['vectors']} vectors restored without re-embedding; "
+        f"{counts['api_keys']} API keys "
         f"({time.monotonic() - started:.1f}s)"
     )
     return 0

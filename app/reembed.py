@@ -16,12 +16,13 @@ from typing import Any
 
 import orjson
 
-from agents.embed import plan
+from agents.embed import plan, warehouse_rows
 from app.embed import load
 from app.models import MemoryType
 from app.redis_client import create_redis
 from app.settings import Settings
 from sinks.hotset import Hotset, VectorWriter, keys, layout
+from sinks.warehouse import FlushResult, MemoryVectorsTable, WarehouseSink
 
 CHUNK = 1000
 
@@ -33,7 +34,8 @@ async def reembed(settings: Settings, tenant: str) -> dict[str, int]:
     redis = create_redis(settings)
     hotset = Hotset(redis, settings.hotset_ttl_seconds, settings.state_ttl_seconds)
     writer = VectorWriter(redis)
-    counts = {"memories": 0, "embedded": 0}
+    sink = WarehouseSink(settings, MemoryVectorsTable(reembed=True)) if settings.embed_warehouse else None
+    counts = {"memories": 0, "embedded": 0, "warehouse": 0}
 
     def ttl(rec: dict[str, Any]) -> int:
         t = rec.get("type")
@@ -56,8 +58,13 @@ async def reembed(settings: Settings, tenant: str) -> dict[str, int]:
             counts["memories"] += len(records)
             ops = [replace(op, replace=True) for op in await asyncio.to_thread(plan, records, model, ttl)]
             counts["embedded"] += await writer.apply(ops)
+            if sink is not None and ops:
+                sink.extend(warehouse_rows(ops))
+                counts["warehouse"] += (await asyncio.to_thread(sink.flush, FlushResult())).rows
     finally:
         await redis.aclose()
+        if sink is not None:
+            sink.close()
     return counts
 
 
@@ -66,6 +73,7 @@ def run_reembed(settings: Settings, tenant: str) -> int:
     counts = asyncio.run(reembed(settings, tenant))
     print(
         f"re-embedded {counts['embedded']} of {counts['memories']} live memories of {tenant} "
+        f"({counts['warehouse']} vectors sent to the warehouse) "
         f"({time.monotonic() - started:.1f}s)"
     )
     return 0

@@ -216,6 +216,11 @@ class Settings(BaseSettings):
     embed_dim: Literal[64, 128, 256] = Field(64, description="dimensions kept of the model's vectors")
     embed_batch_max: int = Field(1000, ge=1, description="embedding agent batch size (records)")
     embed_batch_within_s: float = Field(0.05, gt=0, description="embedding agent batch time limit")
+    embed_warehouse: bool = Field(
+        True,
+        description="the embedding agent also publishes each vector on memory.vectors, which the warehouse agent "
+        "MERGEs into AI_MEMORY.MEMORY_VECTORS, so that `memstream rebuild` restores vectors without re-embedding",
+    )
     vector_cache_max_bytes: int = Field(
         256 * 1024 * 1024,
         ge=0,
@@ -387,6 +392,10 @@ class Settings(BaseSettings):
     @property
     def topic_audit(self) -> str:
         return self.topic("memory.audit")
+
+    @property
+    def topic_vectors(self) -> str:
+        return self.topic("memory.vectors")
 
     def kafka_client_config(self) -> dict[str, Any]:
         """librdkafka (confluent-kafka) connection settings."""

@@ -44,7 +44,7 @@ def create_app_with_agents(settings: Settings, agents: tuple[str, ...] = AGENTS)
 
         model = load(settings)
         if model is not None:
-            embed.register(app, settings, model, hotset)
+            embed.register(app, settings, model, hotset, producer)
 
     @app.service
     class _Resources(faust.Service):

@@ -53,4 +53,6 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
             {"cleanup.policy": "delete", "retention.ms": _ms(s.deadletter_retention_seconds)},
         ),
         TopicSpec(s.topic_audit, p, r, {"cleanup.policy": "delete", "retention.ms": _ms(week)}),
+        # The embedding agent's vectors on their way to MEMORY_VECTORS (the warehouse agent).
+        TopicSpec(s.topic_vectors, p, r, {"cleanup.policy": "delete", "retention.ms": _ms(week)}),
     ]

@@ -54,6 +54,7 @@ DETAIL_KEYS = frozenset(
         "wait",
         "warehouse_found",
         "warehouse_rows_erased",
+        "warehouse_vectors_erased",
     }
 )
 

@@ -10,6 +10,7 @@ memory is a couple of objects for the cyclic collector to walk instead of a tree
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -123,6 +124,18 @@ class Doc:
         if not self._tokens:
             self._tokens = estimate_tokens(self.text)
         return self._tokens
+
+    def may_hold(self, terms: Sequence[str]) -> bool:
+        """False only when none of `terms` can be among `term_counts`, decided without tokenizing:
+        an ASCII text's terms are substrings of its lower-cased form. (Hybrid search scores many
+        vector candidates that hold no query word; tokenizing each was most of its BM25 cost.)"""
+        if self._terms is not None:
+            return any(t in self._terms for t in terms)
+        text = f"{self.key or ''} {self.text}"
+        if not text.isascii():
+            return True  # NFKC and bigrams: only the tokenizer knows
+        low = text.lower()
+        return any(t in low or t in self.context_terms for t in terms)
 
     @property
     def term_counts(self) -> dict[str, int]:

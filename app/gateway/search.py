@@ -185,7 +185,7 @@ def fuse(
     for doc in docs:
         if doc.memory_id in kept or not passes(doc, p):
             continue
-        raw = bm25(p.terms, doc, df, n_docs) if keyword and p.terms else 0.0
+        raw = bm25(p.terms, doc, df, n_docs) if keyword and p.terms and doc.may_hold(p.terms) else 0.0
         if raw <= 0 and doc.memory_id not in cosine:
             continue
         kept[doc.memory_id] = doc

@@ -121,15 +121,45 @@ class TenantVectors:
         k = min(k, idx.size)
         if idx.size * 4 < n:  # a selective filter: score only the rows it allows
             scores = self.matrix[idx] @ query
-            best = np.argpartition(-scores, k - 1)[:k]
-            best = best[np.argsort(-scores[best], kind="stable")]
+            best = _best(scores, k)
             return [(self.ids[int(idx[b])], float(scores[b])) for b in best], int(idx.size)
         # Otherwise one product over every row (no copy of the matrix), the others masked out.
         scores = self.matrix[:n] @ query
-        scores[~mask] = -np.inf
-        best = np.argpartition(-scores, k - 1)[:k]
-        best = best[np.argsort(-scores[best], kind="stable")]
+        if idx.size < n:
+            scores[~mask] = -np.inf
+        best = _best(scores, k)
         return [(self.ids[int(b)], float(scores[b])) for b in best], int(idx.size)
+
+
+SAMPLE = 4096  # scores sampled to guess the k-th best (`_best`)
+
+
+def _best(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
+    """Indexes of k highest scores, highest first (equal scores: lower index first; which of
+    the rows tied at the k-th score are kept is unspecified, as with a plain partition). Exact: a
+    threshold guessed from an evenly spaced sample keeps a few times k rows, which are then
+    partitioned; when fewer than k pass it, every row is. (A partition of 100k scores cost 3.6 ms
+    on the loaded 2-core host, the comparison and the small partition ~0.3 ms.)"""
+    n = scores.shape[0]
+    top: npt.NDArray[np.intp] | None = None
+    if k >= n:
+        top = np.arange(n)
+    else:
+        if n > 4 * SAMPLE and k * 8 < n:
+            sample = scores[:: n // SAMPLE]
+            # a sample rank whose share of the sample is ~4x k's share of all rows
+            r = min(sample.shape[0] - 1, max(1, (4 * k * sample.shape[0]) // n))
+            threshold = np.partition(sample, sample.shape[0] - r)[sample.shape[0] - r]
+            kept = np.flatnonzero(scores >= threshold)
+            if kept.shape[0] >= k:
+                part = np.argpartition(scores[kept], kept.shape[0] - k)[kept.shape[0] - k :]
+                top = kept[part]
+        if top is None:
+            top = np.argpartition(scores, n - k)[n - k :]
+    assert top is not None
+    order = np.lexsort((top, -scores[top]))
+    out: npt.NDArray[np.intp] = top[order]
+    return out
 
 
 class VectorCache:

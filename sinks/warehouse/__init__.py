@@ -6,7 +6,7 @@ from sinks.warehouse.errors import ErrorKind, classify
 from sinks.warehouse.parse import Rejected, Row, Tombstone, chunks, parse
 from sinks.warehouse.read import SELECT_RECORDS, row_to_record
 from sinks.warehouse.sink import STAGE, FlushResult, MergeCounts, WarehouseSink
-from sinks.warehouse.tables import AuditLogsTable, Column, MemoryRecordsTable, TableSpec
+from sinks.warehouse.tables import AuditLogsTable, Column, MemoryRecordsTable, MemoryVectorsTable, TableSpec
 
 __all__ = [
     "SELECT_RECORDS",
@@ -16,6 +16,7 @@ __all__ = [
     "ErrorKind",
     "FlushResult",
     "MemoryRecordsTable",
+    "MemoryVectorsTable",
     "MergeCounts",
     "Rejected",
     "Row",

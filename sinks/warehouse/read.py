@@ -32,6 +32,11 @@ def _ts(value: Any) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)  # TIMESTAMP_NTZ holds UTC
 
 
+def version_of(value: Any) -> str:
+    """A NUMBER(38) version column as the 32-digit version string."""
+    return _version(value)
+
+
 def _version(value: Any) -> str:
     if isinstance(value, int | Decimal):
         return f"{int(value):0{VERSION_WIDTH}d}"

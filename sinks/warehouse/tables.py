@@ -13,7 +13,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from app.models import SUPERSEDING_TYPES, AuditEntry, MemoryRecord
+from app.models import SUPERSEDING_TYPES, VERSION_WIDTH, AuditEntry, MemoryRecord
 from sinks.warehouse.check import canonical_row
 
 ColumnKind = Literal["str", "version", "int", "float", "ts", "bool", "variant"]
@@ -298,6 +298,85 @@ class AuditLogsTable:
         names = [c.name for c in self.columns]
         src = _select(self.columns, stage_table, ("log_id",), "ts")
         return f"MERGE INTO {target} AS tgt\nUSING (\n    {src}\n) AS src\nON tgt.log_id = src.log_id\n{_insert(names)}"
+
+    def post_sql(self, target: str, stage_table: str) -> str | None:
+        return None
+
+
+class MemoryVectorsTable:
+    """MEMORY_VECTORS: one row per (tenant_id, id), the embedding of the memory's `version`.
+
+    Staged by the embedding agent (`agents.embed`): a write carries model, dims and the vector
+    (base64 of little-endian float16); a drop (the memory was deleted) carries only the delete's
+    version, and leaves the row without a vector. A newer version always wins; a replay changes
+    nothing. With `reembed` (`memstream reembed`, as Lua.VECTORS' `r`), the same version with a
+    vector of another model replaces it too; the agent's own vector never replaces a re-embedding.
+    """
+
+    def __init__(self, reembed: bool = False) -> None:
+        self.reembed = reembed
+
+    name: str = "MEMORY_VECTORS"
+    columns: tuple[Column, ...] = (
+        Column("tenant_id", "str"),
+        Column("id", "str"),
+        Column("version", "version"),
+        Column("model", "str"),
+        Column("dims", "int", 5),
+        Column("vector", "str"),
+    )
+
+    @staticmethod
+    def row(
+        tenant_id: str, memory_id: str, version: str, model: str | None, dims: int | None, vector: str | None
+    ) -> dict[str, Any]:
+        """The staging dict of one vector (all of model, dims and vector), or of a drop (none)."""
+        return _compact(
+            {
+                "tenant_id": tenant_id,
+                "id": memory_id,
+                "version": version,
+                "model": model,
+                "dims": dims,
+                "vector": vector,
+            }
+        )
+
+    def to_row(self, value: bytes) -> tuple[dict[str, Any], str, bool]:
+        d = orjson.loads(value)
+        if not isinstance(d, dict):
+            raise ValueError("a vector row is a JSON object")
+        tenant, mid, version = d.get("tenant_id"), d.get("id"), d.get("version")
+        if not (isinstance(tenant, str) and tenant and isinstance(mid, str) and mid):
+            raise ValueError("a vector row needs tenant_id and id")
+        if not (isinstance(version, str) and len(version) == VERSION_WIDTH and version.isdigit()):
+            raise ValueError(f"version must be {VERSION_WIDTH} digits")
+        parts = [d.get("model"), d.get("dims"), d.get("vector")]
+        if any(p is not None for p in parts) and not (
+            isinstance(parts[0], str) and isinstance(parts[1], int) and isinstance(parts[2], str)
+        ):
+            raise ValueError("a vector row has model, dims and vector, or none of them")
+        return self.row(tenant, mid, version, *parts), tenant, False
+
+    def merge_sql(self, target: str, stage_table: str) -> str:
+        names = [c.name for c in self.columns]
+        src = _select(self.columns, stage_table, ("tenant_id", "id"), "version DESC")
+        # Same version, another model: a re-embedding (never over a dropped vector, never a drop).
+        when = "src.version > tgt.version"
+        if self.reembed:  # never over a dropped vector, never a drop
+            when += (
+                " OR (src.version = tgt.version AND src.vector IS NOT NULL AND tgt.vector IS NOT NULL"
+                " AND (src.model <> tgt.model OR src.dims <> tgt.dims))"
+            )
+        sets = ",\n    ".join(
+            [*(f"{n} = src.{n}" for n in names if n not in ("tenant_id", "id")), f"{LOADED_AT} = SYSDATE()"]
+        )
+        return (
+            f"MERGE INTO {target} AS tgt\nUSING (\n    {src}\n) AS src\n"
+            "ON tgt.tenant_id = src.tenant_id AND tgt.id = src.id\n"
+            f"WHEN MATCHED AND ({when}) THEN UPDATE SET\n    {sets}\n"
+            f"{_insert(names)}"
+        )
 
     def post_sql(self, target: str, stage_table: str) -> str | None:
         return None

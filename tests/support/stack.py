@@ -192,6 +192,7 @@ def isolated_topics(stack: Stack, prefix: str, **extra_env: str) -> tuple[dict[s
         "MEMSTREAM_TOPIC_PREFIX": f"{prefix}{suffix}.",
         "MEMSTREAM_WORKER_GROUP": f"{prefix}g-{suffix}",
         "MEMSTREAM_WAREHOUSE_GROUP": f"{prefix}gw-{suffix}",
+        "MEMSTREAM_EMBED_GROUP": f"{prefix}ge-{suffix}",
         **extra_env,
     }
     settings = stack.settings(**{k.removeprefix("MEMSTREAM_").lower(): v for k, v in env.items()})

@@ -131,3 +131,10 @@ async def test_reembed_moves_a_tenant_to_another_model_while_search_answers(
     [mid] = [h["memory_id"] for h in after["results"] if h["record"]["content"]["text"] == TARGET]
     _, meta, _ = vectors.decode(binary.get(keys.vector(tenant, mid)) or b"")
     assert (meta.model, meta.dim) == ("wordllama-l2-128", 128)
+    # The warehouse holds the re-embedded vector too (what `memstream rebuild` restores).
+    from tests.support.warehouse import query
+
+    sql = "SELECT model, dims FROM MEMORY_VECTORS WHERE tenant_id = %s AND id = %s"
+    got = query(gateway.settings, sql, (tenant, mid))
+    assert [tuple(r) for r in got] == [("wordllama-l2-128", 128)]
+    assert counts["warehouse"] == counts["memories"]

@@ -92,6 +92,7 @@ async def test_delete_forgets_in_every_store_and_a_replay_does_not_undo_it(
     terms = ["zebra", "quokka", "alice"]
     assert postings_of(rds, tenant, mid, terms)  # indexed before the delete
     wait_until(lambda: warehouse_row(settings, tenant, mid), 120)
+    wait_until(lambda: (v := vector_row(settings, tenant, mid)) and v[1] is not None, 120)  # embedded
 
     r = await gateway.delete(tenant, f"/api/v2/memory/{mid}", params={"wait": "visible"})
     assert r.status_code == 202 and r.json()["status"] == "visible", r.text
@@ -123,11 +124,17 @@ async def test_delete_forgets_in_every_store_and_a_replay_does_not_undo_it(
     assert row["content"] is None and row["metadata"] == {} and row["key"] is None
     assert (row["user_id"], row["session_id"]) == (None, None)
     assert row["version"].zfill(32) == delete_version
+    # MEMORY_VECTORS: the embedding agent leaves the row at the delete's version, without a vector.
+    wait_until(lambda: vector_row(settings, tenant, mid) == (delete_version, None), 120)
+    assert not rds.exists(keys.vector(tenant, mid))
 
     # Replays: the original record on memory.records (the warehouse sink) and the original event
     # on memory.events (the worker) change nothing.
     ends = publish_sync(settings, [(key, mine[0] or b"")], settings.topic_records)
     wait_until(lambda: caught_up(settings, settings.warehouse_group, settings.topic_records, ends), 120, 0.2)
+    wait_until(lambda: caught_up(settings, settings.embed_group, settings.topic_records, ends), 120, 0.2)
+    assert vector_row(settings, tenant, mid) == (delete_version, None)
+    assert not rds.exists(keys.vector(tenant, mid))
     original = event(tenant, out["event_id"], **{k: v for k, v in body.items()})
     original["occurred_at"] = orjson.loads(mine[0] or b"{}")["occurred_at"]
     wait_committed(settings, settings.worker_group, publish(settings, [original]), 120)
@@ -135,6 +142,19 @@ async def test_delete_forgets_in_every_store_and_a_replay_does_not_undo_it(
     after = stored(rds, tenant, mid)
     assert after is not None and after.deleted and after.version == delete_version
     assert postings_of(rds, tenant, mid, terms) == []
+
+
+def vector_row(settings: Settings, tenant: str, mid: str) -> tuple[str, str | None] | None:
+    """(version, vector) of the memory's MEMORY_VECTORS row, or None."""
+    sql = "SELECT version::STRING, vector FROM MEMORY_VECTORS WHERE tenant_id = %s AND id = %s"
+    got = query(settings, sql, (tenant, mid))
+    return (str(got[0][0]).split(".")[0].zfill(32), got[0][1]) if got else None
+
+
+def live_vectors(settings: Settings, tenant: str, ids: list[str]) -> int:
+    marks = ", ".join(["%s"] * len(ids))
+    sql = f"SELECT COUNT(*) FROM MEMORY_VECTORS WHERE tenant_id = %s AND vector IS NOT NULL AND id IN ({marks})"
+    return int(query(settings, sql, (tenant, *ids))[0][0])
 
 
 USERS = 10
@@ -177,6 +197,9 @@ async def test_erasure_and_export_by_user_on_a_tenant_with_thousands_of_memories
 
     wait_until(lambda: int(rds.hget(keys.stats(tenant), "writes") or 0) >= total, 300, 0.5)
     wait_until(lambda: live_rows() >= total + COLD, 300, 0.5)
+    subject_ids = [derive_memory_id(tenant, f"u3-{i}") for i in range(PER_USER)]
+    survivor_ids = [derive_memory_id(tenant, f"u4-{i}") for i in range(PER_USER)]
+    wait_until(lambda: live_vectors(settings, tenant, subject_ids + survivor_ids) == 2 * PER_USER, 300, 0.5)
 
     # A non-admin credential may do neither.
     api_key, _ = await gateway.app.state.security.authenticator.api_keys.create(tenant, frozenset({Role.WRITER}), None)
@@ -205,6 +228,9 @@ async def test_erasure_and_export_by_user_on_a_tenant_with_thousands_of_memories
     assert report["stores"]["hotset"]["tombstones_confirmed"] == PER_USER + COLD
     assert report["stores"]["warehouse"]["found"] == PER_USER + COLD
     assert report["stores"]["warehouse"]["rows_erased"] == PER_USER + COLD
+    assert report["stores"]["warehouse"]["vectors_erased"] == PER_USER  # the cold rows had none
+    assert live_vectors(settings, tenant, subject_ids) == 0
+    assert live_vectors(settings, tenant, survivor_ids) == PER_USER
     assert report["stores"]["memory.records"]["tombstones"] == PER_USER + COLD
 
     # Only the subject's memories went, from every store.

@@ -13,7 +13,7 @@ import pytest
 from app import migrate
 from app.migrate import ChecksumMismatch
 from app.snowflake_conn import connect
-from sinks.warehouse import AuditLogsTable, MemoryRecordsTable
+from sinks.warehouse import AuditLogsTable, MemoryRecordsTable, MemoryVectorsTable
 from tests.support.stack import ROOT, Stack
 
 MIGRATIONS = sorted((ROOT / "deploy" / "snowflake").glob("V*.sql"))
@@ -48,11 +48,12 @@ def test_the_sql_memstream_generates_parses_as_snowflake(tmp_path: Path) -> None
         records.merge_sql("AI_MEMORY.MEMORY_RECORDS", "MEMORY_RECORDS_STAGE"),
         records.post_sql("AI_MEMORY.MEMORY_RECORDS", "MEMORY_RECORDS_STAGE"),
         audit.merge_sql("AI_MEMORY.AUDIT_LOGS", "AUDIT_LOGS_STAGE"),
+        MemoryVectorsTable(reembed=True).merge_sql("AI_MEMORY.MEMORY_VECTORS", "MEMORY_VECTORS_STAGE"),
     ]
     path = tmp_path / "generated.sql"
     path.write_text(";\n\n".join(sql) + ";\n")
     out = sqlfluff_parse(path)
-    assert out.count("merge_statement:") == 2
+    assert out.count("merge_statement:") == 3
     assert "update_statement:" in out
 
 

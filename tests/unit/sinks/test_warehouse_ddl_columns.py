@@ -7,13 +7,13 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from sinks.warehouse import AuditLogsTable, Column, MemoryRecordsTable, TableSpec
+from sinks.warehouse import AuditLogsTable, Column, MemoryRecordsTable, MemoryVectorsTable, TableSpec
 from sinks.warehouse.read import SELECT_RECORDS
 from sinks.warehouse.tables import LOADED_AT
 from tests.support.stack import ROOT
 
 MIGRATIONS = sorted((ROOT / "deploy" / "snowflake").glob("V*.sql"), key=lambda p: int(p.name[1:].split("__")[0]))
-TABLES: list[TableSpec] = [MemoryRecordsTable(), AuditLogsTable()]
+TABLES: list[TableSpec] = [MemoryRecordsTable(), AuditLogsTable(), MemoryVectorsTable()]
 
 
 def ddl_columns(sql_files: list[str]) -> dict[str, list[tuple[str, str]]]:
