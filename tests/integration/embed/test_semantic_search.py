@@ -57,7 +57,9 @@ def texts(out: dict[str, Any]) -> list[str]:
 async def test_semantic_search_finds_a_paraphrase_keyword_search_misses(
     gateway: Gateway, rds: redis.Redis, tenant: str
 ) -> None:
-    seed(gateway, rds, tenant, [{"content": {"text": TARGET}, "channel": PUBLIC}])
+    # A session of its own: contextual indexing would otherwise lend it the words of whichever
+    # chat message precedes it in the shared session, and keyword search could find it by them.
+    seed(gateway, rds, tenant, [{"content": {"text": TARGET}, "channel": PUBLIC, "session_id": "s-target"}])
     keyword = await search(gateway, tenant, q=QUERY, mode="keyword")
     assert TARGET not in texts(keyword)
     semantic = await search(gateway, tenant, q=QUERY, mode="semantic")
