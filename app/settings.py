@@ -194,6 +194,13 @@ class Settings(BaseSettings):
         200, ge=1, description="GET /api/v2/subscribe: open subscriptions per gateway process (503 above it)"
     )
     search_candidate_pool: int = Field(500, ge=10, description="max candidates a search examines in the hotset")
+    search_coverage_check_s: float = Field(
+        60.0,
+        ge=0,
+        description="a search skips the warehouse for a tenant the hotset provably holds whole"
+        " (docs/adr/0012-hotset-coverage.md); how long a gateway trusts one warehouse check of that"
+        " (0: never skip the warehouse)",
+    )
     context_page_size: int = Field(
         256,
         ge=8,

@@ -29,6 +29,7 @@ from app.gateway import (
     routes_subscribe,
 )
 from app.gateway.context import StandingCache
+from app.gateway.coverage import Coverage
 from app.gateway.deps import Services
 from app.gateway.hot import HotReads
 from app.gateway.middleware import BodyLimit, RequestMetrics
@@ -79,6 +80,7 @@ def create_app(settings: Settings, *, produce_timeout_s: float = PRODUCE_TIMEOUT
             embedder=embedder,
             vectors=vectors,
             standing=StandingCache(settings.context_cache_size),
+            coverage=Coverage(redis, warehouse, settings.search_coverage_check_s),
         )
         # Security: credentials, rate limits, RBAC; audit entries to memory.audit through the
         # process's one producer.

@@ -16,6 +16,7 @@ from app.auth.asgi import current_principal as principal
 from app.auth.principal import Principal
 from app.embed import Embedder
 from app.gateway.context import StandingCache
+from app.gateway.coverage import Coverage
 from app.gateway.reads import HotsetReader
 from app.gateway.vectors import VectorCache
 from app.gateway.warehouse import Warehouse
@@ -39,6 +40,7 @@ class Services:
     embedder: Embedder | None = None  # None: semantic search is off
     vectors: VectorCache | None = None
     standing: StandingCache = field(default_factory=lambda: StandingCache(0))
+    coverage: Coverage | None = None  # None: a search the hotset cannot fill always asks the warehouse
 
 
 async def services(request: Request) -> Services:

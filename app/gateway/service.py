@@ -252,7 +252,7 @@ async def _keyword(svc: Services, tenant: str, p: SearchParams, fallback: bool, 
     examined = cands.examined
     sources: list[Literal["hotset", "warehouse"]] = ["hotset"] if docs else []
     warehouse: Literal["used", "not_needed", "unavailable"] = "not_needed"
-    if fallback and (p.include_superseded or passing < p.limit):
+    if fallback and (p.include_superseded or passing < p.limit) and not await _whole(svc, tenant, p):
         # The hotset holds only recent, live memories: older or superseded ones are in the warehouse.
         try:
             records = await svc.warehouse.search(tenant, p, pool)
@@ -269,6 +269,12 @@ async def _keyword(svc: Services, tenant: str, p: SearchParams, fallback: bool, 
                 if doc is not None:
                     docs[mid] = doc
     return _Keyword(docs, cands.df, cands.n_docs, examined, sources, warehouse)
+
+
+async def _whole(svc: Services, tenant: str, p: SearchParams) -> bool:
+    """The hotset provably holds every memory the search could find (never with superseded ones:
+    the warehouse keeps those past the hotset)."""
+    return not p.include_superseded and svc.coverage is not None and await svc.coverage.whole(tenant)
 
 
 CONTEXT_MAX_ROUNDS = 8  # index pages a context call reads at most per index

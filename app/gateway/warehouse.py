@@ -192,6 +192,18 @@ class Warehouse:
         rows = await self.query(sql, [tenant, *params], statement="gateway_search")
         return [row_to_record(r, self.settings.topic_events) for r in rows]
 
+    async def uncovered(self, tenant: str, partition: int, offset: int) -> int:
+        """How many live, unsuperseded memories of the tenant come from anywhere but events of
+        `partition` at `offset` or later (no source counts as anywhere)."""
+        rows = await self.query(
+            f"SELECT COUNT(*) AS n FROM {self.table} WHERE tenant_id = ? AND deleted_at IS NULL"
+            " AND superseded_by IS NULL AND (source_partition IS NULL OR source_offset IS NULL"
+            " OR source_partition <> ? OR source_offset < ?)",
+            (tenant, partition, offset),
+            statement="gateway_coverage",
+        )
+        return int(rows[0]["n"]) if rows else 0
+
     async def ping(self) -> None:
         await self.query("SELECT 1", (), probe=True, statement="gateway_ping")
 

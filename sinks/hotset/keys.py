@@ -28,6 +28,12 @@ def stats(tenant: str) -> str:
     return f"{_t(tenant)}:stats"
 
 
+def coverage(tenant: str) -> str:
+    """Hash: where this hotset began to hold the tenant ('cover_from' '<partition>:<offset>',
+    'cover_ms') and the shortest TTL it stored ('ttl_min'): app/gateway/coverage.py."""
+    return f"{_t(tenant)}:coverage"
+
+
 def active(tenant: str) -> str:
     """Hash: '<type>\\x1f<key>' -> '<version>|<memory_id>' of the active (newest) memory."""
     return f"{_t(tenant)}:active"

@@ -3,7 +3,9 @@ tenant per batch (argument packing, not Redis, is the cost per command: ops trav
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -201,6 +203,7 @@ class Hotset:
                 by_tenant[intent.record.tenant_id].append(self._op(intent))
         if not by_tenant:
             return 0
+        covers = coverage(intents, lambda r: self.ttl_for(r.type, r.ttl_seconds), int(time.time() * 1000))
         pipe = self.redis.pipeline(transaction=False)
         for tenant, ops in by_tenant.items():
             feed = keys.feed(tenant) if self.feed_max_len else ""
@@ -209,6 +212,8 @@ class Hotset:
                 feed,
                 self.feed_max_len,
                 keys.standing_generation(tenant),
+                keys.coverage(tenant),
+                covers.get(tenant, ""),
             ]
             await self._apply(keys=[keys.stats(tenant)], args=args, client=pipe)
         results: list[Any] = await pipe.execute()
@@ -223,6 +228,27 @@ class Hotset:
         for tenant, n in Counter(t for t in tenants if t).items():
             pipe.hincrby(keys.stats(tenant), "deadletters", n)
         await pipe.execute()
+
+
+NO_TTL = 2**31  # a call that stores nothing: no shorter TTL to record
+
+
+def coverage(intents: list[Intent], ttl_of: Callable[[MemoryRecord], int], now_ms: int) -> dict[str, str]:
+    """Per tenant, what a call of events tells the hotset about its coverage (Lua.APPLY,
+    ARGV[6]): '<partition>:<lowest offset>:<shortest TTL stored>:<now ms>'. Only events of the
+    events topic count (a rebuild's restores do not: they do not make the hotset complete)."""
+    out: dict[str, tuple[int, int, int]] = {}
+    for i in intents:
+        src = i.record.source
+        if i.kind not in ("write", "delete", "duplicate", "dropped", "refused") or src is None:
+            continue
+        t = i.record.tenant_id
+        ttl = ttl_of(i.record) if i.kind == "write" else NO_TTL
+        part, off, low = out.get(t, (src.partition, src.offset, ttl))
+        if src.partition == part:
+            off = min(off, src.offset)
+        out[t] = (part, off, min(low, ttl))
+    return {t: f"{p}:{o}:{ttl}:{now_ms}" for t, (p, o, ttl) in out.items()}
 
 
 def _live_record(value: str) -> MemoryRecord | None:

@@ -61,8 +61,9 @@ def insert_row(settings: Settings, tenant: str, memory_id: str, **cols: Any) -> 
         "occurred_at": now,
         "created_at": now,
         "updated_at": now,
-        "source_partition": 0,
-        "source_offset": 7,
+        # No event of the events topic: a row the hotset never held (app/gateway/coverage.py).
+        "source_partition": None,
+        "source_offset": None,
     }
     row.update(cols)
     names = list(row)

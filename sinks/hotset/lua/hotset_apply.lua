@@ -19,6 +19,11 @@
 -- ARGV[4] (optional): the tenant's standing generation (keys.standing_generation), incremented
 --   once per call that may change standing knowledge (a memory of a superseding type written,
 --   any memory deleted): gateways cache the standing sections of a context call under it.
+-- ARGV[5], ARGV[6] (optional): the tenant's coverage hash (keys.coverage) and, for a call of events
+--   from the events topic, '<partition>:<offset>:<ttl>:<now ms>': the hash keeps where this
+--   hotset began to hold the tenant ('cover_from': the lowest event offset applied, 'cover_ms':
+--   when) and the shortest TTL it stored ('ttl_min'). The gateway reads them to know when the
+--   warehouse cannot hold more (docs/adr/0012-hotset-coverage.md).
 -- Memory values are one string each (layout: sinks/hotset/layout.py):
 --   <version: 32 digits><deleted 0|1><record json>\30<superseded_by>
 local SEP = '\30'
@@ -47,6 +52,7 @@ local feed = ARGV[2] or ''
 local feed_max = ARGV[3] or '10000'
 local generation = ARGV[4] or ''
 local standing = false
+local cover_key, cover = ARGV[5] or '', ARGV[6] or ''
 local function str(v) return type(v) == 'string' and v or '' end
 -- One feed entry. The record JSON travels only with created/updated/handoff_delivered.
 local function emit(kind, id, t, vis, ses, ag, ta, version, sb, rec)
@@ -230,5 +236,18 @@ for _, op in ipairs(ops) do
 end
 flush()
 for name, inc in pairs(counts) do redis.call('HINCRBY', stats, name, inc) end
+if cover_key ~= '' and cover ~= '' then
+  local part, off, ttl, now = string.match(cover, '^(%d+):(%d+):(%d+):(%d+)$')
+  if part then
+    local from = redis.call('HMGET', cover_key, 'cover_from', 'ttl_min')
+    local fpart, foff = string.match(from[1] or '', '^(%d+):(%d+)$')
+    -- A replay from an earlier committed offset re-applies everything after it: cover from there.
+    if not fpart or (fpart == part and tonumber(off) < tonumber(foff)) then
+      redis.call('HSET', cover_key, 'cover_from', part .. ':' .. off)
+      if not fpart then redis.call('HSET', cover_key, 'cover_ms', now) end
+    end
+    if not from[2] or tonumber(ttl) < tonumber(from[2]) then redis.call('HSET', cover_key, 'ttl_min', ttl) end
+  end
+end
 if standing and generation ~= '' then redis.call('INCR', generation) end
 return changed
