@@ -178,7 +178,8 @@ async def search(
 ) -> SearchOutcome:
     """`mode` None: hybrid when the query has terms and the tenant has vectors (and a model is
     configured), else keyword. `examined` stays the keyword candidates when keyword search ran
-    (`candidates` has each mode's count)."""
+    (`candidates` has each mode's count). Semantic mode runs no keyword search (nor its warehouse
+    fallback): the warehouse holds no vectors to rank by."""
     tv = None
     if mode is None and not p.terms:
         mode = "keyword"  # stopwords only: nothing to search for
@@ -191,7 +192,8 @@ async def search(
             422, "semantic search is off (MEMSTREAM_EMBED_MODEL=none)", "semantic_unavailable", details={"mode": mode}
         )
     now_ms = time.time() * 1000
-    if mode == "keyword" or p.terms:
+    if mode != "semantic" and p.terms:
+        # Semantic ranking reads no keyword score: its candidates are the vector search's alone.
         kw = await _keyword(svc, tenant, p, fallback, now_ms)
     else:
         kw = _Keyword({}, {}, 0, 0, [], "not_needed")
