@@ -176,10 +176,13 @@ def fuse(
     vector_weight: float,
     *,
     keyword: bool = True,
+    unread: Iterable[str] = (),
 ) -> list[Scored]:
     """Semantic (`keyword=False`: relevance is the cosine) or hybrid ranking: relevance is the
     weighted sum of the min-max normalized BM25 and cosine scores of the candidates (a mode with
-    no candidate leaves its weight to the other), then recency and importance as in `rank`."""
+    no candidate leaves its weight to the other), then recency and importance as in `rank`.
+    `unread`: vector candidates (ids in `cosine`) whose records were not read: never ranked, their
+    cosines still count in the range the others are normalized over."""
     kept: dict[str, Doc] = {}
     kw: dict[str, float] = {}
     for doc in docs:
@@ -193,7 +196,8 @@ def fuse(
             kw[doc.memory_id] = raw
     cos = {mid: c for mid, c in cosine.items() if mid in kept}
     if keyword:
-        kn, cn = _minmax(kw), _minmax(cos)
+        kn = _minmax(kw)
+        cn = _minmax(cos | {mid: cosine[mid] for mid in unread}) if cos else {}
         w_vec = vector_weight if kn and cn else (1.0 if cn else 0.0)
         rel_of = {mid: (1 - w_vec) * kn.get(mid, 0.0) + w_vec * cn.get(mid, 0.0) for mid in kept}
     else:

@@ -177,3 +177,25 @@ def test_fusion_normalizes_each_mode_and_lets_either_find_a_memory() -> None:
         0.4,
     )
     assert private == []
+
+
+def test_unread_vector_candidates_only_widen_the_cosine_range() -> None:
+    docs = [doc("kw", "golden retriever puppy"), doc("vec", "my dog Biscuit"), doc("both", "puppy Biscuit")]
+    p = SearchParams(terms=query_terms("puppy"), limit=10, text="puppy")
+    df, n, now = {"puppy": 2}, 100, datetime(2026, 11, 2, tzinfo=UTC).timestamp() * 1000
+    cosine = {"vec": 0.9, "both": 0.7, "far": 0.5}
+    read_all = fuse([*docs, doc("far", "a cat on a mat")], p, df, n, now, cosine, 0.4)
+    unread = fuse(docs, p, df, n, now, cosine, 0.4, unread=["far"])
+    assert "far" in {s.doc.memory_id for s in read_all}
+    assert "far" not in {s.doc.memory_id for s in unread}
+    # The others score as when it was read: its cosine still sets the bottom of the range.
+    assert [(s.doc.memory_id, s.score) for s in unread] == [
+        (s.doc.memory_id, s.score) for s in read_all if s.doc.memory_id != "far"
+    ]
+    without = fuse(docs, p, df, n, now, {"vec": 0.9, "both": 0.7}, 0.4)
+    assert {s.doc.memory_id: s.relevance for s in without}["both"] < {s.doc.memory_id: s.relevance for s in unread}[
+        "both"
+    ]
+    # No read candidate with a vector: the unread ones give the vectors no weight.
+    only_kw = fuse([docs[0]], p, df, n, now, cosine, 0.4, unread=["vec", "both", "far"])
+    assert [s.relevance for s in only_kw] == [1.0]
