@@ -28,6 +28,7 @@ Source = Literal["hotset", "warehouse"]
 class Doc:
     __slots__ = (
         "_json",
+        "_length",
         "_norm",
         "_record",
         "_terms",
@@ -83,6 +84,7 @@ class Doc:
         self._norm: str | None = None
         self._tokens = 0
         self._terms: dict[str, int] | None = None
+        self._length = 0
 
     @property
     def record(self) -> dict[str, Any]:
@@ -147,7 +149,15 @@ class Doc:
             for t in self.context_terms:  # a conversation turn's terms from the turn before it
                 terms.setdefault(t, 1)
             self._terms = terms
+            self._length = sum(terms.values())
         return self._terms
+
+    @property
+    def length(self) -> int:
+        """Occurrences of indexed terms (BM25's document length): the sum of `term_counts`."""
+        if self._terms is None:
+            self.term_counts  # noqa: B018  # computes the length with the terms
+        return self._length
 
 
 @dataclass(frozen=True)

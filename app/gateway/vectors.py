@@ -127,7 +127,7 @@ class TenantVectors:
             # Nothing to leave out: one product over every row, no mask.
             scores = self.matrix[:n] @ query
             best = _best(scores, min(k, n))
-            return [(self.ids[int(b)], float(scores[b])) for b in best], n
+            return self._named(best, scores[best]), n
         mask = self.usable[:n].copy()
         if len(ok) < len(VISIBILITIES):
             mask &= np.isin(self.vis[:n], [_VIS_CODE[v] for v in ok])
@@ -140,13 +140,17 @@ class TenantVectors:
         if idx.size * 4 < n:  # a selective filter: score only the rows it allows
             scores = self.matrix[idx] @ query
             best = _best(scores, k)
-            return [(self.ids[int(idx[b])], float(scores[b])) for b in best], int(idx.size)
+            return self._named(idx[best], scores[best]), int(idx.size)
         # Otherwise one product over every row (no copy of the matrix), the others masked out.
         scores = self.matrix[:n] @ query
         if idx.size < n:
             scores[~mask] = -np.inf
         best = _best(scores, k)
-        return [(self.ids[int(b)], float(scores[b])) for b in best], int(idx.size)
+        return self._named(best, scores[best]), int(idx.size)
+
+    def _named(self, rows: npt.NDArray[np.intp], scores: npt.NDArray[np.float32]) -> list[tuple[str, float]]:
+        ids = self.ids
+        return [(ids[r], s) for r, s in zip(rows.tolist(), scores.tolist(), strict=True)]
 
 
 SAMPLE = 4096  # scores sampled to guess the k-th best (`_best`)
