@@ -274,3 +274,17 @@ def test_reconcile_keeps_the_newer_copy_of_each_warehouse_hit() -> None:
     assert out["lagging"] is not None and out["lagging"].superseded_by == "winner"
     # An active entry older than the record, or the record itself, supersedes nothing.
     assert search.reconcile([rec("x", 50)], [ABSENT], [ActiveEntry(v(40), "other")])["x"].superseded_by is None  # type: ignore[union-attr]
+
+
+def test_bm25_reads_the_length_kept_with_the_terms() -> None:
+    d = doc("m1", "deploy the deploy script", key="ops", context_terms=["rollback", "deploy"])
+    assert d.length == sum(d.term_counts.values()) == 5  # ops, deploy x2, script, rollback once
+    fresh = doc("m2", "deploy the deploy script", key="ops", context_terms=["rollback", "deploy"])
+    assert fresh.length == 5  # asked first: computed with the terms
+    df, n = {"deploy": 3, "script": 40}, 1000
+    terms = ("deploy", "script")
+    norm = search.K1 * (1 - search.B + search.B * 5 / search.AVG_DOC_TERMS)
+    expected = sum(
+        search.idf(df[t], n) * tf * (search.K1 + 1) / (tf + norm) for t, tf in (("deploy", 2), ("script", 1))
+    )
+    assert search.bm25(terms, d, df, n) == pytest.approx(expected)
