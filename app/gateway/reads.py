@@ -262,7 +262,7 @@ def _slot(memory_id: str, value: str) -> Slot:
         return ABSENT
     if stored is None:
         return ABSENT
-    return Slot(stored.version, from_hotset(memory_id, stored), stored.deleted)
+    return Slot(stored.version, from_hotset(memory_id, stored, value), stored.deleted)
 
 
 def _filter_keys(tenant: str, p: SearchParams) -> list[str]:

@@ -124,6 +124,27 @@ def test_from_hotset_applies_superseded_by_and_hides_tombstones() -> None:
     assert from_hotset("m", StoredMemory(V, True, "", None)) is None
 
 
+def test_a_doc_from_a_hotset_value_keeps_the_value_not_a_copy_of_its_json() -> None:
+    from sinks.hotset import layout
+
+    j = '{"memory_id": "m", "content": {"text": "hi"}, "occurred_at": "2026-01-01T00:00:00Z", "context_terms": ["x"]}'
+    value = layout.encode("0" * 31 + "7", j, superseded_by="newer")
+    stored = layout.decode(value)
+    assert stored is not None
+    d = from_hotset("m", stored, value)
+    copied = from_hotset("m", stored)
+    assert d is not None and copied is not None
+    assert d._json is value and copied._json == j
+    want = {
+        "memory_id": "m",
+        "content": {"text": "hi"},
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "superseded_by": "newer",
+    }
+    assert d.record == copied.record == want
+    assert d.context_terms == ("x",) and d == copied
+
+
 def sections(**docs: list[Doc]) -> dict[context.Section, list[Doc | None]]:
     return {k: list(v) for k, v in docs.items()}  # type: ignore[misc]
 
