@@ -188,11 +188,14 @@ def minmax(scores: Scores) -> Scores:
     return {mid: (s - lo) / span if span > 0 else 1.0 for mid, s in scores.items()}
 
 
-def weighted(lexical: Scores, dense: Scores, w: float) -> Scores:
+def weighted(lexical: Scores, dense: Scores, w: float, reads: int | None = None) -> Scores:
     """Min-max normalized weighted sum over the union of both candidate lists; a memory absent
-    from one list scores 0 there."""
+    from one list scores 0 there. `reads`: as the gateway's hybrid search, only the best `reads`
+    dense candidates join the union (those with a lexical score are in it anyway); every dense
+    candidate still counts in the normalization."""
     a, b = minmax(lexical), minmax(dense)
-    return {mid: (1 - w) * a.get(mid, 0.0) + w * b.get(mid, 0.0) for mid in a.keys() | b.keys()}
+    joined = b.keys() if reads is None else set(top(dense, reads))
+    return {mid: (1 - w) * a.get(mid, 0.0) + w * b.get(mid, 0.0) for mid in a.keys() | joined}
 
 
 def rrf(lexical: Scores, dense: Scores, k: int = RRF_K) -> Scores:
@@ -240,7 +243,12 @@ def dense_scores(
 
 
 def run(
-    memories: Sequence[Memory], queries: Sequence[Query], dims: int, pool: int, weights: Sequence[float]
+    memories: Sequence[Memory],
+    queries: Sequence[Query],
+    dims: int,
+    pool: int,
+    weights: Sequence[float],
+    reads: int | None = None,
 ) -> dict[str, Any]:
     own = {m.memory_id: m.text for m in memories}
     prev = previous_texts(memories)
@@ -261,7 +269,9 @@ def run(
         dense = dense_scores(embed, own, queries, pool)
         ranked["semantic"] = [top(s, K) for s in dense]
         for w in weights:
-            ranked[f"hybrid_sum_w{w:.1f}"] = [top(weighted(c, d, w), K) for c, d in zip(clex, dense, strict=True)]
+            ranked[f"hybrid_sum_w{w:.1f}"] = [
+                top(weighted(c, d, w, reads), K) for c, d in zip(clex, dense, strict=True)
+            ]
         ranked["hybrid_rrf"] = [top(rrf(c, d), K) for c, d in zip(clex, dense, strict=True)]
         timings["semantic_s"] = round(time.perf_counter() - t0, 3)
     minilm = minilm_embedder()
@@ -293,13 +303,16 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--dims", type=int, default=64, help="embedding dimensions kept (wordllama: up to 256)")
     ap.add_argument("--pool", type=int, default=50, help="dense candidates per query fed to fusion")
+    ap.add_argument(
+        "--reads", type=int, default=None, help="of those, how many join the weighted fusion (default: all)"
+    )
     args = ap.parse_args()
     memories, queries = load(args.data)
     problems = check_set(memories, queries)
     if problems:
         raise SystemExit("relevance set: " + "; ".join(problems[:5]))
     weights = (0.3, 0.4, 0.5) if args.quick else WEIGHTS
-    res = run(memories, queries, args.dims, args.pool, weights)
+    res = run(memories, queries, args.dims, args.pool, weights, args.reads)
     kinds = Counter(q.kind for q in queries)
     print(
         f"{len(memories)} memories, {len({m.session_id for m in memories})} sessions, {len(queries)} queries "
@@ -318,6 +331,8 @@ def main() -> None:
         "queries": len(queries),
         "memories": len(memories),
         "dims": args.dims if res["semantic"] else None,
+        "pool": args.pool,
+        "reads": args.reads,
         "modes": {mode: {"recall_at_10": m.recall_at_k, "mrr": m.mrr} for mode, m in res["overall"].items()},
         "by_kind": {
             k: {mode: {"recall_at_10": m.recall_at_k, "mrr": m.mrr} for mode, m in v.items()}

@@ -20,16 +20,19 @@ import orjson
 from app.models import MemoryRecord
 from app.text import estimate_tokens, normalize, term_counts
 from sinks.hotset import StoredMemory
-from sinks.hotset.layout import CONTEXT_TERMS
+from sinks.hotset.layout import CONTEXT_TERMS, RECORD_START
 
 Source = Literal["hotset", "warehouse"]
 
 
 class Doc:
     __slots__ = (
+        "_end",
         "_json",
+        "_length",
         "_norm",
         "_record",
+        "_start",
         "_terms",
         "_tokens",
         "agent_id",
@@ -51,13 +54,21 @@ class Doc:
     )
 
     def __init__(
-        self, memory_id: str, record: dict[str, Any], source: Source = "hotset", record_json: str | None = None
+        self,
+        memory_id: str,
+        record: dict[str, Any],
+        source: Source = "hotset",
+        record_json: str | None = None,
+        span: tuple[int, int] | None = None,
     ) -> None:
         """`record`: a MemoryRecord as a JSON-mode dict, `superseded_by` already authoritative.
-        With `record_json` (what `record` was parsed from) the Doc keeps the string instead."""
+        With `record_json` (what `record` was parsed from) the Doc keeps the string instead; with
+        `span`, the JSON is `record_json[start:end]` (the hotset value it came in, which the doc
+        cache holds anyway: no copy of the JSON is kept)."""
         self.memory_id = memory_id
         self._record: dict[str, Any] | None = None if record_json is not None else record
         self._json = record_json
+        self._start, self._end = span if span is not None else (0, -1)
         self.source: Source = source
         t = record.get("type")
         self.type: str | None = str(t) if t is not None else None
@@ -83,6 +94,7 @@ class Doc:
         self._norm: str | None = None
         self._tokens = 0
         self._terms: dict[str, int] | None = None
+        self._length = 0
 
     @property
     def record(self) -> dict[str, Any]:
@@ -90,7 +102,8 @@ class Doc:
         if self._record is not None:
             return self._record
         assert self._json is not None
-        record: dict[str, Any] = orjson.loads(self._json)
+        raw = self._json if self._end < 0 else self._json[self._start : self._end]
+        record: dict[str, Any] = orjson.loads(raw)
         record.pop(CONTEXT_TERMS, None)  # an index field of the hotset's copy, not of the record
         if self.superseded_by:
             record["superseded_by"] = self.superseded_by
@@ -147,7 +160,15 @@ class Doc:
             for t in self.context_terms:  # a conversation turn's terms from the turn before it
                 terms.setdefault(t, 1)
             self._terms = terms
+            self._length = sum(terms.values())
         return self._terms
+
+    @property
+    def length(self) -> int:
+        """Occurrences of indexed terms (BM25's document length): the sum of `term_counts`."""
+        if self._terms is None:
+            self.term_counts  # noqa: B018  # computes the length with the terms
+        return self._length
 
 
 @dataclass(frozen=True)
@@ -167,8 +188,9 @@ class Slot:
 ABSENT = Slot(None, None, False)
 
 
-def from_hotset(memory_id: str, stored: StoredMemory) -> Doc | None:
-    """A hotset value as a Doc; None for a tombstone.
+def from_hotset(memory_id: str, stored: StoredMemory, value: str | None = None) -> Doc | None:
+    """A hotset value as a Doc; None for a tombstone. With `value` (what `stored` was decoded
+    from), the Doc keeps the value and where its record JSON lies instead of a copy of the JSON.
 
     The stored `superseded_by` is authoritative: the Lua sink sets it on the older memory when a
     newer one wins, without rewriting the older record's JSON.
@@ -178,6 +200,9 @@ def from_hotset(memory_id: str, stored: StoredMemory) -> Doc | None:
     record = orjson.loads(stored.record_json)
     if stored.superseded_by:
         record["superseded_by"] = stored.superseded_by
+    end = RECORD_START + len(stored.record_json)
+    if value is not None and value.startswith(stored.record_json, RECORD_START):
+        return Doc(memory_id, record, "hotset", value, (RECORD_START, end))
     return Doc(memory_id, record, "hotset", stored.record_json)
 
 

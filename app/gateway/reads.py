@@ -36,7 +36,7 @@ class Candidates:
     df: dict[str, int]
     n_docs: int
     examined: int
-    sources: dict[str, list[str]]  # memory id -> index keys it was read from (for pruning)
+    sources: dict[str, tuple[str, ...]]  # memory id -> index keys it was read from (for pruning)
 
 
 class HotsetReader:
@@ -164,7 +164,7 @@ class HotsetReader:
         n_docs, examined = int(raw[0]), int(raw[1])
         df = {t: int(c) for t, c in zip(p.terms, raw[2 : 2 + len(term_keys)], strict=True)}
         ranked = [str(m) for m in raw[2 + len(term_keys) :: 2]]
-        sources = {mid: [*term_keys, *filter_keys] for mid in ranked}
+        sources = dict.fromkeys(ranked, (*term_keys, *filter_keys))  # one tuple for every candidate
         return Candidates(ranked, df, n_docs, examined, sources)
 
     # ---- context -----------------------------------------------------------------------------
@@ -262,7 +262,7 @@ def _slot(memory_id: str, value: str) -> Slot:
         return ABSENT
     if stored is None:
         return ABSENT
-    return Slot(stored.version, from_hotset(memory_id, stored), stored.deleted)
+    return Slot(stored.version, from_hotset(memory_id, stored, value), stored.deleted)
 
 
 def _filter_keys(tenant: str, p: SearchParams) -> list[str]:

@@ -87,14 +87,22 @@ def prescore(matched: Iterable[str], occurred_ms: float, df: Mapping[str, int], 
 
 
 def bm25(terms: Sequence[str], doc: Doc, df: Mapping[str, int], n_docs: int) -> float:
+    return _bm25(_idfs(terms, df, n_docs), doc)
+
+
+def _idfs(terms: Sequence[str], df: Mapping[str, int], n_docs: int) -> list[tuple[str, float]]:
+    """Each query term with its IDF: computed once per search, not once per candidate."""
+    return [(t, idf(df.get(t, 0), n_docs)) for t in terms]
+
+
+def _bm25(weights: Sequence[tuple[str, float]], doc: Doc) -> float:
     counts = doc.term_counts
-    length = sum(counts.values())
-    norm = K1 * (1 - B + B * length / AVG_DOC_TERMS)
+    norm = K1 * (1 - B + B * doc.length / AVG_DOC_TERMS)
     total = 0.0
-    for t in terms:
+    for t, w in weights:
         tf = counts.get(t, 0)
         if tf:
-            total += idf(df.get(t, 0), n_docs) * tf * (K1 + 1) / (tf + norm)
+            total += w * tf * (K1 + 1) / (tf + norm)
     return total
 
 
@@ -116,9 +124,9 @@ def passes(doc: Doc, p: SearchParams) -> bool:
 
 
 def _parts(
-    doc: Doc, p: SearchParams, df: Mapping[str, int], n_docs: int, now_ms: float
+    doc: Doc, p: SearchParams, weights: Sequence[tuple[str, float]], now_ms: float
 ) -> tuple[float, float, float] | None:
-    raw = bm25(p.terms, doc, df, n_docs)
+    raw = _bm25(weights, doc)
     if raw <= 0:
         return None  # no query term in the memory (e.g. a warehouse ILIKE substring hit)
     rel = raw / (raw + 2.0)  # saturating: comparable across hotset and warehouse candidates
@@ -131,7 +139,7 @@ def _total(rel: float, rec: float, imp: float) -> float:
 
 
 def score(doc: Doc, p: SearchParams, df: Mapping[str, int], n_docs: int, now_ms: float) -> Scored | None:
-    parts = _parts(doc, p, df, n_docs, now_ms)
+    parts = _parts(doc, p, _idfs(p.terms, df, n_docs), now_ms)
     if parts is None:
         return None
     rel, rec, imp = parts
@@ -143,11 +151,12 @@ def rank(docs: Iterable[Doc], p: SearchParams, df: Mapping[str, int], n_docs: in
     (hotset before warehouse). Only the returned few are built as `Scored`."""
     scored: list[tuple[float, str, Doc, tuple[float, float, float]]] = []
     seen: set[str] = set()
+    weights = _idfs(p.terms, df, n_docs)
     for doc in docs:
         if doc.memory_id in seen or not passes(doc, p):
             continue
         seen.add(doc.memory_id)
-        parts = _parts(doc, p, df, n_docs, now_ms)
+        parts = _parts(doc, p, weights, now_ms)
         if parts is not None:
             scored.append((-_total(*parts), doc.memory_id, doc, parts))
     scored.sort(key=lambda s: (s[0], s[1]))
@@ -176,16 +185,20 @@ def fuse(
     vector_weight: float,
     *,
     keyword: bool = True,
+    unread: Iterable[str] = (),
 ) -> list[Scored]:
     """Semantic (`keyword=False`: relevance is the cosine) or hybrid ranking: relevance is the
     weighted sum of the min-max normalized BM25 and cosine scores of the candidates (a mode with
-    no candidate leaves its weight to the other), then recency and importance as in `rank`."""
+    no candidate leaves its weight to the other), then recency and importance as in `rank`.
+    `unread`: vector candidates (ids in `cosine`) whose records were not read: never ranked, their
+    cosines still count in the range the others are normalized over."""
     kept: dict[str, Doc] = {}
     kw: dict[str, float] = {}
+    weights = _idfs(p.terms, df, n_docs) if keyword else []
     for doc in docs:
         if doc.memory_id in kept or not passes(doc, p):
             continue
-        raw = bm25(p.terms, doc, df, n_docs) if keyword and p.terms and doc.may_hold(p.terms) else 0.0
+        raw = _bm25(weights, doc) if weights and doc.may_hold(p.terms) else 0.0
         if raw <= 0 and doc.memory_id not in cosine:
             continue
         kept[doc.memory_id] = doc
@@ -193,7 +206,8 @@ def fuse(
             kw[doc.memory_id] = raw
     cos = {mid: c for mid, c in cosine.items() if mid in kept}
     if keyword:
-        kn, cn = _minmax(kw), _minmax(cos)
+        kn = _minmax(kw)
+        cn = _minmax(cos | {mid: cosine[mid] for mid in unread}) if cos else {}
         w_vec = vector_weight if kn and cn else (1.0 if cn else 0.0)
         rel_of = {mid: (1 - w_vec) * kn.get(mid, 0.0) + w_vec * cn.get(mid, 0.0) for mid in kept}
     else:

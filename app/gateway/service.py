@@ -38,6 +38,9 @@ from app.pipeline import future_skew
 from sinks.hotset import keys
 
 MAX_FETCH_ROUNDS = 4
+# Vector candidates hybrid search reads, per result asked for (at least the minimum); agreement
+# with reading all of them and recall: docs/performance.md.
+VECTOR_READS_PER_RESULT, VECTOR_READS_MIN = 3, 30
 
 
 async def retrieve(svc: Services, tenant: str, memory_id: str) -> Doc:
@@ -178,7 +181,8 @@ async def search(
 ) -> SearchOutcome:
     """`mode` None: hybrid when the query has terms and the tenant has vectors (and a model is
     configured), else keyword. `examined` stays the keyword candidates when keyword search ran
-    (`candidates` has each mode's count)."""
+    (`candidates` has each mode's count). Semantic mode runs no keyword search (nor its warehouse
+    fallback): the warehouse holds no vectors to rank by."""
     tv = None
     if mode is None and not p.terms:
         mode = "keyword"  # stopwords only: nothing to search for
@@ -191,7 +195,8 @@ async def search(
             422, "semantic search is off (MEMSTREAM_EMBED_MODEL=none)", "semantic_unavailable", details={"mode": mode}
         )
     now_ms = time.time() * 1000
-    if mode == "keyword" or p.terms:
+    if mode != "semantic" and p.terms:
+        # Semantic ranking reads no keyword score: its candidates are the vector search's alone.
         kw = await _keyword(svc, tenant, p, fallback, now_ms)
     else:
         kw = _Keyword({}, {}, 0, 0, [], "not_needed")
@@ -210,14 +215,20 @@ async def search(
         channel_visibility=p.channel_visibility,
     )
     cosine = dict(near)
-    missing = [mid for mid in cosine if mid not in kw.docs]
+    use_kw = mode == "hybrid"
+    # Hybrid reads and ranks the best few vector candidates the keyword search did not read; the
+    # others still set the range cosines are normalized over. Reading every one (most hold a query
+    # word, so each is tokenized and scored) cost more than the vector search itself.
+    reads = max(VECTOR_READS_PER_RESULT * p.limit, VECTOR_READS_MIN) if use_kw else len(near)
+    missing = [mid for mid, _ in near[:reads] if mid not in kw.docs]
+    unread = [mid for mid, _ in near[reads:] if mid not in kw.docs]
     docs = dict(kw.docs)
     for mid, slot in zip(missing, await svc.reader.get_many(tenant, missing), strict=True):
         if slot.doc is not None:
             docs[mid] = slot.doc
     sources = kw.sources or (["hotset"] if docs else [])
-    use_kw = mode == "hybrid"
-    hits = fuse(docs.values(), p, kw.df, kw.n_docs, now_ms, cosine, svc.settings.search_vector_weight, keyword=use_kw)
+    weight = svc.settings.search_vector_weight
+    hits = fuse(docs.values(), p, kw.df, kw.n_docs, now_ms, cosine, weight, keyword=use_kw, unread=unread)
     candidates = {"keyword": kw.examined, "semantic": scanned} if use_kw else {"semantic": scanned}
     examined = kw.examined if use_kw else scanned
     return SearchOutcome(hits, examined, sources, kw.warehouse, mode, candidates)

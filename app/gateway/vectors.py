@@ -9,7 +9,7 @@ a tenth of the rows reload the whole tenant. A row whose memory was deleted in b
 dropped: search reads each candidate's record and filters it (`search.passes`).
 
 `top` scores every row with one matrix-vector product after masking rows by the static filters
-(type, session, agent, visibility, model): exact, no recall to lose.
+(type, session, agent, visibility, model; held as integer codes): exact, no recall to lose.
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ _VIS_CODE = {v: i for i, v in enumerate(VISIBILITIES)}
 
 def _grow(a: npt.NDArray[Any], size: int) -> npt.NDArray[Any]:
     out = np.zeros((size, *a.shape[1:]), dtype=a.dtype)
-    if a.dtype == object:
-        out[:] = None
     out[: a.shape[0]] = a
     return out
 
@@ -55,12 +53,16 @@ class TenantVectors:
         self.pos: dict[str, int] = {}
         self.rows = 0
         self.matrix = np.zeros((0, dim), dtype=np.float32)
-        self.types: npt.NDArray[Any] = np.zeros(0, dtype=object)
-        self.sessions: npt.NDArray[Any] = np.zeros(0, dtype=object)
-        self.agents: npt.NDArray[Any] = np.zeros(0, dtype=object)
+        # The filter fields as integer codes (`_codes`: value -> code, per field): comparing an
+        # int32 column costs a fraction of comparing Python strings row by row.
+        self.types = np.zeros(0, dtype=np.int32)
+        self.sessions = np.zeros(0, dtype=np.int32)
+        self.agents = np.zeros(0, dtype=np.int32)
+        self._codes: tuple[dict[str | None, int], dict[str | None, int], dict[str | None, int]] = ({}, {}, {})
         self.vis = np.zeros(0, dtype=np.int8)
         # recorded with this gateway's model and dimension (other rows wait for `memstream reembed`)
         self.usable = np.zeros(0, dtype=bool)
+        self.unusable = 0  # rows not usable: with none, an unfiltered search needs no mask
 
     @property
     def nbytes(self) -> int:
@@ -73,6 +75,7 @@ class TenantVectors:
             log.warning("hotset vector of %s is not in the vector layout: skipped", memory_id)
             return
         i = self.pos.get(memory_id)
+        was_usable = True  # a new row counts as usable until set below
         if i is None:
             i = self.rows
             if i >= self.matrix.shape[0]:
@@ -84,10 +87,16 @@ class TenantVectors:
             self.pos[memory_id] = i
             self.ids.append(memory_id)
             self.rows += 1
+        else:
+            was_usable = bool(self.usable[i])
         usable = meta.model == self.model and meta.dim == self.dim
-        self.types[i], self.sessions[i], self.agents[i] = meta.type, meta.session_id, meta.agent_id
+        types, sessions, agents = self._codes
+        self.types[i] = types.setdefault(meta.type, len(types))
+        self.sessions[i] = sessions.setdefault(meta.session_id, len(sessions))
+        self.agents[i] = agents.setdefault(meta.agent_id, len(agents))
         self.vis[i] = _VIS_CODE.get(meta.visibility, _VIS_CODE["private"])
         self.usable[i] = usable
+        self.unusable += int(was_usable) - int(usable)
         self.matrix[i] = vec if usable else 0.0
 
     def top(
@@ -106,15 +115,24 @@ class TenantVectors:
         if not n or k <= 0:
             return [], 0
         ok = allowed(channel_visibility)
+        wanted: list[tuple[npt.NDArray[np.int32], int]] = []
+        columns = (self.types, self.sessions, self.agents)
+        for col, codes, value in zip(columns, self._codes, (type, session_id, agent_id), strict=True):
+            if value is not None:
+                code = codes.get(value)
+                if code is None:
+                    return [], 0  # a value no row holds
+                wanted.append((col, code))
+        if not wanted and not self.unusable and len(ok) == len(VISIBILITIES):
+            # Nothing to leave out: one product over every row, no mask.
+            scores = self.matrix[:n] @ query
+            best = _best(scores, min(k, n))
+            return self._named(best, scores[best]), n
         mask = self.usable[:n].copy()
         if len(ok) < len(VISIBILITIES):
             mask &= np.isin(self.vis[:n], [_VIS_CODE[v] for v in ok])
-        if type is not None:
-            mask &= self.types[:n] == type
-        if session_id is not None:
-            mask &= self.sessions[:n] == session_id
-        if agent_id is not None:
-            mask &= self.agents[:n] == agent_id
+        for col, code in wanted:
+            mask &= col[:n] == code
         idx = np.flatnonzero(mask)
         if not idx.size:
             return [], 0
@@ -122,13 +140,17 @@ class TenantVectors:
         if idx.size * 4 < n:  # a selective filter: score only the rows it allows
             scores = self.matrix[idx] @ query
             best = _best(scores, k)
-            return [(self.ids[int(idx[b])], float(scores[b])) for b in best], int(idx.size)
+            return self._named(idx[best], scores[best]), int(idx.size)
         # Otherwise one product over every row (no copy of the matrix), the others masked out.
         scores = self.matrix[:n] @ query
         if idx.size < n:
             scores[~mask] = -np.inf
         best = _best(scores, k)
-        return [(self.ids[int(b)], float(scores[b])) for b in best], int(idx.size)
+        return self._named(best, scores[best]), int(idx.size)
+
+    def _named(self, rows: npt.NDArray[np.intp], scores: npt.NDArray[np.float32]) -> list[tuple[str, float]]:
+        ids = self.ids
+        return [(ids[r], s) for r, s in zip(rows.tolist(), scores.tolist(), strict=True)]
 
 
 SAMPLE = 4096  # scores sampled to guess the k-th best (`_best`)

@@ -31,6 +31,7 @@ CONTEXT_TERMS = "context_terms"
 SEP = "\x1e"
 _FLAG = VERSION_WIDTH  # index of the deleted flag
 _BODY = VERSION_WIDTH + 1  # where the record JSON starts
+RECORD_START = _BODY
 
 
 @dataclass(frozen=True, slots=True)

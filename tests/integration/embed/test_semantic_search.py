@@ -65,6 +65,7 @@ async def test_semantic_search_finds_a_paraphrase_keyword_search_misses(
     semantic = await search(gateway, tenant, q=QUERY, mode="semantic")
     assert TARGET in texts(semantic)
     assert semantic["mode"] == "semantic" and semantic["candidates"]["semantic"] >= 2001
+    assert set(semantic["candidates"]) == {"semantic"} and semantic["warehouse"] == "not_needed"  # no keyword search
     hybrid = await search(gateway, tenant, q=QUERY, limit=50)  # the default when the tenant has vectors
     assert hybrid["mode"] == "hybrid"
     assert set(hybrid["candidates"]) == {"keyword", "semantic"}

@@ -113,6 +113,39 @@ def test_exact_search_honours_every_static_filter(model: WordLlamaEmbedder) -> N
     assert tv.rows == 304
 
 
+def test_unfiltered_search_leaves_out_rows_of_another_model_and_matches_brute_force() -> None:
+    rng = np.random.default_rng(5)
+    tv = TenantVectors("m", 8)
+    vecs = rng.standard_normal((200, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    vecs = vecs.astype(np.float16).astype(np.float32)  # what the float16 layout keeps
+    for i, v in enumerate(vecs):
+        meta = vectors.VectorMeta("m", 8, "event", f"s{i % 3}" if i % 5 else None, f"a{i % 2}", "public", 0)
+        tv.upsert(f"m{i}", vectors.encode(V1, meta, v))
+    q = vecs[7]
+
+    def brute(rows: list[int], k: int) -> list[str]:
+        scores = vecs[rows] @ q
+        return [f"m{rows[j]}" for j in sorted(range(len(rows)), key=lambda j: (-scores[j], rows[j]))[:k]]
+
+    everything = list(range(200))
+    hits, scanned = tv.top(q, 10)
+    assert [m for m, _ in hits] == brute(everything, 10) and scanned == 200
+    # m7 (the query itself) re-embedded by another model: no longer compared, until it is back.
+    tv.upsert("m7", vectors.encode(V1, vectors.VectorMeta("other", 8, "event", "s1", "a1", "public", 0), q))
+    hits, scanned = tv.top(q, 10)
+    assert [m for m, _ in hits] == brute([i for i in everything if i != 7], 10) and scanned == 199
+    tv.upsert("m7", vectors.encode(V1, vectors.VectorMeta("m", 8, "event", "s1", "a1", "public", 0), q))
+    assert tv.top(q, 10)[0][0][0] == "m7" and tv.unusable == 0
+    # Filters on the coded columns, a None field included, and a value no row holds.
+    in_s1 = [i for i in everything if i % 5 and i % 3 == 1]
+    assert [m for m, _ in tv.top(q, 10, session_id="s1")[0]] == brute(in_s1, 10)
+    both = [i for i in in_s1 if i % 2 == 0]
+    assert [m for m, _ in tv.top(q, 10, session_id="s1", agent_id="a0")[0]] == brute(both, 10)
+    assert tv.top(q, 10, session_id="nowhere") == ([], 0)
+    assert tv.top(q, 10, type="rule") == ([], 0)
+
+
 def doc(mid: str, text: str, **over: Any) -> Doc:
     rec = record(mid, text, **over)
     rec["occurred_at"] = datetime(2026, 11, 1, tzinfo=UTC).isoformat()
@@ -144,3 +177,25 @@ def test_fusion_normalizes_each_mode_and_lets_either_find_a_memory() -> None:
         0.4,
     )
     assert private == []
+
+
+def test_unread_vector_candidates_only_widen_the_cosine_range() -> None:
+    docs = [doc("kw", "golden retriever puppy"), doc("vec", "my dog Biscuit"), doc("both", "puppy Biscuit")]
+    p = SearchParams(terms=query_terms("puppy"), limit=10, text="puppy")
+    df, n, now = {"puppy": 2}, 100, datetime(2026, 11, 2, tzinfo=UTC).timestamp() * 1000
+    cosine = {"vec": 0.9, "both": 0.7, "far": 0.5}
+    read_all = fuse([*docs, doc("far", "a cat on a mat")], p, df, n, now, cosine, 0.4)
+    unread = fuse(docs, p, df, n, now, cosine, 0.4, unread=["far"])
+    assert "far" in {s.doc.memory_id for s in read_all}
+    assert "far" not in {s.doc.memory_id for s in unread}
+    # The others score as when it was read: its cosine still sets the bottom of the range.
+    assert [(s.doc.memory_id, s.score) for s in unread] == [
+        (s.doc.memory_id, s.score) for s in read_all if s.doc.memory_id != "far"
+    ]
+    without = fuse(docs, p, df, n, now, {"vec": 0.9, "both": 0.7}, 0.4)
+    assert {s.doc.memory_id: s.relevance for s in without}["both"] < {s.doc.memory_id: s.relevance for s in unread}[
+        "both"
+    ]
+    # No read candidate with a vector: the unread ones give the vectors no weight.
+    only_kw = fuse([docs[0]], p, df, n, now, cosine, 0.4, unread=["vec", "both", "far"])
+    assert [s.relevance for s in only_kw] == [1.0]

@@ -124,6 +124,27 @@ def test_from_hotset_applies_superseded_by_and_hides_tombstones() -> None:
     assert from_hotset("m", StoredMemory(V, True, "", None)) is None
 
 
+def test_a_doc_from_a_hotset_value_keeps_the_value_not_a_copy_of_its_json() -> None:
+    from sinks.hotset import layout
+
+    j = '{"memory_id": "m", "content": {"text": "hi"}, "occurred_at": "2026-01-01T00:00:00Z", "context_terms": ["x"]}'
+    value = layout.encode("0" * 31 + "7", j, superseded_by="newer")
+    stored = layout.decode(value)
+    assert stored is not None
+    d = from_hotset("m", stored, value)
+    copied = from_hotset("m", stored)
+    assert d is not None and copied is not None
+    assert d._json is value and copied._json == j
+    want = {
+        "memory_id": "m",
+        "content": {"text": "hi"},
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "superseded_by": "newer",
+    }
+    assert d.record == copied.record == want
+    assert d.context_terms == ("x",) and d == copied
+
+
 def sections(**docs: list[Doc]) -> dict[context.Section, list[Doc | None]]:
     return {k: list(v) for k, v in docs.items()}  # type: ignore[misc]
 
@@ -274,3 +295,17 @@ def test_reconcile_keeps_the_newer_copy_of_each_warehouse_hit() -> None:
     assert out["lagging"] is not None and out["lagging"].superseded_by == "winner"
     # An active entry older than the record, or the record itself, supersedes nothing.
     assert search.reconcile([rec("x", 50)], [ABSENT], [ActiveEntry(v(40), "other")])["x"].superseded_by is None  # type: ignore[union-attr]
+
+
+def test_bm25_reads_the_length_kept_with_the_terms() -> None:
+    d = doc("m1", "deploy the deploy script", key="ops", context_terms=["rollback", "deploy"])
+    assert d.length == sum(d.term_counts.values()) == 5  # ops, deploy x2, script, rollback once
+    fresh = doc("m2", "deploy the deploy script", key="ops", context_terms=["rollback", "deploy"])
+    assert fresh.length == 5  # asked first: computed with the terms
+    df, n = {"deploy": 3, "script": 40}, 1000
+    terms = ("deploy", "script")
+    norm = search.K1 * (1 - search.B + search.B * 5 / search.AVG_DOC_TERMS)
+    expected = sum(
+        search.idf(df[t], n) * tf * (search.K1 + 1) / (tf + norm) for t, tf in (("deploy", 2), ("script", 1))
+    )
+    assert search.bm25(terms, d, df, n) == pytest.approx(expected)
