@@ -40,7 +40,7 @@ from sinks.hotset import keys
 MAX_FETCH_ROUNDS = 4
 # Vector candidates hybrid search reads, per result asked for (at least the minimum); agreement
 # with reading all of them and recall: docs/performance.md.
-VECTOR_READS_PER_RESULT, VECTOR_READS_MIN = 3, 30
+VECTOR_READS_PER_RESULT, VECTOR_READS_MIN = 5, 50
 
 
 async def retrieve(svc: Services, tenant: str, memory_id: str) -> Doc:
