@@ -56,7 +56,10 @@ class Stack:
             "MEMSTREAM_SNOWFLAKE_HOST": "127.0.0.1",
             "MEMSTREAM_SNOWFLAKE_PORT": str(self.warehouse.port),
             "MEMSTREAM_SNOWFLAKE_PROTOCOL": "http",
-            "MEMSTREAM_SNOWFLAKE_NETWORK_TIMEOUT_S": "2",
+            # The shared emulator can stall for seconds on a loaded 2-core machine, and one timeout
+            # opens the session gateway's warehouse circuit for every test after it (tests of a
+            # dead warehouse set their own, shorter timeout).
+            "MEMSTREAM_SNOWFLAKE_NETWORK_TIMEOUT_S": "6",
             "MEMSTREAM_DEV_TENANT_HEADER_ENABLED": "true",
         }
 
