@@ -164,10 +164,15 @@ class Refusal:
         return REFUSED_MESSAGE.format(field=self.field, kind=self.kind)
 
 
-# Identifiers repeat (tenant, session, agent, channel): the ones found clean are remembered, so
-# each is checked once. Only clean values are kept, never a secret; cleared when full.
+# Identifiers that name a scope (tenant, session, agent, user, channel, key) repeat from event
+# to event: the ones found clean are remembered, so each is checked once. Only clean values are
+# kept, never a secret; cleared when full. Event and memory ids (and the memory ids an event
+# cites) are new with almost every event: remembering them would only fill the set with values
+# never looked up again, a few hundred bytes per write kept until it is cleared, and clear the
+# repeating ones with them. They are checked every time instead.
 _CLEAN_IDS: set[str] = set()
 _CLEAN_IDS_MAX = 100_000
+_UNREMEMBERED = ("event_id", "memory_id", "citations.")
 
 
 def refused_identifier(ids: list[tuple[str, str]]) -> Refusal | None:
@@ -178,6 +183,8 @@ def refused_identifier(ids: list[tuple[str, str]]) -> Refusal | None:
         kind = find_secret(value)
         if kind is not None:
             return Refusal(loc, kind)
+        if loc.startswith(_UNREMEMBERED):
+            continue
         if len(_CLEAN_IDS) >= _CLEAN_IDS_MAX:
             _CLEAN_IDS.clear()
         _CLEAN_IDS.add(value)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -191,14 +192,18 @@ class VectorCache:
         self.redis = redis  # decode_responses=False: vectors are binary
         self.model, self.dim, self.max_bytes = model, dim, max_bytes
         self._tenants: OrderedDict[str, TenantVectors] = OrderedDict()
-        self._locks: dict[str, asyncio.Lock] = {}
+        # One lock per tenant being brought up to date; held only by the searches using it, so
+        # a tenant's lock goes when its last search does (one per tenant ever seen otherwise).
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @property
     def nbytes(self) -> int:
         return sum(t.nbytes for t in self._tenants.values())
 
     async def get(self, tenant: str) -> TenantVectors:
-        lock = self._locks.setdefault(tenant, asyncio.Lock())
+        lock = self._locks.get(tenant)
+        if lock is None:
+            lock = self._locks[tenant] = asyncio.Lock()
         async with lock:
             seq, removed = await self._meta(tenant)
             cached = self._tenants.get(tenant)

@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+
 import pytest
 
+from app import redact
+from app.models import MemoryEvent
+from app.pipeline import event_identifiers
 from app.redact import redact_text, redact_value
 
 SECRETS = [
@@ -68,3 +74,29 @@ def test_prescreen_never_misses_a_secret(kind: str, text: str) -> None:
     from app.redact import may_contain_secret
 
     assert may_contain_secret(f"x {text} y"), kind
+
+
+def test_clean_identifiers_remembered_are_the_repeating_ones() -> None:
+    """Event and memory ids are new with every write: the set of clean identifiers must not keep
+    them (it grew by two strings per write until it was cleared), while scope ids are kept."""
+    redact._CLEAN_IDS.clear()
+    for _ in range(500):
+        event = MemoryEvent.model_validate(
+            {
+                "schema_version": 1,
+                "event_id": str(uuid.uuid4()),
+                "memory_id": str(uuid.uuid4()),
+                "tenant_id": "acme",
+                "type": "event",
+                "content": {"text": "hello"},
+                "agent_id": "agent-1",
+                "session_id": "s-1",
+                "citations": [str(uuid.uuid4())],
+                "occurred_at": datetime.now(UTC),
+            }
+        )
+        assert redact.refused_identifier(event_identifiers(event)) is None
+    assert sorted(redact._CLEAN_IDS) == ["acme", "agent-1", "s-1"]
+    # Not remembered, still checked: a secret in an event id is refused every time.
+    assert redact.refused_identifier([("event_id", "AKIAIOSFODNN7EXAMPLE")]) is not None
+    assert redact.refused_identifier([("event_id", "AKIAIOSFODNN7EXAMPLE")]) is not None
