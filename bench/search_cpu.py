@@ -133,6 +133,8 @@ async def measure(settings: Any, queries: list[str], n: int, rounds: int, profil
                     out[mode] = got
                 else:
                     best["cpu_ms_rounds"].append(got["cpu_ms_per_search"])
+                    if "profile" in got:  # the profile is of the last round, best or not
+                        best["profile"] = got["profile"]
     return out
 
 

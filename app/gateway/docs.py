@@ -10,6 +10,7 @@ memory is a couple of objects for the cyclic collector to walk instead of a tree
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,7 +72,9 @@ class Doc:
         self._start, self._end = span if span is not None else (0, -1)
         self.source: Source = source
         t = record.get("type")
-        self.type: str | None = str(t) if t is not None else None
+        # Fields that repeat across memories (and terms below) are interned: a cached Doc then
+        # shares them with every other Doc instead of holding its own copies.
+        self.type: str | None = _intern(str(t)) if t is not None else None
         self.key: str | None = record.get("key")
         content = record.get("content")
         content = content if isinstance(content, dict) else {}
@@ -79,9 +82,9 @@ class Doc:
         self.text: str = text if isinstance(text, str) else ""
         self.status: str | None = status if isinstance(status, str) else None
         self.to_agent: str | None = to_agent if isinstance(to_agent, str) else None  # handoffs
-        self.session_id: str | None = record.get("session_id")
-        self.agent_id: str | None = record.get("agent_id")
-        self.visibility: str = str(record.get("visibility") or "private")
+        self.session_id: str | None = _intern(record.get("session_id"))
+        self.agent_id: str | None = _intern(record.get("agent_id"))
+        self.visibility: str = _intern(str(record.get("visibility") or "private"))
         imp = record.get("importance")
         self.importance: float | None = float(imp) if isinstance(imp, int | float) else None
         self.superseded_by: str | None = record.get("superseded_by")
@@ -90,7 +93,7 @@ class Doc:
         self.occurred_ms: int = int(self.occurred_at.timestamp() * 1000)
         ctx = record.pop(CONTEXT_TERMS, None) if record_json is None else record.get(CONTEXT_TERMS)
         ctx = ctx if isinstance(ctx, list) else ()
-        self.context_terms: tuple[str, ...] = tuple(t for t in ctx if isinstance(t, str))
+        self.context_terms: tuple[str, ...] = tuple(sys.intern(t) for t in ctx if isinstance(t, str))
         self._norm: str | None = None
         self._tokens = 0
         self._terms: dict[str, int] | None = None
@@ -156,7 +159,7 @@ class Doc:
         as BM25 reads them. A plain dict
         of atoms: the cyclic collector stops tracking it (a Counter it would walk forever)."""
         if self._terms is None:
-            terms = dict(term_counts(f"{self.key or ''} {self.text}"))
+            terms = {sys.intern(t): n for t, n in term_counts(f"{self.key or ''} {self.text}").items()}
             for t in self.context_terms:  # a conversation turn's terms from the turn before it
                 terms.setdefault(t, 1)
             self._terms = terms
@@ -169,6 +172,10 @@ class Doc:
         if self._terms is None:
             self.term_counts  # noqa: B018  # computes the length with the terms
         return self._length
+
+
+def _intern(value: Any) -> Any:
+    return sys.intern(value) if type(value) is str else value
 
 
 @dataclass(frozen=True)
