@@ -3,6 +3,7 @@ the adapters (reads.py, warehouse.py) and the pure functions (search.py, context
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from redis.exceptions import RedisError
 from app.auth.errors import Forbidden
 from app.auth.principal import Principal
 from app.auth.scope import may_read, may_write
+from app.embed import Embedder
 from app.gateway import gmetrics
 from app.gateway.context import (
     RECENT_FETCH,
@@ -32,6 +34,7 @@ from app.gateway.deps import Services
 from app.gateway.docs import ABSENT, Doc, Slot, from_record
 from app.gateway.errors import ApiError
 from app.gateway.search import Mode, Scored, SearchParams, fuse, passes, rank, reconcile
+from app.gateway.vectors import TenantVectors
 from app.gateway.warehouse import WarehouseUnavailable
 from app.models import SUPERSEDING_TYPES, MemoryEvent, MemoryType, Visibility
 from app.pipeline import future_skew
@@ -195,25 +198,27 @@ async def search(
             422, "semantic search is off (MEMSTREAM_EMBED_MODEL=none)", "semantic_unavailable", details={"mode": mode}
         )
     now_ms = time.time() * 1000
-    if mode != "semantic" and p.terms:
-        # Semantic ranking reads no keyword score: its candidates are the vector search's alone.
-        kw = await _keyword(svc, tenant, p, fallback, now_ms)
-    else:
-        kw = _Keyword({}, {}, 0, 0, [], "not_needed")
-    if mode == "keyword":
+    nearest: asyncio.Future[tuple[list[tuple[str, float]], int]] | None = None
+    if mode != "keyword":
+        assert tv is not None and svc.embedder is not None
+        # The query embedding and the product over the tenant's vectors run on a thread (numpy
+        # releases the GIL) while the keyword search below waits on Redis and ranks.
+        k = min(svc.settings.search_candidate_pool, max(10 * p.limit, 100))
+        nearest = asyncio.get_running_loop().run_in_executor(None, _nearest, svc.embedder, tv, p, k)
+    try:
+        if mode != "semantic" and p.terms:
+            # Semantic ranking reads no keyword score: its candidates are the vector search's alone.
+            kw = await _keyword(svc, tenant, p, fallback, now_ms)
+        else:
+            kw = _Keyword({}, {}, 0, 0, [], "not_needed")
+    except BaseException:
+        if nearest is not None:
+            nearest.cancel()  # a thread already running finishes; its answer goes unread
+        raise
+    if nearest is None:
         hits = rank(kw.docs.values(), p, kw.df, kw.n_docs, now_ms) if p.terms else []
         return SearchOutcome(hits, kw.examined, kw.sources, kw.warehouse, mode, {"keyword": kw.examined})
-    assert tv is not None and svc.embedder is not None
-    query = svc.embedder.embed([p.text])[0]
-    k = min(svc.settings.search_candidate_pool, max(10 * p.limit, 100))
-    near, scanned = tv.top(
-        query,
-        k,
-        type=p.type,
-        session_id=p.session_id,
-        agent_id=p.agent_id,
-        channel_visibility=p.channel_visibility,
-    )
+    near, scanned = await nearest
     cosine = dict(near)
     use_kw = mode == "hybrid"
     # Hybrid reads and ranks the best few vector candidates the keyword search did not read; the
@@ -232,6 +237,18 @@ async def search(
     candidates = {"keyword": kw.examined, "semantic": scanned} if use_kw else {"semantic": scanned}
     examined = kw.examined if use_kw else scanned
     return SearchOutcome(hits, examined, sources, kw.warehouse, mode, candidates)
+
+
+def _nearest(embedder: Embedder, tv: TenantVectors, p: SearchParams, k: int) -> tuple[list[tuple[str, float]], int]:
+    query = embedder.embed([p.text])[0]
+    return tv.top(
+        query,
+        k,
+        type=p.type,
+        session_id=p.session_id,
+        agent_id=p.agent_id,
+        channel_visibility=p.channel_visibility,
+    )
 
 
 async def _keyword(svc: Services, tenant: str, p: SearchParams, fallback: bool, now_ms: float) -> _Keyword:
