@@ -221,17 +221,39 @@ class HttpConn:
         return status
 
 
+SERVER_PID = 0  # the gateway's, set by client_main: each phase reads its CPU time from /proc
+
+
+def server_cpu_s() -> float:
+    """User + system CPU seconds of the gateway process (Linux; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{SERVER_PID}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Phase:
     lat: list[float]
     wall_s: float
     errors: int
+    server_cpu_s: float = 0.0
 
     def __add__(self, other: Phase) -> Phase:
-        return Phase(self.lat + other.lat, self.wall_s + other.wall_s, self.errors + other.errors)
+        return Phase(
+            self.lat + other.lat,
+            self.wall_s + other.wall_s,
+            self.errors + other.errors,
+            self.server_cpu_s + other.server_cpu_s,
+        )
 
     def summary(self) -> dict[str, float]:
-        return summary(self.lat, self.wall_s, self.errors)
+        out = summary(self.lat, self.wall_s, self.errors)
+        if self.server_cpu_s and self.lat:
+            # what one request cost the gateway process, HTTP included (clock ticks: ~10 ms)
+            out["server_cpu_ms_per_req"] = round(1000 * self.server_cpu_s / (len(self.lat) + self.errors), 3)
+        return out
 
 
 async def run_phase(op: Any, rate: float | None, duration_s: float) -> dict[str, float]:
@@ -274,13 +296,13 @@ async def measure(op: Any, rate: float | None, duration_s: float, conns: list[An
                 errors += 1
             i += 1
 
-    began = clock()
+    began, cpu = clock(), server_cpu_s()
     await asyncio.gather(*(client(k) for k in range(CLIENTS)))
-    wall = clock() - began
+    wall, cpu = clock() - began, server_cpu_s() - cpu
     if own:
         for c in conns:
             await op.close(c)
-    return Phase(lat, wall, errors)
+    return Phase(lat, wall, errors, cpu)
 
 
 async def interleaved(ops: dict[str, Any], rate: float, duration_s: float, slices: int) -> dict[str, Phase]:
@@ -352,6 +374,8 @@ def sequential_get(url: str, keys: list[str], n: int) -> dict[str, float]:
 
 
 async def client_main(spec: dict[str, Any]) -> dict[str, Any]:
+    global SERVER_PID
+    SERVER_PID = spec["gateway_pid"]
     out: dict[str, Any] = {}
     port, d, sat = spec["port"], spec["duration_s"], spec["saturation_s"]
     out["raw_get_sequential"] = sequential_get(spec["redis_url"], spec["raw_keys"], spec["sequential_n"])
@@ -472,6 +496,7 @@ def main() -> int:
         spec = {
             "api_keys": asyncio.run(api_keys(redis_url)),
             "port": port,
+            "gateway_pid": gateway.pid,
             "redis_url": redis_url,
             "raw_keys": raw_keys,
             "duration_s": duration,
