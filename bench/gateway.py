@@ -1,7 +1,7 @@
 """Gateway read latency: retrieve, search and context under 50 concurrent clients, next to a raw
 redis-py GET measured by the same load generator in the same run.
 
-    python bench/gateway.py [--quick] [--memories N] [--session-size N] [--duration S]
+    python bench/gateway.py [--quick] [--memories N] [--session-size N] [--duration S] [--model M]
 
 Starts its own Redis, Tansu and warehouse emulator (app.devstack, free loopback ports), writes the
 memories straight into Redis through sinks.hotset.Hotset.apply with intents from app.pipeline
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import random
 import statistics
@@ -103,19 +104,20 @@ def events(n_memories: int, session_size: int) -> list[dict[str, Any]]:
     return out + special + turns + [summary]
 
 
-async def seed(redis_url: str, evs: list[dict[str, Any]]) -> list[str]:
+async def seed(redis_url: str, evs: list[dict[str, Any]], model_name: str = "wordllama") -> list[str]:
     import orjson
     import redis.asyncio as aioredis
 
     from agents.embed import plan as plan_vectors
-    from app.embed import WordLlamaEmbedder
+    from app.embed import MiniLMEmbedder, WordLlamaEmbedder
     from app.models import MemoryEvent, SourcePosition
     from app.pipeline import plan, prepare
     from app.settings import DEFAULT_TTLS
     from sinks.hotset import Hotset, VectorWriter
 
     r = aioredis.from_url(redis_url, decode_responses=True)
-    model = WordLlamaEmbedder(64)  # the default model: search defaults to hybrid once vectors exist
+    # search defaults to hybrid once vectors exist; the default model unless `model_name` says
+    model = MiniLMEmbedder() if model_name == "minilm" else WordLlamaEmbedder(64)
     vectors = VectorWriter(r)
     hotset = Hotset(r, dict(DEFAULT_TTLS) | {"event": 30 * 86400}, 30 * 86400)
     ids: list[str] = []
@@ -422,6 +424,8 @@ def main() -> int:
     p.add_argument("--rate-retrieve", type=float, default=500.0)
     p.add_argument("--rate-search", type=float, default=100.0)
     p.add_argument("--rate-context", type=float, default=150.0)
+    p.add_argument("--model", choices=("wordllama", "minilm"), default="wordllama",
+                   help="embedding model of the seeded vectors and the gateway (MEMSTREAM_EMBED_MODEL)")  # fmt: skip
     p.add_argument("--client", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.client:
@@ -435,6 +439,7 @@ def main() -> int:
         print(json.dumps(asyncio.run(client_main(spec))))
         return 0
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the probes' requests, one line each
     n_memories = args.memories or (10_000 if args.quick else 100_000)
     duration = args.duration or (3.0 if args.quick else 10.0)
     started = time.perf_counter()
@@ -452,7 +457,7 @@ def main() -> int:
         redis_url = f"redis://127.0.0.1:{red.port}/0"
         evs = events(n_memories, args.session_size)
         t = time.perf_counter()
-        ids = asyncio.run(seed(redis_url, evs))
+        ids = asyncio.run(seed(redis_url, evs, args.model))
         seeded_s = time.perf_counter() - t
         import redis as redis_sync
 
@@ -482,6 +487,7 @@ def main() -> int:
             "MEMSTREAM_RATE_LIMIT_PER_KEY_PER_MINUTE": "1000000",
             "MEMSTREAM_RATE_LIMIT_PER_TENANT_PER_MINUTE": "100000000",
             "MEMSTREAM_LOG_LEVEL": "WARNING",
+            "MEMSTREAM_EMBED_MODEL": args.model,
         }
         log = open(tmp / "gateway.log", "ab")  # noqa: SIM115
         gateway = subprocess.Popen([sys.executable, "-m", "app.cli", "gateway"], env=env, cwd=ROOT,
@@ -548,6 +554,7 @@ def main() -> int:
     print(f"search probe: {json.dumps(search_stats)}", file=sys.stderr)
     print(f"context probe: {json.dumps(context_stats)}", file=sys.stderr)
     out = {
+        "model": args.model,
         "memories": hotset_size,
         "session_memories": session_size,
         "clients": CLIENTS,
