@@ -140,6 +140,7 @@ def vector_search(n: int, model: WordLlamaEmbedder, texts: list[str]) -> dict[st
 
 
 def freshness(rate: float, seconds: float, texts: list[str]) -> dict[str, float]:
+    global _producer
     import redis as redis_sync
 
     from app.kafka import ensure_topics
@@ -219,6 +220,7 @@ def freshness(rate: float, seconds: float, texts: list[str]) -> dict[str, float]
             "warehouse_vectors_after_last_publish_s": warehouse_s,
         }
     finally:
+        _producer = None  # closed before its broker stops (else librdkafka logs the disconnect)
         if worker is not None and worker.poll() is None:
             worker.terminate()
             worker.wait(30)
