@@ -145,6 +145,24 @@ def test_a_doc_from_a_hotset_value_keeps_the_value_not_a_copy_of_its_json() -> N
     assert d.context_terms == ("x",) and d == copied
 
 
+def test_cached_docs_share_their_terms_and_repeated_fields() -> None:
+    import orjson
+
+    def parsed(mid: str, text: str) -> Doc:
+        # Each from its own JSON, as two hotset values are: no string is shared by construction.
+        rec = {"memory_id": mid, "type": "event", "session_id": "s-1", "agent_id": "a-1", "visibility": "internal",
+               "content": {"text": text}, "occurred_at": NOW.isoformat(), "context_terms": ["deploy"]}  # fmt: skip
+        return Doc(mid, orjson.loads(orjson.dumps(rec)))
+
+    a, b = parsed("m1", "rollback the release"), parsed("m2", "the release went out")
+    ta, tb = {t: t for t in a.term_counts}, {t: t for t in b.term_counts}
+    assert ta["release"] is tb["release"] and ta["deploy"] is tb["deploy"]
+    assert a.context_terms[0] is b.context_terms[0]
+    for name in ("type", "session_id", "agent_id", "visibility"):
+        assert getattr(a, name) is getattr(b, name), name
+    assert a.term_counts == {"rollback": 1, "release": 1, "deploy": 1}
+
+
 def sections(**docs: list[Doc]) -> dict[context.Section, list[Doc | None]]:
     return {k: list(v) for k, v in docs.items()}  # type: ignore[misc]
 
