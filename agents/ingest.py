@@ -4,14 +4,15 @@ A handler for the worker's batch-consumer loop (agents/loop.py: consume, retry, 
 write, rebalance safety), consuming as group `worker_group`. Per batch (`consume(ingest_batch_max,
 ingest_batch_within_s)`): `prepare` runs validate/redact/privacy per message (pure, in the
 consumer thread, while the previous batch is written); `write` does one Redis read for dedupe and
-supersession state, `plan` (pure), publishes records and dead letters (acks=all) and makes one
-Lua write per tenant. A Redis or broker failure retries the batch in place (the loop); every
+supersession state, `plan` (pure), publishes records and dead letters (acks=all), builds the
+hotset's script calls while the broker acknowledges, then makes one Lua write per tenant. A Redis or broker failure retries the batch in place (the loop); every
 write is idempotent, so a crash at any point replays safely. Batches are written strictly in
 order, so each one's plan sees the state the previous one left.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -38,7 +39,7 @@ from app.pipeline import (
     validate,
 )
 from app.settings import Settings
-from sinks.hotset import Hotset
+from sinks.hotset import ApplyCall, Hotset
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +104,9 @@ class IngestProcessor:
         if messages:
             await self.producer.send_many(messages)
 
-    async def _apply(self, intents: list[Intent]) -> None:
+    async def _apply(self, intents: list[Intent], calls: list[ApplyCall]) -> None:
         try:
-            await self.hotset.apply(intents)
+            await self.hotset.run(calls)
         except RedisResponseError:
             # A script error is not transient: isolate the record that causes it.
             for intent in intents:
@@ -120,8 +121,16 @@ class IngestProcessor:
         state = await self.hotset.read_state(batch.prepared)
         intents = plan(batch.prepared, state, self.settings.dedupe_window_seconds)
         dead = batch.dead + _refusals(intents, batch.summaries)
-        await self._publish(intents, dead)
-        await self._apply(intents)
+        # Records are acknowledged before the hotset (and its event ledger) is written: an event
+        # the ledger holds always has its record on the topic. The hotset's script calls are
+        # built while the broker acknowledges; nothing is written until it has.
+        publish = asyncio.ensure_future(self._publish(intents, dead))
+        try:
+            await asyncio.sleep(0)  # the publish task produces the batch, then waits for the acks
+            calls = self.hotset.calls(intents)
+        finally:
+            await publish
+        await self._apply(intents, calls)
         await self.hotset.count_dead_letters([d.tenant_id for d in dead])
         self._observe(intents, dead)
         metrics.INGEST_BATCH_SECONDS.observe(time.perf_counter() - started)

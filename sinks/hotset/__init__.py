@@ -13,10 +13,11 @@ from sinks.hotset import keys, layout, vectors
 from sinks.hotset.layout import StoredMemory
 from sinks.hotset.scripts import Lua, script
 from sinks.hotset.state import ActiveEntry, DedupeEntry, HotsetState, TurnNeighbours
-from sinks.hotset.writer import Hotset, VectorOp, VectorWriter
+from sinks.hotset.writer import ApplyCall, Hotset, VectorOp, VectorWriter
 
 __all__ = [
     "ActiveEntry",
+    "ApplyCall",
     "DedupeEntry",
     "Hotset",
     "HotsetState",

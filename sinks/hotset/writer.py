@@ -41,6 +41,14 @@ def _closed(rec: MemoryRecord) -> bool:
     return rec.type is MemoryType.TASK and bool(rec.content) and (rec.content or {}).get("status") == "done"
 
 
+@dataclass(frozen=True)
+class ApplyCall:
+    """One tenant's Lua.APPLY call: its stats key and its arguments."""
+
+    stats_key: str
+    args: list[bytes | str | int]
+
+
 class Hotset:
     def __init__(self, redis: aioredis.Redis, ttls: dict[str, int], state_ttl_s: int, feed_max_len: int = 10_000):
         self.redis = redis
@@ -197,25 +205,40 @@ class Hotset:
 
     async def apply(self, intents: list[Intent]) -> int:
         """Apply intents in order (per tenant); returns how many changed state."""
+        return await self.run(self.calls(intents))
+
+    def calls(self, intents: list[Intent]) -> list[ApplyCall]:
+        """The script calls that apply `intents`, one per tenant (no I/O: the ingest agent builds
+        them while the broker acknowledges the batch's records)."""
         by_tenant: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for intent in intents:
             if intent.kind != "replay":
                 by_tenant[intent.record.tenant_id].append(self._op(intent))
         if not by_tenant:
-            return 0
+            return []
         covers = coverage(intents, lambda r: self.ttl_for(r.type, r.ttl_seconds), int(time.time() * 1000))
+        return [
+            ApplyCall(
+                keys.stats(tenant),
+                [
+                    orjson.dumps(ops),
+                    keys.feed(tenant) if self.feed_max_len else "",
+                    self.feed_max_len,
+                    keys.standing_generation(tenant),
+                    keys.coverage(tenant),
+                    covers.get(tenant, ""),
+                ],
+            )
+            for tenant, ops in by_tenant.items()
+        ]
+
+    async def run(self, calls: list[ApplyCall]) -> int:
+        """Send `calls` in one pipeline; returns how many ops changed state."""
+        if not calls:
+            return 0
         pipe = self.redis.pipeline(transaction=False)
-        for tenant, ops in by_tenant.items():
-            feed = keys.feed(tenant) if self.feed_max_len else ""
-            args: list[bytes | str | int] = [
-                orjson.dumps(ops),
-                feed,
-                self.feed_max_len,
-                keys.standing_generation(tenant),
-                keys.coverage(tenant),
-                covers.get(tenant, ""),
-            ]
-            await self._apply(keys=[keys.stats(tenant)], args=args, client=pipe)
+        for call in calls:
+            await self._apply(keys=[call.stats_key], args=call.args, client=pipe)
         results: list[Any] = await pipe.execute()
         return sum(int(r) for r in results)
 
