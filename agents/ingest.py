@@ -5,9 +5,10 @@ write, rebalance safety), consuming as group `worker_group`. Per batch (`consume
 ingest_batch_within_s)`): `prepare` runs validate/redact/privacy per message (pure, in the
 consumer thread, while the previous batch is written); `write` does one Redis read for dedupe and
 supersession state, `plan` (pure), publishes records and dead letters (acks=all), builds the
-hotset's script calls while the broker acknowledges, then makes one Lua write per tenant. A Redis or broker failure retries the batch in place (the loop); every
-write is idempotent, so a crash at any point replays safely. Batches are written strictly in
-order, so each one's plan sees the state the previous one left.
+hotset's script calls while the broker acknowledges, then makes one Lua write per tenant. A Redis
+or broker failure retries the batch in place (the loop); every write is idempotent, so a crash at
+any point replays safely. Batches are written strictly in order, so each one's plan sees the
+state the previous one left.
 """
 
 from __future__ import annotations
