@@ -109,15 +109,16 @@ async def seed(redis_url: str, evs: list[dict[str, Any]], model_name: str = "wor
     import redis.asyncio as aioredis
 
     from agents.embed import plan as plan_vectors
-    from app.embed import MiniLMEmbedder, WordLlamaEmbedder
+    from app.embed import load
     from app.models import MemoryEvent, SourcePosition
     from app.pipeline import plan, prepare
-    from app.settings import DEFAULT_TTLS
+    from app.settings import DEFAULT_TTLS, Settings
     from sinks.hotset import Hotset, VectorWriter
 
     r = aioredis.from_url(redis_url, decode_responses=True)
-    # search defaults to hybrid once vectors exist; the default model unless `model_name` says
-    model = MiniLMEmbedder() if model_name == "minilm" else WordLlamaEmbedder(64)
+    # The model the gateway loads (search defaults to hybrid once vectors exist).
+    model = load(Settings(_env_file=None, embed_model=model_name))
+    assert model is not None
     vectors = VectorWriter(r)
     hotset = Hotset(r, dict(DEFAULT_TTLS) | {"event": 30 * 86400}, 30 * 86400)
     ids: list[str] = []

@@ -74,7 +74,7 @@ class Doc:
         t = record.get("type")
         # Fields that repeat across memories (and terms below) are interned: a cached Doc then
         # shares them with every other Doc instead of holding its own copies.
-        self.type: str | None = _intern(str(t)) if t is not None else None
+        self.type: str | None = sys.intern(str(t)) if t is not None else None
         self.key: str | None = record.get("key")
         content = record.get("content")
         content = content if isinstance(content, dict) else {}
@@ -84,7 +84,7 @@ class Doc:
         self.to_agent: str | None = to_agent if isinstance(to_agent, str) else None  # handoffs
         self.session_id: str | None = _intern(record.get("session_id"))
         self.agent_id: str | None = _intern(record.get("agent_id"))
-        self.visibility: str = _intern(str(record.get("visibility") or "private"))
+        self.visibility: str = sys.intern(str(record.get("visibility") or "private"))
         imp = record.get("importance")
         self.importance: float | None = float(imp) if isinstance(imp, int | float) else None
         self.superseded_by: str | None = record.get("superseded_by")
@@ -175,6 +175,7 @@ class Doc:
 
 
 def _intern(value: Any) -> Any:
+    """An optional string field, interned when it is a string."""
     return sys.intern(value) if type(value) is str else value
 
 
