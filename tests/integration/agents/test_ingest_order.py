@@ -19,6 +19,8 @@ from sinks.hotset import Hotset, keys
 from tests.support.kafka import event, read_topic
 from tests.support.stack import Stack
 
+N = 2000  # a tenant of thousands of memories, in one batch (twice the default batch size)
+
 
 async def test_the_hotset_holds_nothing_of_a_batch_the_broker_did_not_acknowledge(
     stack: Stack, rds: redis.Redis, tenant: str
@@ -28,7 +30,7 @@ async def test_the_hotset_holds_nothing_of_a_batch_the_broker_did_not_acknowledg
     hotset = Hotset(client, dict(DEFAULT_TTLS), 3600)
     items = [
         Item(orjson.dumps(event(tenant, f"e{i}", content={"text": f"turn {i}"})), settings.topic_events, 0, i, None)
-        for i in range(3)
+        for i in range(N)
     ]
     nowhere = stack.settings(kafka_bootstrap=f"127.0.0.1:{devstack.free_port()}")
     unreachable = AsyncProducer(nowhere, **{"message.timeout.ms": 1000})
@@ -42,9 +44,9 @@ async def test_the_hotset_holds_nothing_of_a_batch_the_broker_did_not_acknowledg
         assert list(rds.scan_iter(match=keys.seen(tenant, "*"))) == []
 
         await IngestProcessor(settings, hotset, live).write(batch)  # the loop retries the same batch
-        assert rds.hget(keys.stats(tenant), "writes") == "3"
+        assert rds.hget(keys.stats(tenant), "writes") == str(N)
         published = [k for k, _ in read_topic(settings, settings.topic_records) if k and k.startswith(tenant.encode())]
-        assert len(published) == 3
+        assert len(published) == N
     finally:
         unreachable.close(0.1)
         live.close()
