@@ -10,10 +10,14 @@ What the loop does, per consumer group:
 - decodes each message into an `Item` (value, topic, partition, offset, timestamp); errors the
   consumer reports are logged and skipped;
 - calls `handler.prepare(items)` in the consumer thread, so the next batch is prepared while the
-  current one is written (two batches in memory at most);
+  current one is written (three batches in memory at most: one finishing, one being written, one
+  being prepared);
 - calls `await handler.write(batch)` on the event loop, one batch at a time, strictly in order.
   A write that raises is retried in place (exponential backoff with jitter) until it succeeds or
   the worker stops: a batch is never skipped, and nothing past an unwritten batch is committed.
+  A write may return `finish`, the rest of its work: the loop runs it (retried the same way) while
+  the next batch's `write` runs, and always before that batch's own `finish`; a batch counts as
+  written once its `finish` returns. So one batch's last wait overlaps the next one's first;
   `handler.dependency(exc)` names the dependency an exception means ("redis", "kafka",
   "snowflake"...: the `memstream_dependency_up` / `_retries_total` label), or None for a bug,
   which stops the loop and crashes the worker (it is restarted) instead of retrying forever;
@@ -67,9 +71,10 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
 import faust
@@ -83,6 +88,8 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 B = TypeVar("B")
+T = TypeVar("T")
+Finish = Callable[[], Awaitable[None]]  # the rest of a batch's write, run after `write` returns
 Offsets = dict[tuple[str, int], int]  # (topic, partition) -> next offset to read
 
 
@@ -114,8 +121,9 @@ class Handler(Protocol[B]):
         """Turn a batch of messages into what `write` takes (consumer thread; no I/O)."""
         ...
 
-    async def write(self, batch: B) -> None:
-        """Write the batch (idempotently); raise to have it retried in place."""
+    async def write(self, batch: B) -> Finish | None:
+        """Write the batch (idempotently); raise to have it retried in place. May return `finish`,
+        the rest of the write (idempotent too), run while the next batch's `write` runs."""
         ...
 
     def dependency(self, exc: BaseException) -> str | None:
@@ -216,8 +224,8 @@ class BatchLoop(Generic[B]):
         executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.handler.name}-consumer")
         consumer = Consumer(batch_consumer_config(self.settings, c.group, fetch_wait_ms=c.fetch_wait_ms))
         queue: asyncio.Queue[Taken[B] | None] = asyncio.Queue()
-        # Batches taken and not yet written: the one being written and the next, prepared meanwhile.
-        slots = asyncio.Semaphore(2)
+        # Batches taken and not yet written: one finishing, one being written, one being prepared.
+        slots = asyncio.Semaphore(3)
         writer = asyncio.ensure_future(self._write_loop(queue, slots))
         taking: asyncio.Future[Taken[B] | None] | None = None
         try:
@@ -307,6 +315,7 @@ class BatchLoop(Generic[B]):
     # event loop --------------------------------------------------------------------------------
 
     async def _write_loop(self, queue: asyncio.Queue[Taken[B] | None], slots: asyncio.Semaphore) -> None:
+        finishing: asyncio.Future[None] | None = None  # the previous batch's `finish`, under way
         try:
             while True:
                 taken = await queue.get()
@@ -315,23 +324,44 @@ class BatchLoop(Generic[B]):
                         log.info("%s: stopping with a batch unwritten; it is redelivered", self.handler.name)
                     return
                 try:
-                    await self._write(taken)
+                    finish = await self._retrying(partial(self.handler.write, taken.batch))
+                    if finishing is not None:
+                        await finishing  # batches are written in order: the previous one first
+                        finishing = None
                 except Stopping:
                     log.info("%s: stopping with a batch unwritten; it is redelivered", self.handler.name)
                     return
-                with self._inflight.cond:
-                    for key, offset in taken.offsets.items():
-                        self._inflight.written[key] = offset
-                    self._inflight.count -= 1
-                    self._inflight.cond.notify_all()
-                slots.release()
-                self.batches += 1
+                if finish is None:
+                    self._written(taken, slots)
+                else:
+                    finishing = asyncio.ensure_future(self._finish(taken, finish, slots))
+        except BaseException:
+            if finishing is not None:
+                finishing.cancel()  # a bug or a cancelled worker: the batch stays uncommitted
+            raise
         finally:
+            if finishing is not None and not finishing.done():
+                # A graceful stop completes the finish under way (its retries end on the stop).
+                with contextlib.suppress(Stopping, asyncio.CancelledError):
+                    await finishing
             with self._inflight.cond:
                 self._inflight.count = 0
                 self._inflight.cond.notify_all()
 
-    async def _write(self, taken: Taken[B]) -> None:
+    async def _finish(self, taken: Taken[B], finish: Finish, slots: asyncio.Semaphore) -> None:
+        await self._retrying(finish)
+        self._written(taken, slots)
+
+    def _written(self, taken: Taken[B], slots: asyncio.Semaphore) -> None:
+        with self._inflight.cond:
+            for key, offset in taken.offsets.items():
+                self._inflight.written[key] = offset
+            self._inflight.count -= 1
+            self._inflight.cond.notify_all()
+        slots.release()
+        self.batches += 1
+
+    async def _retrying(self, fn: Callable[[], Awaitable[T]]) -> T:
         c = self.config
         async for attempt in AsyncRetrying(
             wait=wait_exponential(multiplier=c.retry_initial_s, max=c.retry_max_s) + wait_random(0, c.retry_initial_s),
@@ -341,12 +371,13 @@ class BatchLoop(Generic[B]):
             reraise=True,
         ):
             with attempt:
-                await self.handler.write(taken.batch)
+                result = await fn()
         if self._failures:
             log.info("%s: recovered after %d failed attempts", self.handler.name, self._failures)
             self._failures = 0
         for gauge in self._up:
             gauge.set(1)
+        return result
 
     async def _sleep(self, seconds: float) -> None:
         assert self._stop_async is not None

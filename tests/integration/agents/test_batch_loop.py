@@ -187,3 +187,86 @@ async def test_a_write_that_fails_with_a_bug_stops_the_loop_with_the_batch_uncom
     assert len(handler.attempts) == 1  # not retried
     offsets = await asyncio.to_thread(committed, settings, group, topic)
     assert all(o < 0 for o in offsets.values()), offsets
+
+
+class Finisher(Recorder):
+    """A handler whose write returns `finish`: the batch counts as written once that returns."""
+
+    def __init__(self, fail_finish: Callable[[int], bool] = lambda attempt: False) -> None:
+        super().__init__()
+        self.fail_finish = fail_finish
+        self.finish_attempts: list[list[tuple[int, int]]] = []
+        self.finished: list[list[tuple[int, int]]] = []
+        self.finish_gate: Callable[[], Awaitable[None]] | None = None
+
+    async def write(self, batch: list[tuple[int, int]]) -> Callable[[], Awaitable[None]]:  # type: ignore[override]
+        await super().write(batch)
+
+        async def finish() -> None:
+            self.finish_attempts.append(batch)
+            if self.finish_gate is not None:
+                await self.finish_gate()
+            if self.fail_finish(len(self.finish_attempts)):
+                raise ConnectionError("dependency down")
+            self.finished.append(batch)
+
+        return finish
+
+
+async def test_a_batch_is_committed_after_its_finish_which_overlaps_the_next_write(settings: Settings) -> None:
+    topic, group = new_topic(settings), f"g-{uuid.uuid4().hex[:8]}"
+    ends = publish_n(settings, topic, 3000)
+    release = asyncio.Event()
+    handler = Finisher()
+
+    async def gate() -> None:
+        await release.wait()
+
+    handler.finish_gate = gate
+    loop = make_loop(settings, topic, group, handler, max_messages=500)
+    task = asyncio.ensure_future(loop.run())
+    try:
+        # The first batch's finish is held: the next batch is written meanwhile, but not finished,
+        # and nothing is committed.
+        await until(lambda: len(handler.attempts) >= 2)
+        assert handler.finish_attempts == handler.attempts[:1]
+        assert handler.finished == []
+        done = await asyncio.to_thread(committed, settings, group, topic)
+        assert all(o < 0 for o in done.values()), done
+        release.set()
+        await until(lambda: sum(map(len, handler.finished)) == 3000)
+        await until(lambda: committed(settings, group, topic) == ends)
+    finally:
+        release.set()
+        await stop(loop, task)
+    assert handler.finished == handler.attempts  # every batch finished once, in the order written
+
+
+async def test_a_failing_finish_is_retried_in_place_before_the_next_finish(settings: Settings) -> None:
+    topic, group = new_topic(settings), f"g-{uuid.uuid4().hex[:8]}"
+    ends = publish_n(settings, topic, 3000)
+    handler = Finisher(fail_finish=lambda attempt: attempt <= 3)
+    loop = make_loop(settings, topic, group, handler, max_messages=500)
+    task = asyncio.ensure_future(loop.run())
+    try:
+        await until(lambda: sum(map(len, handler.finished)) == 3000)
+        await until(lambda: committed(settings, group, topic) == ends)
+    finally:
+        await stop(loop, task)
+    first = handler.attempts[0]
+    assert handler.finish_attempts[:4] == [first] * 4  # nothing finished in between
+    assert handler.finished == handler.attempts
+    assert metrics.DEPENDENCY_UP.labels("testdep")._value.get() == 1
+
+
+async def test_a_stop_while_a_finish_is_retried_leaves_its_batch_uncommitted(settings: Settings) -> None:
+    topic, group = new_topic(settings), f"g-{uuid.uuid4().hex[:8]}"
+    publish_n(settings, topic, 200)
+    handler = Finisher(fail_finish=lambda attempt: True)
+    loop = make_loop(settings, topic, group, handler)
+    task = asyncio.ensure_future(loop.run())
+    await until(lambda: len(handler.finish_attempts) >= 3)
+    await stop(loop, task)
+    assert handler.finished == []
+    done = await asyncio.to_thread(committed, settings, group, topic)
+    assert all(o < 0 for o in done.values()), done
