@@ -573,6 +573,29 @@ def plan(batch: list[Prepared], state: HotsetState, dedupe_window_s: int) -> lis
     return out
 
 
+def carried_state(batch: list[Prepared], state: HotsetState) -> HotsetState:
+    """The entries a planned batch's hotset write leaves (its dedupe and active entries, events,
+    memories and previous turns), from `state` as `plan` left it: what the next batch reads
+    before that write lands (`HotsetState.carry`). Only a batch without deletes is carried
+    forward: a delete removes entries, which a lay-over cannot express."""
+    out = HotsetState()
+    for p in batch:
+        rec = p.record
+        tenant = rec.tenant_id
+        if (tenant, rec.event_id) in state.seen:
+            out.seen.add((tenant, rec.event_id))
+        if p.dedupe_digest is not None and (entry := state.dedupe.get((tenant, p.dedupe_digest))) is not None:
+            out.dedupe[(tenant, p.dedupe_digest)] = entry
+        if p.active_field is not None and (active := state.active.get((tenant, p.active_field))) is not None:
+            out.active[(tenant, p.active_field)] = active
+        if (status := state.memories.get((tenant, rec.memory_id))) is not None:
+            out.memories[(tenant, rec.memory_id)] = status
+        turn = p.turn_of
+        if turn is not None and (previous := state.previous_turn.get(turn)) is not None:
+            out.previous_turn[turn] = previous
+    return out
+
+
 def record_messages(intents: list[Intent]) -> list[tuple[bytes, bytes | None]]:
     """What `memory.records` receives for a batch, as (key, value), key `tenant/memory_id`: the
     record of each write and delete; after a delete, a tombstone (null value) with the same key,

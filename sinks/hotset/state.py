@@ -78,3 +78,12 @@ class HotsetState:
     # (tenant, session) -> (text, visibility) of the session's newest memory before the batch (its
     # previous turn for contextual indexing); the planner moves it along as it writes the batch's turns
     previous_turn: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+
+    def carry(self, ahead: HotsetState) -> None:
+        """Lay over what the hotset returned the state a previous batch's plan left (`ahead`, see
+        `app.pipeline.carried_state`) while that batch's hotset write is still under way: it is newer."""
+        self.dedupe.update(ahead.dedupe)
+        self.active.update(ahead.active)
+        self.seen |= ahead.seen
+        self.memories.update(ahead.memories)
+        self.previous_turn.update(ahead.previous_turn)

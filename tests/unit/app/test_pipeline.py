@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from app.models import DeadLetter, MemoryEvent, MemoryRecord
-from app.pipeline import Incoming, Prepared, plan, prepare, validate
+from app.pipeline import Incoming, Prepared, carried_state, plan, prepare, validate
 from sinks.hotset import HotsetState
 
 N = 0
@@ -177,3 +177,90 @@ def test_record_json_is_what_pydantic_writes(over: dict[str, Any]) -> None:
     assert record.to_json() == record.model_dump_json().encode()
     parsed = MemoryRecord.from_json(record.to_json())  # a validated record serializes the same way
     assert parsed.to_json() == parsed.model_dump_json().encode() == record.to_json()
+
+
+def _mixed_batch(n: int) -> list[Prepared]:
+    """n events of three tenants: conversation turns (some repeated within the dedupe window),
+    decisions arriving out of order, re-sent events and summaries citing earlier memories."""
+    out: list[Prepared] = []
+    for i in range(n):
+        tenant = f"t{i % 3}"
+        minute = f"2026-01-01T{(i // 60) % 24:02d}:{i % 60:02d}:00Z"
+        kind = i % 10
+        if kind < 6:
+            session, text = ("s0", "ok, noted") if kind == 0 else (f"s{i % 11}", f"turn {i} of session {i % 11}")
+            m = msg(tenant_id=tenant, session_id=session, content={"text": text}, occurred_at=minute)
+        elif kind < 8:
+            when = f"2026-01-0{1 + (i * 7) % 9}T00:00:00Z"  # later events are not always newer
+            m = msg(tenant_id=tenant, type="decision", key=f"k{i % 5}", content={"text": f"pick {i}"}, occurred_at=when)
+        elif kind == 8 and len(out) >= 12:
+            earlier = out[-12]  # far enough back to be in the previous slice, at times
+            m = Incoming(orjson.dumps(earlier.event.model_dump(mode="json")), "memory.events", 0, 10_000 + i)
+        else:
+            cited = [p.record.memory_id for p in out[-30:] if p.record.tenant_id == tenant and not p.record.citations][
+                :3
+            ]
+            if i % 20 == 9:
+                cited.append("missing")
+            m = msg(tenant_id=tenant, type="summary", content={"text": f"summary {i}"}, citations=cited)
+        out.append(prep(m))
+    return out
+
+
+def _outcome(intents: list[Any]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            i.kind,
+            i.record.memory_id,
+            i.record.superseded_by,
+            i.terms,
+            i.context_terms,
+            i.supersedes,
+            i.dedupe_value,
+            i.active_value,
+        )
+        for i in intents
+    ]
+
+
+def test_planning_with_the_previous_batch_carried_equals_planning_one_batch() -> None:
+    """The ingest agent plans a batch while the previous batch's hotset write is under way: what
+    the hotset returns then lags one batch, and `carried_state` of that batch is laid over it.
+    Planned in slices that way, 3,000 events decide exactly what they decide as one batch."""
+    events = _mixed_batch(3000)
+    whole = plan(events, HotsetState(), 3600)
+    kinds = {i.kind for i in whole}
+    assert {"write", "duplicate", "replay", "refused"} <= kinds, kinds  # the mix exercises every path
+    assert any(i.supersedes for i in whole) and any(i.record.superseded_by for i in whole)
+    assert any(i.context_terms for i in whole)
+
+    landed = HotsetState()  # what the hotset holds: every slice but the one whose write is under way
+    under_way: HotsetState | None = None
+    sliced = []
+    for start in range(0, len(events), 250):
+        batch = events[start : start + 250]
+        state = HotsetState()
+        state.carry(landed)  # the hotset's answer, one slice behind
+        for p in batch:  # ... which reads the memories a summary cites as absent when not landed
+            for cited in p.record.citations:
+                state.memories.setdefault((p.record.tenant_id, cited), "absent")
+        if under_way is not None:
+            state.carry(under_way)
+        sliced.extend(plan(batch, state, 3600))
+        if under_way is not None:
+            landed.carry(under_way)
+        under_way = carried_state(batch, state)
+    assert _outcome(sliced) == _outcome(whole)
+
+
+def test_carried_state_holds_only_the_batch_own_entries() -> None:
+    earlier = [prep(msg(type="decision", key="db", content={"text": "use postgres"}))]
+    state = HotsetState()
+    plan(earlier, state, 3600)
+    batch = [prep(msg(content={"text": "hello"})), prep(msg(type="rule", key="tone", content={"text": "be brief"}))]
+    plan(batch, state, 3600)
+    carried = carried_state(batch, state)
+    assert carried.seen == {("acme", p.record.event_id) for p in batch}
+    assert set(carried.active) == {("acme", "rule\x1ftone")}
+    assert set(carried.memories) == {("acme", p.record.memory_id) for p in batch}
+    assert set(carried.previous_turn) == {("acme", "s1")}
