@@ -3,12 +3,15 @@
 A handler for the worker's batch-consumer loop (agents/loop.py: consume, retry, commit after the
 write, rebalance safety), consuming as group `worker_group`. Per batch (`consume(ingest_batch_max,
 ingest_batch_within_s)`): `prepare` runs validate/redact/privacy per message (pure, in the
-consumer thread, while the previous batch is written); `write` does one Redis read for dedupe and
-supersession state, `plan` (pure), publishes records and dead letters (acks=all), builds the
-hotset's script calls while the broker acknowledges, then makes one Lua write per tenant. A Redis
-or broker failure retries the batch in place (the loop); every write is idempotent, so a crash at
-any point replays safely. Batches are written strictly in order, so each one's plan sees the
-state the previous one left.
+consumer thread, while earlier batches are written); `write` does one Redis read for dedupe and
+supersession state, `plan` (pure), publishes records and dead letters (acks=all) and builds the
+hotset's script calls while the broker acknowledges; the `finish` it returns makes one Lua write
+per tenant, which the loop runs while the next batch is read, planned and published. That batch
+plans against the hotset's answer with this one's planned entries laid over it
+(`carried_state`), so it decides what it would decide were the write already landed. A batch
+with deletes plans only against a landed hotset and lands before `write` returns. A Redis or
+broker failure retries in place (the loop); every write is idempotent, so a crash at any point
+replays safely.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import orjson
 from redis.exceptions import RedisError
 from redis.exceptions import ResponseError as RedisResponseError
 
-from agents.loop import BatchLoop, Item, LoopConfig, host
+from agents.loop import BatchLoop, Finish, Item, LoopConfig, host
 from app import metrics
 from app.kafka import AsyncProducer, BrokerUnavailable
 from app.models import DeadLetter, MemoryType
@@ -32,6 +35,7 @@ from app.pipeline import (
     Incoming,
     Intent,
     Prepared,
+    carried_state,
     dead_letter,
     future_skew,
     plan,
@@ -40,7 +44,7 @@ from app.pipeline import (
     validate,
 )
 from app.settings import Settings
-from sinks.hotset import ApplyCall, Hotset
+from sinks.hotset import ApplyCall, Hotset, HotsetState
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,9 @@ class IngestProcessor:
         self.settings = settings
         self.hotset = hotset
         self.producer = producer
+        self._ahead: HotsetState | None = None
+        self._landed = asyncio.Event()  # no hotset write is under way
+        self._landed.set()
 
     def prepare(self, items: list[Item]) -> Staged:
         prepared: list[Prepared] = []
@@ -117,9 +124,17 @@ class IngestProcessor:
                     log.error("hotset rejected %s/%s: %s", intent.record.tenant_id, intent.record.memory_id, exc)
                     metrics.INGEST_EVENTS.labels("hotset_error").inc()
 
-    async def write(self, batch: Staged) -> None:
+    async def write(self, batch: Staged) -> Finish | None:
         started = time.perf_counter()
+        forgets = any(p.event.op == "delete" for p in batch.prepared)
+        if forgets:
+            # A delete reads the record it forgets and the turns around it, and removes entries: it
+            # plans against the hotset as the previous batch left it, and is not carried forward.
+            await self._landed.wait()
+        ahead = self._ahead  # the previous batch's planned state, while its hotset write is under way
         state = await self.hotset.read_state(batch.prepared)
+        if ahead is not None:
+            state.carry(ahead)
         intents = plan(batch.prepared, state, self.settings.dedupe_window_seconds)
         dead = batch.dead + _refusals(intents, batch.summaries)
         # Records are acknowledged before the hotset (and its event ledger) is written: an event
@@ -131,6 +146,25 @@ class IngestProcessor:
             calls = self.hotset.calls(intents)
         finally:
             await publish
+        if forgets:
+            await self._land(intents, calls, dead, started)
+            return None
+        # The hotset write runs (in the loop) while the next batch is read, planned and
+        # published; that batch reads this one's entries from `_ahead` until the write lands.
+        mine = self._ahead = carried_state(batch.prepared, state)
+        self._landed.clear()
+
+        async def finish() -> None:
+            await self._land(intents, calls, dead, started)
+            if self._ahead is mine:
+                self._ahead = None
+                self._landed.set()
+
+        return finish
+
+    async def _land(
+        self, intents: list[Intent], calls: list[ApplyCall], dead: list[DeadLetter], started: float
+    ) -> None:
         await self._apply(intents, calls)
         await self.hotset.count_dead_letters([d.tenant_id for d in dead])
         self._observe(intents, dead)
@@ -144,7 +178,10 @@ class IngestProcessor:
         return None  # a bug: retrying would not help
 
     def close(self) -> None:
-        """The Redis client and producer are the worker's (shared), closed by it."""
+        """Forget the planned state of a batch whose hotset write did not land (it is replayed);
+        the Redis client and producer are the worker's (shared), closed by it."""
+        self._ahead = None
+        self._landed.set()
 
     @staticmethod
     def _observe(intents: list[Intent], dead: list[DeadLetter]) -> None:

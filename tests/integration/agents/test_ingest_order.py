@@ -43,10 +43,15 @@ async def test_the_hotset_holds_nothing_of_a_batch_the_broker_did_not_acknowledg
         assert list(rds.scan_iter(match=keys.memory(tenant, "*"))) == []
         assert list(rds.scan_iter(match=keys.seen(tenant, "*"))) == []
 
-        await IngestProcessor(settings, hotset, live).write(batch)  # the loop retries the same batch
-        assert rds.hget(keys.stats(tenant), "writes") == str(N)
+        # The loop retries the same batch: `write` returns once the broker has the records; the
+        # hotset's write is the `finish` it returns, which the loop runs next.
+        finish = await IngestProcessor(settings, hotset, live).write(batch)
         published = [k for k, _ in read_topic(settings, settings.topic_records) if k and k.startswith(tenant.encode())]
         assert len(published) == N
+        assert finish is not None
+        assert list(rds.scan_iter(match=keys.seen(tenant, "*"))) == []
+        await finish()
+        assert rds.hget(keys.stats(tenant), "writes") == str(N)
     finally:
         unreachable.close(0.1)
         live.close()
