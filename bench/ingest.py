@@ -1,6 +1,6 @@
 """Ingest benchmark: published -> visible in the Redis hotset, with every policy on.
 
-Compares, in one run on a fresh broker and Redis:
+Compares, in one run, each on its own fresh broker and Redis, their rounds taking turns:
   memstream  the real worker (`memstream worker`): validate, redact, privacy, dedupe, supersede,
              publish records, versioned Lua writes to Redis
   baseline   a bare Faust forward agent (consume + one send per message) on a Faust app with its
@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -118,7 +118,8 @@ def spawn_ingest_worker(env: Env, name: str) -> subprocess.Popen[bytes]:
     return spawn(argv, worker_env, env.tmp / f"{name}-worker.log")
 
 
-def bench_memstream(env: Env, n: int, rounds: int) -> float:
+def memstream_rounds(env: Env, n: int, rounds: int) -> Generator[float, None, None]:
+    """The real worker: one rate (events/s) per round, from publish to the last hotset write."""
     settings = env.settings("bm.")
     ensure_topics(settings)
     proc = spawn_ingest_worker(env, "bm")
@@ -126,15 +127,13 @@ def bench_memstream(env: Env, n: int, rounds: int) -> float:
         warm = payloads(1, ["bmwarm"], "warm")
         produce_all(env.bootstrap, settings.topic_events, warm)
         wait(lambda: memstream_writes(env.rds, ["bmwarm"]) >= 1, 90, "memstream worker did not start")
-        rates = []
         for r in range(rounds):
             tenants = [f"bm{r}-{i}" for i in range(8)]
             msgs = payloads(n, tenants, f"bm{r}")
             t0 = time.perf_counter()
             produce_all(env.bootstrap, settings.topic_events, msgs)
             wait(lambda t=tenants: memstream_writes(env.rds, t) >= n, 300, "memstream did not finish")
-            rates.append(n / (time.perf_counter() - t0))
-        return best(rates, "memstream")
+            yield n / (time.perf_counter() - t0)
     finally:
         stop(proc)
 
@@ -172,7 +171,27 @@ def best(rates: list[float], name: str) -> float:
     return max(rates)
 
 
-def bench_forward(env: Env, n: int, rounds: int) -> float:
+def alternate(contenders: dict[str, Generator[float, None, None]], rounds: int) -> dict[str, list[float]]:
+    """Round r of every contender, then round r + 1: a machine that slows or speeds up over the
+    run taxes each contender alike, and each round has a neighbour to compare with."""
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    try:
+        for _ in range(rounds):
+            for name, run in contenders.items():
+                rates[name].append(next(run))
+    finally:
+        for run in contenders.values():
+            run.close()  # stops the contender's process
+    return rates
+
+
+def round_ratios(mine: list[float], theirs: list[float]) -> list[float]:
+    """The ratio of each round to the other contender's round run right after it."""
+    return [m / t for m, t in zip(mine, theirs, strict=True)]
+
+
+def forward_rounds(env: Env, n: int, rounds: int) -> Generator[float, None, None]:
+    """The bare Faust forward agent (bench/faust_baseline.py): one rate per round."""
     settings = env.settings("bf.")
     ensure_topics(settings)
     out = "bf.forwarded"
@@ -201,19 +220,18 @@ def bench_forward(env: Env, n: int, rounds: int) -> float:
     try:
         produce_all(env.bootstrap, settings.topic_events, payloads(1, ["bfwarm"], "warm"))
         count_topic(env.bootstrap, out, 1, 90)
-        rates = []
         for r in range(rounds):
             msgs = payloads(n, [f"bf{i}" for i in range(8)], f"bf{r}")
             t0 = time.perf_counter()
             produce_all(env.bootstrap, settings.topic_events, msgs)
             t1 = count_topic(env.bootstrap, out, n * (r + 1) + 1, 300)
-            rates.append(n / (t1 - t0))
-        return best(rates, "forward")
+            yield n / (t1 - t0)
     finally:
         stop(proc)
 
 
-def bench_ceiling(env: Env, n: int, rounds: int) -> float:
+def ceiling_rounds(env: Env, n: int, rounds: int) -> Generator[float, None, None]:
+    """A plain confluent consumer + pipelined Redis writes, no policies: one rate per round."""
     settings = env.settings("bc.")
     ensure_topics(settings)
     proc = spawn(
@@ -237,15 +255,13 @@ def bench_ceiling(env: Env, n: int, rounds: int) -> float:
     try:
         produce_all(env.bootstrap, settings.topic_events, payloads(1, ["bcwarm"], "warm"))
         wait(lambda: int(env.rds.get("ceil:count") or 0) >= 1, 90, "ceiling consumer did not start")
-        rates = []
         for r in range(rounds):
             msgs = payloads(n, [f"bc{i}" for i in range(8)], f"bc{r}")
             t0 = time.perf_counter()
             produce_all(env.bootstrap, settings.topic_events, msgs)
             want = n * (r + 1) + 1
             wait(lambda w=want: int(env.rds.get("ceil:count") or 0) >= w, 300, "ceiling did not finish")
-            rates.append(n / (time.perf_counter() - t0))
-        return best(rates, "ceiling")
+            yield n / (time.perf_counter() - t0)
     finally:
         stop(proc)
 
@@ -328,15 +344,37 @@ def main() -> None:
             env.stop()
 
     print(
-        f"throughput: {rounds} rounds of {n} events each (best round counts); latency: {a.rate}/s for {seconds:.0f}s",
+        f"throughput: {rounds} rounds of {n} events each, the contenders' rounds in turns (best round "
+        f"counts); latency: {a.rate}/s for {seconds:.0f}s",
         flush=True,
     )
-    ms = fresh(lambda env: bench_memstream(env, n, rounds))
+    # Each contender on its own broker and Redis (the in-memory broker slows as it holds more
+    # records); all three stay up, so that their rounds can take turns.
+    envs = [Env(Path(tempfile.mkdtemp(prefix="bench-ingest-"))) for _ in range(3)]
+    try:
+        rates = alternate(
+            {
+                "memstream": memstream_rounds(envs[0], n, rounds),
+                "forward": forward_rounds(envs[1], n, rounds),
+                "ceiling": ceiling_rounds(envs[2], n, rounds),
+            },
+            rounds,
+        )
+    finally:
+        for env in envs:
+            env.stop()
+    ms = best(rates["memstream"], "memstream")
+    fw = best(rates["forward"], "forward")
+    ce = best(rates["ceiling"], "ceiling")
+    paired = round_ratios(rates["memstream"], rates["forward"])
     print(f"memstream worker (all policies + records + hotset): {ms:,.0f} events/s", flush=True)
-    fw = fresh(lambda env: bench_forward(env, n, rounds))
     print(f"baseline: bare Faust forward agent:                 {fw:,.0f} events/s", flush=True)
-    ce = fresh(lambda env: bench_ceiling(env, n, rounds))
     print(f"ceiling: confluent consumer + pipelined Redis:       {ce:,.0f} events/s", flush=True)
+    print(
+        f"ratio of each memstream round to the baseline round after it: {', '.join(f'{r:.2f}' for r in paired)} "
+        f"(median {statistics.median(paired):.2f})",
+        flush=True,
+    )
     lat = fresh(lambda env: bench_latency(env, a.rate, seconds))
     p50, p95, p99 = pct(lat, 0.50), pct(lat, 0.95), pct(lat, 0.99)
     print(
@@ -352,6 +390,7 @@ def main() -> None:
                 "events_per_s": round(ms),
                 "baseline_events_per_s": round(fw),
                 "ratio": round(ms / fw, 2),
+                "round_ratio_median": round(statistics.median(paired), 2),
                 "ceiling_events_per_s": round(ce),
                 "ceiling_ratio": round(ms / ce, 3),
                 "offered_rate": a.rate,
