@@ -17,12 +17,13 @@ What the loop does, per consumer group:
   the worker stops: a batch is never skipped, and nothing past an unwritten batch is committed.
   A write may return `finish`, the rest of its work: the loop runs it (retried the same way) while
   the next batch's `write` runs, and always before that batch's own `finish`; a batch counts as
-  written once its `finish` returns. So one batch's last wait overlaps the next one's first;
+  written once its `finish` returns. So one batch's last wait overlaps the next one's first.
   `handler.dependency(exc)` names the dependency an exception means ("redis", "kafka",
   "snowflake"...: the `memstream_dependency_up` / `_retries_total` label), or None for a bug,
   which stops the loop and crashes the worker (it is restarted) instead of retrying forever;
-- commits a batch's offsets only after its write returned (from the consumer thread, before the
-  next `consume`); a stop during retries leaves the batch uncommitted, so it is redelivered;
+- commits a batch's offsets only after its write (and its finish) returned (from the consumer
+  thread, before the next `consume`); a stop during retries leaves the batch uncommitted, so it
+  is redelivered;
 - on a rebalance, hands revoked partitions over only after every batch already taken is written
   and committed, so two members never write the same records at once;
 - runs as a service of the worker's Faust app (`host`): started and stopped with the worker, and
