@@ -153,16 +153,17 @@ class MemoryEvent(BaseModel):
 
     @model_validator(mode="after")
     def _rules(self) -> MemoryEvent:
-        if json_depth_exceeds(self.metadata):
-            raise ValueError(f"metadata nests deeper than {MAX_JSON_DEPTH} levels")
+        if self.metadata:  # most events carry none: skip the walk and the encoding
+            if json_depth_exceeds(self.metadata):
+                raise ValueError(f"metadata nests deeper than {MAX_JSON_DEPTH} levels")
+            try:
+                size = len(orjson.dumps(self.metadata))
+            except orjson.JSONEncodeError as exc:  # e.g. integers beyond 64 bits
+                raise ValueError(f"metadata is not portable JSON: {exc}") from None
+            if size > MAX_METADATA_BYTES:
+                raise ValueError(f"metadata exceeds {MAX_METADATA_BYTES} bytes")
         if self.content is not None and self.content.model_extra and json_depth_exceeds(self.content.model_extra):
             raise ValueError(f"content nests deeper than {MAX_JSON_DEPTH} levels")
-        try:
-            size = len(orjson.dumps(self.metadata))
-        except orjson.JSONEncodeError as exc:  # e.g. integers beyond 64 bits
-            raise ValueError(f"metadata is not portable JSON: {exc}") from None
-        if size > MAX_METADATA_BYTES:
-            raise ValueError(f"metadata exceeds {MAX_METADATA_BYTES} bytes")
         if self.op == "delete":
             if self.memory_id is None:
                 raise ValueError("delete needs memory_id")
