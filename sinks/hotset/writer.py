@@ -3,6 +3,7 @@ tenant per batch (argument packing, not Redis, is the cost per command: ops trav
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -39,6 +40,40 @@ def summary_scopes(rec: MemoryRecord) -> list[str]:
 def _closed(rec: MemoryRecord) -> bool:
     """A done task stays the active version of its key but is no longer context."""
     return rec.type is MemoryType.TASK and bool(rec.content) and (rec.content or {}).get("status") == "done"
+
+
+@dataclass(frozen=True, slots=True)
+class _TenantKeys:
+    """A tenant's key names and prefixes that every op names: built once per tenant, not per op."""
+
+    recent: str
+    by_type: dict[str, str]
+    session: str  # prefixes: + the session id, agent id, term, memory id...
+    agent: str
+    term: str
+    memory: str
+    seen: str
+    dedupe: str
+    key_history: str
+    active: str
+    active_index: str
+
+
+@functools.lru_cache(maxsize=4096)
+def _tenant_keys(t: str) -> _TenantKeys:
+    return _TenantKeys(
+        recent=keys.recent(t),
+        by_type={m.value: keys.by_type(t, m.value) for m in MemoryType},
+        session=keys.by_session(t, ""),
+        agent=keys.by_agent(t, ""),
+        term=keys.term(t, ""),
+        memory=keys.memory(t, ""),
+        seen=keys.seen(t, ""),
+        dedupe=keys.dedupe(t, ""),
+        key_history=keys.key_history(t, ""),
+        active=keys.active(t),
+        active_index=keys.active_index_of(t),
+    )
 
 
 @dataclass(frozen=True)
@@ -134,18 +169,19 @@ class Hotset:
 
     def _op(self, intent: Intent) -> dict[str, Any]:
         t = intent.record.tenant_id
+        tk = _tenant_keys(t)
         # A delete names the keys of what it forgets: the Lua removes the memory from them.
         rec = intent.forgets if intent.kind == "delete" and intent.forgets is not None else intent.record
         index_keys: list[str] = []
         leave_keys: list[str] = []
         if intent.kind in ("write", "restore", "reindex") or rec is intent.forgets:
-            index_keys.append(keys.recent(t))
+            index_keys.append(tk.recent)
             if rec.type is not None:
-                index_keys.append(keys.by_type(t, rec.type.value))
+                index_keys.append(tk.by_type[rec.type.value])
             if rec.session_id:
-                index_keys.append(keys.by_session(t, rec.session_id))
+                index_keys.append(tk.session + rec.session_id)
             if rec.agent_id:
-                index_keys.append(keys.by_agent(t, rec.agent_id))
+                index_keys.append(tk.agent + rec.agent_id)
             if rec.type is MemoryType.HANDOFF and rec.content and rec.content.get("to_agent"):
                 to_agent = str(rec.content["to_agent"])
                 index_keys.append(keys.handoffs_to(t, to_agent))
@@ -156,32 +192,32 @@ class Hotset:
                     index_keys.append(keys.handoffs_pending(t, to_agent))
             if rec.type is MemoryType.SUMMARY:
                 index_keys.extend(keys.summaries_in_scope(t, s) for s in summary_scopes(rec))
-            postings = keys.term(t, "")  # the prefix: one string join per term, not a call
+            postings = tk.term
             index_keys.extend([postings + term for term in intent.terms])
         if intent.drop_terms:
-            leave_keys.extend(keys.term(t, term) for term in intent.drop_terms)
+            leave_keys.extend(tk.term + term for term in intent.drop_terms)
         in_scope = ""
         if intent.active_field and rec.type is not None and not _closed(rec):
             in_scope = keys.active_in_scope(t, rec.type.value, keys.scope(rec.agent_id, rec.session_id))
         rec = intent.record
         return {
             "k": _KIND[intent.kind],
-            "m": keys.memory(t, rec.memory_id),
+            "m": tk.memory + rec.memory_id,
             "v": rec.version,
             "j": layout.with_context(intent.record_json.decode(), intent.context_terms) if intent.stores else "",
             "ttl": self.ttl_for(rec.type, rec.ttl_seconds),
             "st": self.state_ttl_s,
             "s": int(rec.occurred_at.timestamp() * 1000),
-            "l": keys.seen(t, rec.event_id),
-            "a": keys.active(t),
+            "l": tk.seen + rec.event_id,
+            "a": tk.active,
             "af": intent.active_field or "",
             "av": intent.active_value or "",
-            "mp": keys.memory(t, ""),
+            "mp": tk.memory,
             "ai": in_scope,
-            "ax": keys.active_index_of(t),
-            "kh": keys.key_history(t, intent.active_field) if intent.active_field else "",
-            "khp": keys.key_history(t, ""),
-            "dk": keys.dedupe(t, intent.dedupe_digest)
+            "ax": tk.active_index,
+            "kh": tk.key_history + intent.active_field if intent.active_field else "",
+            "khp": tk.key_history,
+            "dk": tk.dedupe + intent.dedupe_digest
             if intent.dedupe_digest and (intent.dedupe_value or intent.kind == "delete")
             else "",
             "dv": intent.dedupe_value or "",
