@@ -472,6 +472,9 @@ def plan(batch: list[Prepared], state: HotsetState, dedupe_window_s: int) -> lis
     """Decide, in order, what each prepared event does to the hotset. `state` is updated in place."""
     out: list[Intent] = []
     window_us = dedupe_window_s * 1_000_000
+    # (tenant, session) -> (text, index terms) of a turn of this batch: the next turn takes the
+    # terms it lends from here instead of tokenizing the text again.
+    turn_terms: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
     for p in batch:
         rec = p.record
         tenant = rec.tenant_id
@@ -554,8 +557,15 @@ def plan(batch: list[Prepared], state: HotsetState, dedupe_window_s: int) -> lis
             # Only a turn its readers may see lends terms: a search must not find a public turn by
             # the words of a private one.
             if prev_visibility == rec.visibility:
-                context = contextual_terms(p.terms, prev_text)
-            state.previous_turn[turn] = (p.event.content.text, rec.visibility)
+                known = turn_terms.get(turn)
+                prev_terms = known[1] if known is not None and known[0] is prev_text else None
+                context = contextual_terms(p.terms, prev_text, prev_terms)
+            text = p.event.content.text
+            state.previous_turn[turn] = (text, rec.visibility)
+            if p.event.key:
+                turn_terms.pop(turn, None)  # its terms hold the key's words too
+            else:
+                turn_terms[turn] = (text, p.terms)
         out.append(
             Intent(
                 "write",

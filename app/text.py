@@ -108,15 +108,19 @@ def index_terms(text: str) -> list[str]:
     return [t for t, _ in Counter(words).most_common(MAX_TERMS_PER_DOC)]
 
 
-def contextual_terms(own: Sequence[str], previous_text: str) -> tuple[str, ...]:
+def contextual_terms(
+    own: Sequence[str], previous_text: str, previous_terms: Sequence[str] | None = None
+) -> tuple[str, ...]:
     """Terms a conversation turn is also found by: those of the previous turn of its session that
     its own terms lack, within the per-document cap. A short reply ("yes, let's do that") is then
-    found by the words of the question it answers."""
+    found by the words of the question it answers. `previous_terms`, when the caller has them, are
+    `index_terms(previous_text)`."""
     room = MAX_TERMS_PER_DOC - len(own)
     if room <= 0 or not previous_text:
         return ()
     mine = set(own)
-    return tuple(t for t in index_terms(previous_text) if t not in mine)[:room]
+    lent = index_terms(previous_text) if previous_terms is None else previous_terms
+    return tuple(t for t in lent if t not in mine)[:room]
 
 
 def digest(*parts: str) -> str:

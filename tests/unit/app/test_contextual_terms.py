@@ -44,6 +44,16 @@ def test_plan_indexes_a_turn_with_the_previous_turn_of_its_session() -> None:
     assert intent.context_terms == ()
 
 
+def test_a_turn_with_a_key_lends_the_words_of_its_text_only() -> None:
+    keyed = prep(msg(key="launch-plan", content={"text": "Shall we move it to Friday?"}))
+    reply = prep(msg(content={"text": "Yes"}))
+    again = prep(msg(content={"text": "Agreed"}))
+    intents = plan([keyed, reply, again], HotsetState(), 3600)
+    assert "launch-plan" in intents[0].terms
+    assert intents[1].context_terms == ("shall", "move", "friday")
+    assert intents[2].context_terms == ("yes",)
+
+
 def test_hotset_copy_carries_the_terms_and_readers_drop_them() -> None:
     a = prep(msg(content={"text": "Yes, let's do that."}))
     [intent] = plan([a], HotsetState(previous_turn={("acme", "s1"): ("move the launch", "private")}), 3600)
