@@ -274,8 +274,8 @@ class MemoryRecord(BaseModel):
     def trusted(cls, **values: Any) -> MemoryRecord:
         """Build from values that are already valid (the ingest hot path): every field must be
         given. Same result as `model_construct`, without its per-field loop."""
-        if list(values) != list(cls.model_fields):  # in order: to_json writes them as given
-            raise TypeError(f"trusted() needs exactly the fields, in order: {list(cls.model_fields)}")
+        if tuple(values) != _RECORD_FIELDS:  # in order: to_json writes them as given
+            raise TypeError(f"trusted() needs exactly the fields, in order: {list(_RECORD_FIELDS)}")
         return _trusted(cls, values)
 
     def to_json(self) -> bytes:
@@ -285,6 +285,10 @@ class MemoryRecord(BaseModel):
     @classmethod
     def from_json(cls, data: bytes | str) -> MemoryRecord:
         return cls.model_validate_json(data)
+
+
+# Read once: pydantic's `model_fields` builds its answer on every access.
+_RECORD_FIELDS = tuple(MemoryRecord.model_fields)
 
 
 def _plain(value: Any) -> Any:
@@ -340,13 +344,16 @@ class AuditEntry(BaseModel):
     def trusted(cls, **values: Any) -> AuditEntry:
         """Build from values already within the fields' bounds (app.auth.audit.audit_entry, once
         per request): every field, in order. Same result as validating them (a test pins it)."""
-        if list(values) != list(cls.model_fields):
-            raise TypeError(f"trusted() needs exactly the fields, in order: {list(cls.model_fields)}")
+        if tuple(values) != _AUDIT_FIELDS:
+            raise TypeError(f"trusted() needs exactly the fields, in order: {list(_AUDIT_FIELDS)}")
         return _trusted(cls, values)
 
     def to_json(self) -> bytes:
         """The same bytes as `model_dump_json` (a test pins it), built by orjson without pydantic's serializer."""
         return orjson.dumps(self.__dict__, default=_plain, option=orjson.OPT_UTC_Z)
+
+
+_AUDIT_FIELDS = tuple(AuditEntry.model_fields)
 
 
 def event_json_schema() -> dict[str, Any]:
