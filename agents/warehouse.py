@@ -8,26 +8,31 @@ runs the ingest agent and the sink together. Not a Faust stream agent: Faust's p
 for a few microseconds a message.
 
 Per batch (`consume(sink_batch_max_rows, sink_batch_within_s)`; the sink chunks by bytes):
-`prepare` parses and validates (consumer thread, while the previous batch is written); `write`
-stages and MERGEs (in a thread: the connector blocks), then publishes what can never be written
-to `memory.deadletter` (acks=all). Any other failure (warehouse or broker unreachable, a missing
-table) retries the same batch in place with backoff and jitter, reconnecting each time. Every
-write is idempotent, so a crash at any point replays safely.
+`prepare` parses and validates (consumer thread, while earlier batches are written); `write`
+stages the batch (PUT + COPY into a session's stage table, in a thread: the connector blocks);
+the `finish` it returns MERGEs it, then publishes what can never be written to
+`memory.deadletter` (acks=all). The loop runs that `finish` while the next batch is staged: each
+table has two sinks (two sessions, each with its own stage table), which batches use in turn.
+Any other failure (warehouse or broker unreachable, a missing table) retries the same step in
+place with backoff and jitter, reconnecting each time (a MERGE after a reconnection stages its
+rows again). Every write is idempotent, so a crash at any point replays safely.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import faust
 import orjson
 from confluent_kafka import KafkaException
 
-from agents.loop import BatchLoop, Item, LoopConfig, host
+from agents.loop import BatchLoop, Finish, Item, LoopConfig, host
 from app import metrics
 from app.kafka import BrokerUnavailable, publish_sync
 from app.models import DeadLetter
@@ -40,6 +45,7 @@ from sinks.warehouse import (
     MemoryVectorsTable,
     Rejected,
     Row,
+    TableSpec,
     Tombstone,
     WarehouseSink,
     classify,
@@ -54,8 +60,18 @@ RETRY_MAX_S = 5.0
 
 @dataclass
 class Route:
-    sink: WarehouseSink
+    """A topic's table: two sinks, used by batches in turn (one MERGEs while the next stages)."""
+
+    lanes: tuple[WarehouseSink, WarehouseSink]
     prefix: str  # SINK_ROWS result label prefix: "" for records, "audit_" for audit entries
+
+    @property
+    def table(self) -> TableSpec:
+        return self.lanes[0].table
+
+
+def route(settings: Settings, table: TableSpec, prefix: str) -> Route:
+    return Route((WarehouseSink(settings, table), WarehouseSink(settings, table)), prefix)
 
 
 @dataclass
@@ -64,8 +80,10 @@ class Batch:
 
     items: dict[str, list[Row | Rejected]] = field(default_factory=dict)
     messages: int = 0
-    staged: bool = False  # handed to the sinks (a retry flushes what they still hold)
+    lane: int | None = None  # which of the routes' sinks it was handed to (a retry uses the same)
     results: dict[str, FlushResult] = field(default_factory=dict)
+    merges: dict[str, Callable[[], FlushResult]] = field(default_factory=dict)  # per topic, once staged
+    started: float = 0.0
 
 
 class WarehouseHandler:
@@ -77,15 +95,19 @@ class WarehouseHandler:
     def __init__(self, settings: Settings, routes: dict[str, Route] | None = None) -> None:
         self.settings = settings
         self.routes = routes or {
-            settings.topic_records: Route(WarehouseSink(settings, MemoryRecordsTable()), ""),
-            settings.topic_audit: Route(WarehouseSink(settings, AuditLogsTable()), "audit_"),
-            settings.topic_vectors: Route(WarehouseSink(settings, MemoryVectorsTable()), "vector_"),
+            settings.topic_records: route(settings, MemoryRecordsTable(), ""),
+            settings.topic_audit: route(settings, AuditLogsTable(), "audit_"),
+            settings.topic_vectors: route(settings, MemoryVectorsTable(), "vector_"),
         }
         # Parsing a batch and staging one are both Python-bound: they take turns (the parse then
         # overlaps the MERGE, which waits on the warehouse).
         self._turn = threading.Lock()
-        for route in self.routes.values():
-            route.sink.turn = self._turn
+        for r in self.routes.values():
+            for sink in r.lanes:
+                sink.turn = self._turn
+        # The loop finishes batch n (its MERGE) before it writes batch n + 2: batches taking the
+        # two sinks in turn never meet on one.
+        self._lane = 0
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -95,46 +117,58 @@ class WarehouseHandler:
         batch = Batch(messages=len(items))
         with self._turn:
             for item in items:
-                route = self.routes.get(item.topic)
-                if route is None:
+                r = self.routes.get(item.topic)
+                if r is None:
                     continue
-                row = parse(route.sink.table, item.value, item.topic, item.partition, item.offset, item.timestamp)
+                row = parse(r.table, item.value, item.topic, item.partition, item.offset, item.timestamp)
                 if isinstance(row, Tombstone):
                     # A null value forgets a key; the delete record before it did the MERGE.
-                    metrics.SINK_ROWS.labels(f"{route.prefix}tombstone").inc()
+                    metrics.SINK_ROWS.labels(f"{r.prefix}tombstone").inc()
                     continue
                 batch.items.setdefault(item.topic, []).append(row)
         return batch
 
-    async def write(self, batch: Batch) -> None:
-        await asyncio.to_thread(self.write_sync, batch)
+    async def write(self, batch: Batch) -> Finish | None:
+        if not batch.items:
+            return None
+        await asyncio.to_thread(self.stage_sync, batch)
 
-    def write_sync(self, batch: Batch) -> FlushResult:
-        """Stage and MERGE one batch, then dead-letter its rejects; raises to be retried (what was
-        merged stays merged, the rest stays pending in the sinks)."""
-        started = time.perf_counter()
-        touched = {topic: self.routes[topic] for topic in batch.items}
-        if not batch.staged:
+        async def finish() -> None:
+            await asyncio.to_thread(self.merge_sync, batch)
+
+        return finish
+
+    def stage_sync(self, batch: Batch) -> None:
+        """Hand the batch to the next sinks and stage it; raises to be retried (what was staged
+        stays staged)."""
+        if batch.lane is None:
+            batch.lane, self._lane = self._lane, 1 - self._lane
+            batch.started = time.perf_counter()
             for topic, items in batch.items.items():
-                touched[topic].sink.extend(items)
-            batch.results = {topic: FlushResult() for topic in touched}
-            batch.staged = True
-        try:
-            for topic, route in touched.items():
-                route.sink.flush(batch.results[topic])
-            self._dead_letter(touched)
-        except Exception as exc:
-            if not isinstance(exc, BrokerUnavailable | KafkaException) and classify(exc) == "systemic":
-                # e.g. a missing table: someone has to run `memstream migrate`
-                log.error("warehouse sink: systemic error (retried until fixed): %s", _first_line(exc))
-            raise
+                self.routes[topic].lanes[batch.lane].extend(items)
+            batch.results = {topic: FlushResult() for topic in batch.items}
+        with _logged_if_systemic():
+            for topic in batch.items:
+                if topic not in batch.merges:
+                    sink = self.routes[topic].lanes[batch.lane]
+                    batch.merges[topic] = sink.flush_later(batch.results[topic])
+
+    def merge_sync(self, batch: Batch) -> FlushResult:
+        """MERGE a staged batch, then dead-letter its rejects; raises to be retried (what was
+        merged stays merged, the rest stays pending in the sinks)."""
+        assert batch.lane is not None, "stage_sync first"
+        touched = {topic: self.routes[topic] for topic in batch.items}
+        with _logged_if_systemic():
+            for merge in batch.merges.values():
+                merge()
+            self._dead_letter(touched, batch.lane)
         total = FlushResult()
         for topic, result in batch.results.items():
             self._observe(touched[topic].prefix, result)
             total.counts.add(result.counts)
             total.rows += result.rows
             total.chunks += result.chunks
-        elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - batch.started
         metrics.SINK_BATCH_SECONDS.observe(elapsed)
         log.debug(
             "warehouse batch: %d messages, %d rows in %d chunks, %.3fs",
@@ -151,21 +185,22 @@ class WarehouseHandler:
         return "kafka" if isinstance(exc, BrokerUnavailable | KafkaException) else "snowflake"
 
     def close(self) -> None:
-        for route in self.routes.values():
-            route.sink.close()
+        for r in self.routes.values():
+            for sink in r.lanes:
+                sink.close()
 
-    def _dead_letter(self, touched: dict[str, Route]) -> None:
-        rejected: list[tuple[Route, Rejected]] = [(r, x) for r in touched.values() for x in r.sink.rejected]
+    def _dead_letter(self, touched: dict[str, Route], lane: int) -> None:
+        rejected: list[tuple[Route, Rejected]] = [(r, x) for r in touched.values() for x in r.lanes[lane].rejected]
         if not rejected:
             return
         messages = [
             ((x.tenant_id or "").encode() or None, orjson.dumps(_dead(x).model_dump(mode="json"))) for _, x in rejected
         ]
         publish_sync(self.settings, messages, self.settings.topic_deadletter)  # acks=all or raises
-        for route in touched.values():
-            route.sink.rejected.clear()
-        for route, x in rejected:
-            metrics.SINK_ROWS.labels(f"{route.prefix}deadletter").inc()
+        for r in touched.values():
+            r.lanes[lane].rejected.clear()
+        for r, x in rejected:
+            metrics.SINK_ROWS.labels(f"{r.prefix}deadletter").inc()
             log.warning("dead letter from %s (%s): %s", x.position, x.stage, x.reason)
 
     @staticmethod
@@ -181,6 +216,17 @@ class WarehouseHandler:
                 metrics.SINK_ROWS.labels(prefix + name).inc(n)
         if result.newest_timestamp is not None and not prefix:
             metrics.SINK_LAG_SECONDS.set(max(0.0, time.time() - result.newest_timestamp))
+
+
+@contextlib.contextmanager
+def _logged_if_systemic() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        if not isinstance(exc, BrokerUnavailable | KafkaException) and classify(exc) == "systemic":
+            # e.g. a missing table: someone has to run `memstream migrate`
+            log.error("warehouse sink: systemic error (retried until fixed): %s", _first_line(exc))
+        raise
 
 
 def _first_line(exc: BaseException) -> str:

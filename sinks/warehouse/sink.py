@@ -2,9 +2,10 @@
 version guard.
 
 `add` parses one Kafka value into a staging row (`parse`, pure; a value that is not a valid row
-is rejected here), `flush` writes what was added in chunks bounded by rows and bytes, and `write`
-is the I/O: PUT one JSON-lines file to a temporary stage, COPY it into a one-VARIANT temporary
-table, MERGE from there into the target (the table's SQL, `tables`). Staging a file beats
+is rejected here), `flush` writes what was added in chunks bounded by rows and bytes (or, with
+`flush_later`, stages the first chunk now and MERGEs when asked), and `write` is the I/O: `stage`
+PUTs one JSON-lines file to a temporary stage and COPYs it into a one-VARIANT temporary table,
+`merge` MERGEs from there into the target (the table's SQL, `tables`). Staging a file beats
 inlining the rows as bound VALUES on the emulator (docs/warehouse.md), and real Snowflake limits
 statement size.
 
@@ -24,7 +25,7 @@ import contextlib
 import logging
 import tempfile
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,7 @@ class WarehouseSink:
         self.pending: list[Row] = []
         self.rejected: list[Rejected] = []
         self._conn: SnowflakeConnection | None = None
+        self._staged: tuple[SnowflakeConnection | None, Sequence[Row]] | None = None  # what the stage table holds
         self._tmp = Path(tempfile.mkdtemp(prefix=f"memstream-{table.name.lower()}-"))
         self._slow_s = settings.warehouse_slow_query_s
         self._label = table.name.lower()
@@ -120,25 +122,60 @@ class WarehouseSink:
         retryable error: what was written stays written (idempotent), the rest stays pending."""
         result = result if result is not None else FlushResult()
         for chunk in chunks(self.pending, self.max_rows, self.max_bytes):
-            result.counts.add(self._write_isolating(chunk))
-            result.rows += len(chunk)
-            result.chunks += 1
-            stamps = [r.timestamp for r in chunk if r.timestamp is not None]
-            if stamps:
-                newest = max(stamps)
-                result.newest_timestamp = max(newest, result.newest_timestamp or newest)
-            del self.pending[: len(chunk)]
+            self._done(result, chunk, self._write_isolating(chunk))
         return result
+
+    def flush_later(self, result: FlushResult) -> Callable[[], FlushResult]:
+        """`flush` in two steps, for a caller that overlaps the MERGE with other work (another
+        sink's): stages the first chunk now and returns the call that MERGEs it and writes the rest.
+        That call may be retried: it stages again what a reconnection lost."""
+        parts = chunks(self.pending, self.max_rows, self.max_bytes)
+        first: list[Row] | None = parts[0] if parts else None
+        staged = False
+        if first is not None:
+            try:
+                self.stage(first)
+                staged = True
+            except Exception as exc:
+                if classify(exc) != "data":
+                    raise  # a data error is left to the MERGE step, which isolates the rows
+
+        def finish() -> FlushResult:
+            nonlocal first
+            if first is not None:
+                self._done(result, first, self._write_isolating(first, staged=staged))
+                first = None
+            return self.flush(result)
+
+        return finish
 
     def write(self, rows: Sequence[Row]) -> MergeCounts:
         """Stage `rows` and MERGE them into the target (one stage, one MERGE, one supersession pass)."""
         if not rows:
             return MergeCounts()
+        self.stage(rows)
+        return self.merge(rows)
+
+    def stage(self, rows: Sequence[Row]) -> None:
+        """Put `rows` in this session's stage table, for `merge`."""
         try:
             cur = self._cursor()
             with self.turn:
                 self._run(cur, "truncate", f"TRUNCATE TABLE {self.stage_table}")
                 self._stage(cur, rows)
+            self._staged = (self._conn, rows)
+        except Exception as exc:
+            if classify(exc) != "data":
+                self.reset()
+            raise
+
+    def merge(self, rows: Sequence[Row]) -> MergeCounts:
+        """MERGE `rows` from the stage table; staged again first unless this session holds them
+        (a reconnection starts a session with an empty one)."""
+        try:
+            if self._staged is None or self._staged[0] is not self._conn or self._staged[1] is not rows:
+                self.stage(rows)
+            cur = self._cursor()
             merged = self._run(cur, "merge", self._merge_sql)
             assert merged is not None
             counts = _merge_counts(merged.fetchone(), len(rows))
@@ -154,10 +191,22 @@ class WarehouseSink:
 
     # internals ---------------------------------------------------------------------------------
 
-    def _write_isolating(self, rows: list[Row]) -> MergeCounts:
-        """Write; on a data error, bisect so only the rows that cannot be written are rejected."""
+    def _done(self, result: FlushResult, chunk: list[Row], counts: MergeCounts) -> None:
+        """Count a written chunk into `result` and take it off `pending` (it is its head)."""
+        result.counts.add(counts)
+        result.rows += len(chunk)
+        result.chunks += 1
+        stamps = [r.timestamp for r in chunk if r.timestamp is not None]
+        if stamps:
+            newest = max(stamps)
+            result.newest_timestamp = max(newest, result.newest_timestamp or newest)
+        del self.pending[: len(chunk)]
+
+    def _write_isolating(self, rows: list[Row], *, staged: bool = False) -> MergeCounts:
+        """Write (only MERGE, when `rows` are `staged`); on a data error, bisect so only the rows
+        that cannot be written are rejected."""
         try:
-            return self.write(rows)
+            return self.merge(rows) if staged else self.write(rows)
         except Exception as exc:
             if classify(exc) != "data":
                 raise
@@ -208,6 +257,7 @@ class WarehouseSink:
         """Drop the connection: the next write logs in again (after a warehouse restart the old
         session is unknown to it)."""
         conn, self._conn = self._conn, None
+        self._staged = None
         if conn is not None:
             metrics.WAREHOUSE_CONNECTIONS.labels("sink", "open").dec()
             _close_quietly(conn)

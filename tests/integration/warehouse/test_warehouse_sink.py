@@ -10,7 +10,7 @@ import pytest
 
 from app.models import AuditEntry, MemoryRecord
 from app.settings import Settings
-from sinks.warehouse import AuditLogsTable, MemoryRecordsTable, WarehouseSink, classify
+from sinks.warehouse import AuditLogsTable, FlushResult, MemoryRecordsTable, WarehouseSink, classify
 from tests.support.stack import Stack
 from tests.support.warehouse import audit_entry, count, query, record, snapshot
 
@@ -215,5 +215,73 @@ def test_an_unreachable_warehouse_raises_a_transient_error_and_keeps_the_batch(s
             sink.flush()
         assert classify(info.value) == "transient"
         assert len(sink.pending) == 1 and not sink.rejected  # nothing dropped, nothing dead-lettered
+    finally:
+        sink.close()
+
+
+def add(sink: WarehouseSink, recs: list[MemoryRecord] | list[bytes], first_offset: int = 0) -> None:
+    for i, v in enumerate(recs):
+        sink.add(v.to_json() if isinstance(v, MemoryRecord) else v, "memory.records", 0, first_offset + i)
+
+
+def test_flush_later_stages_now_and_merges_when_called(settings: Settings, tenant: str) -> None:
+    # Two sinks of one table, as the warehouse agent uses them: the second batch is staged while
+    # the first is staged and not yet merged, and neither disturbs the other's stage table.
+    one, two = WarehouseSink(settings, MemoryRecordsTable()), WarehouseSink(settings, MemoryRecordsTable())
+    try:
+        first = [record(tenant, f"a{i}", offset=i) for i in range(300)]
+        second = [record(tenant, f"b{i}", offset=300 + i) for i in range(200)]
+        add(one, first)
+        merge_first = one.flush_later(r1 := FlushResult())
+        add(two, second, 300)
+        merge_second = two.flush_later(r2 := FlushResult())
+        assert count(settings, [tenant]) == 0  # staged, not merged
+        assert len(one.pending) == 300 and len(two.pending) == 200  # nothing written yet
+        merge_first()
+        assert count(settings, [tenant]) == 300 and r1.rows == 300 and r1.counts.inserted == 300
+        merge_second()
+        assert count(settings, [tenant]) == 500 and r2.rows == 200 and r2.counts.inserted == 200
+        assert set(rows(settings, tenant)) == {r.memory_id for r in first + second}
+        assert not one.pending and not two.pending
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_merge_after_a_reconnection_stages_its_rows_again(
+    sink: WarehouseSink, settings: Settings, tenant: str
+) -> None:
+    recs = [record(tenant, f"e{i}", offset=i) for i in range(120)]
+    add(sink, recs)
+    merge = sink.flush_later(result := FlushResult())
+    sink.reset()  # the session and its stage table are gone (a warehouse restart, a dropped connection)
+    merge()
+    assert count(settings, [tenant]) == 120 and result.counts.inserted == 120
+    assert set(rows(settings, tenant)) == {r.memory_id for r in recs}
+
+
+def test_flush_later_isolates_rows_that_can_never_be_written(
+    sink: WarehouseSink, settings: Settings, tenant: str
+) -> None:
+    good = [record(tenant, f"g{i}", offset=i) for i in range(9)]
+    too_big = record(tenant, "big").model_copy(update={"ttl_seconds": 10**19})
+    add(sink, [*good[:4], too_big, *good[4:]])
+    merge = sink.flush_later(FlushResult())
+    merge()
+    assert count(settings, [tenant]) == 9
+    assert [(r.stage, r.raw) for r in sink.rejected] == [("warehouse-merge", too_big.to_json())]
+    assert not sink.pending
+
+
+def test_flush_later_writes_every_chunk(settings: Settings, tenant: str) -> None:
+    sink = WarehouseSink(settings.model_copy(update={"sink_batch_max_rows": 40}), MemoryRecordsTable())
+    try:
+        recs = [record(tenant, f"e{i}", offset=i) for i in range(130)]
+        add(sink, recs)
+        merge = sink.flush_later(result := FlushResult())
+        assert count(settings, [tenant]) == 0
+        merge()
+        assert count(settings, [tenant]) == 130 and result.chunks == 4 and result.rows == 130
+        assert not sink.pending
     finally:
         sink.close()
