@@ -106,7 +106,9 @@ class Env:
         return Settings(_env_file=None, **values)
 
     def start_worker(self, batch: int) -> subprocess.Popen[bytes]:
-        env = {**os.environ, **self.env, "MEMSTREAM_SINK_BATCH_MAX_ROWS": str(batch)}
+        # This tree's memstream, not whichever the venv installed: the worker runs outside it (cwd).
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, **self.env, "MEMSTREAM_SINK_BATCH_MAX_ROWS": str(batch), "PYTHONPATH": path}
         log = open(self.tmp / "worker.log", "ab")  # noqa: SIM115 - the child keeps it
         return subprocess.Popen(
             [sys.executable, "-m", "app.cli", "worker", "--agents", "warehouse"],
